@@ -1,0 +1,20 @@
+# Localization-guided LLM unlearning (CLUE and baselines) as a Snakemake workflow.
+#   snakemake all --cores 2                      # the embedded default (SmolLM2-135M-Instruct, offline)
+#   snakemake all --cores 2 --configfile my.yaml # your experiment (merged over config.yaml)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

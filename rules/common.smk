@@ -1,0 +1,71 @@
+# Helpers shared by the rule files (the only .smk file with Python functions, as --lint asks).
+import hashlib
+import importlib.util
+from pathlib import Path
+
+from clueflow.config import validate_config
+from clueflow.errors import ClueflowError
+
+try:
+    validate_config(config, file=", ".join(map(str, workflow.configfiles)) or "config")
+except ClueflowError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+MODEL = config["model"]["name"]
+DATASETS = sorted(config["datasets"])
+SETS_IN_USE = [config["forget"], *config["retain"]]
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9._-]+",
+    set="|".join(DATASETS),
+
+
+def code_hash(*modules):
+    """Hash of the package source behind a rule, so that editing the library reruns its jobs
+    (Snakemake tracks a script's own mtime but not the modules it imports)."""
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        root = Path(spec.origin)
+        files = (
+            sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+        )
+        for f in files:
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def model_params():
+    m = config["model"]
+    # the seed only matters for random tiny models; keep it out of the params otherwise
+    seed = config["seed"] if m["source"].startswith("tiny:") else None
+    return dict(
+        source=m["source"],
+        dtype=m["dtype"],
+        trust_remote_code=m["trust_remote_code"],
+        revision=m["revision"],
+        seed=seed,
+    )
+
+
+def dataset_spec(wildcards):
+    if wildcards.set not in config["datasets"]:
+        raise WorkflowError(
+            f"no data set {wildcards.set!r} in the config (datasets: {', '.join(DATASETS)})"
+        )
+    return config["datasets"][wildcards.set]
+
+
+def dataset_seed(wildcards):
+    return dataset_spec(wildcards).get("seed", config["seed"])
+
+
+def all_targets():
+    return [
+        f"results/tables/{MODEL}/base_accuracy.parquet",
+        f"results/tables/{MODEL}/base_accuracy.md",
+        *expand(
+            "results/data/{model}/{set}.filtered.parquet", model=MODEL, set=SETS_IN_USE
+        ),
+    ]

@@ -1,0 +1,154 @@
+"""``clueflow`` command line; subcommands mirror the workflow's rules.
+
+    clueflow config validate CONFIG
+    clueflow model materialize --source SRC --out DIR [--dtype D] [--trust-remote-code] [--revision R]
+    clueflow model generate DIR --prompt TEXT
+    clueflow data build --config CONFIG --set NAME --model-dir DIR --out PATH
+    clueflow data filter --data PATH --model-dir DIR --out PATH --accuracy PATH [--keep MODE]
+    clueflow data accuracy-table ACCURACY.json... --parquet PATH --markdown PATH
+    clueflow data show PATH
+
+Every user error exits with status 2 and one line on stderr: ``clueflow: <file>: <field>: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ClueflowError
+
+
+def _cmd_config_validate(args) -> None:
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: valid ({len(cfg['datasets'])} data sets, forget={cfg['forget']}, "
+          f"retain={','.join(cfg['retain'])})")
+
+
+def _cmd_model_materialize(args) -> None:
+    from .models import materialize
+
+    out = materialize(args.source, args.out, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                      revision=args.revision, seed=args.seed)
+    print(out)
+
+
+def _cmd_model_generate(args) -> None:
+    from .models import load_model, load_tokenizer
+
+    tok = load_tokenizer(args.model_dir)
+    model = load_model(args.model_dir)
+    ids = tok(args.prompt, return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+    print(args.prompt + tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+
+
+def _cmd_data_build(args) -> None:
+    from .config import load_config
+    from .data.build import write_set
+    from .models import load_tokenizer
+
+    cfg = load_config(args.config)
+    if args.set not in cfg["datasets"]:
+        raise ClueflowError(f"no data set {args.set!r} in the config", file=args.config, field="datasets")
+    spec = cfg["datasets"][args.set]
+    tok = load_tokenizer(args.model_dir, trust_remote_code=cfg["model"]["trust_remote_code"])
+    df = write_set(args.set, spec, tok, args.out, seed=spec.get("seed", cfg["seed"]))
+    print(f"{args.out}: {len(df)} rows")
+
+
+def _cmd_data_filter(args) -> None:
+    from .data.filter import run_filter
+
+    for r in run_filter(args.data, args.model_dir, args.out, args.accuracy, keep=args.keep,
+                        batch_size=args.batch_size):
+        print(f"{r['set']} [{r['format']}]: accuracy {r['accuracy']:.3f} (chance {r['chance']:.3f}), "
+              f"kept {r['kept']}/{r['n']}")
+
+
+def _cmd_data_accuracy_table(args) -> None:
+    from .data.filter import accuracy_table
+    from .io import write_table
+
+    df = accuracy_table(args.accuracy)
+    write_table(df, args.parquet, args.markdown)
+    print(df.to_markdown(index=False, floatfmt=".3f"))
+
+
+def _cmd_data_show(args) -> None:
+    from .data.schema import read_set
+    from .io import read_parquet_metadata
+
+    df = read_set(args.path)
+    print(f"{args.path}: {len(df)} rows; metadata {read_parquet_metadata(args.path)}")
+    print(df.groupby(["split", "format"]).size().rename("rows").reset_index().to_markdown(index=False))
+    row = df.iloc[0]
+    print(f"\nexample {row.id}:\n  prompt:           {row.prompt!r}\n  answer:           {row.answer!r}\n"
+          f"  corrupted_prompt: {row.corrupted_prompt!r}\n  corrupted_answer: {row.corrupted_answer!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clueflow", description=__doc__.split("\n\n")[0])
+    stages = parser.add_subparsers(dest="stage", required=True)
+
+    cfg = stages.add_parser("config", help="configuration").add_subparsers(dest="cmd", required=True)
+    p = cfg.add_parser("validate", help="validate a config file against the schema")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=_cmd_config_validate)
+
+    model = stages.add_parser("model", help="model stage").add_subparsers(dest="cmd", required=True)
+    p = model.add_parser("materialize", help="write a model source as an HF checkpoint directory")
+    p.add_argument("--source", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--revision")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_model_materialize)
+    p = model.add_parser("generate", help="greedy generation from a checkpoint directory")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.set_defaults(func=_cmd_model_generate)
+
+    data = stages.add_parser("data", help="data stage").add_subparsers(dest="cmd", required=True)
+    p = data.add_parser("build", help="build one configured data set")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--set", required=True)
+    p.add_argument("--model-dir", required=True, type=Path, help="checkpoint whose tokenizer defines alignment")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_data_build)
+    p = data.add_parser("filter", help="keep examples the base model answers correctly; record accuracy")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--accuracy", required=True, type=Path)
+    p.add_argument("--keep", default="clean", choices=["clean", "both", "all"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_cmd_data_filter)
+    p = data.add_parser("accuracy-table", help="gather per-set accuracy JSON files into one table")
+    p.add_argument("accuracy", nargs="+", type=Path)
+    p.add_argument("--parquet", required=True, type=Path)
+    p.add_argument("--markdown", required=True, type=Path)
+    p.set_defaults(func=_cmd_data_accuracy_table)
+    p = data.add_parser("show", help="summarize a data-set parquet file")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_cmd_data_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ClueflowError as err:
+        print(f"clueflow: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The data-set artifact: ``results/data/{model}/{set}.parquet``, one row per example.
+
+=================  ==============  =============================================================================
+column             type            meaning
+=================  ==============  =============================================================================
+id                 string          ``<set>-<nnnn>``, unique within the file
+split              string          ``circuit`` (circuit discovery), ``train`` (unlearning / fine-tuning) or ``test``
+format             string          ``cloze``: correct iff the model's greedy continuation is ``answer``;
+                                   ``choice``: ``choices`` scored by log-likelihood after the prompt (options not
+                                   shown in the prompt); ``mc``: options listed in the prompt, ``choices`` holds
+                                   the scored continuations (option texts, or letters `` A``..`` D``)
+prompt             string          clean input
+answer             string          continuation scored as correct, exactly as appended (leading space included)
+corrupted_prompt   string          counterfactual input, **same token count** as ``prompt`` under the model's
+                                   tokenizer (:func:`clueflow.scoring.encode_prompt`)
+corrupted_answer   string          the answer to ``corrupted_prompt``; its first token differs from ``answer``'s
+choices            list<string>    ``choice``/``mc`` rows: the candidate continuations; null for ``cloze``
+label              int64           ``choice``/``mc`` rows: index of ``answer`` in ``choices``; null for ``cloze``
+text               string          forget corpora: the text trained on by GA/NPO and scored by MIA; else null
+refusal            string          forget corpora: the refusal target for PO (``prompt`` + ``refusal``); else null
+=================  ==============  =============================================================================
+
+File metadata (parquet schema key ``clueflow``): set name, source (generator or loader), seed, tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import ClueflowError
+from ..scoring import encode_continuation, encode_prompt
+
+SPLITS = ("circuit", "train", "test")
+FORMATS = ("cloze", "choice", "mc")
+COLUMNS = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer", "choices", "label",
+           "text", "refusal")
+REQUIRED_STR = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer")
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (dicts with any subset of the optional columns) → a frame with exactly :data:`COLUMNS`."""
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = None
+    df = df[list(COLUMNS)]
+    df["label"] = df["label"].astype("Int64")
+    df["choices"] = [list(c) if isinstance(c, (list, tuple)) else None for c in df["choices"]]
+    return df
+
+
+def validate_frame(df: pd.DataFrame, *, file: str | Path, tokenizer=None) -> None:
+    """Raise a one-line :class:`ClueflowError` naming ``file``, the row and the field for the first defect.
+
+    With a tokenizer, also check token alignment of every counterfactual pair and that answer and corrupted
+    answer differ in their first token (the logit-difference metric needs it).
+    """
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ClueflowError(f"missing column(s) {missing}", file=file, field="columns")
+    if len(df) == 0:
+        raise ClueflowError("data set is empty", file=file, field="rows")
+    dup = df["id"][df["id"].duplicated()]
+    if len(dup):
+        raise ClueflowError(f"duplicate id {dup.iloc[0]!r}", file=file, field="id")
+    for row in df.itertuples(index=False):
+        where = f"row {row.id}"
+        for col in REQUIRED_STR:
+            value = getattr(row, col)
+            if not isinstance(value, str) or not value:
+                raise ClueflowError(f"{where}: must be a non-empty string, got {value!r}", file=file, field=col)
+        if row.split not in SPLITS:
+            raise ClueflowError(f"{where}: {row.split!r} is not one of {SPLITS}", file=file, field="split")
+        if row.format not in FORMATS:
+            raise ClueflowError(f"{where}: {row.format!r} is not one of {FORMATS}", file=file, field="format")
+        if row.format == "cloze":
+            if row.choices is not None or not pd.isna(row.label):
+                raise ClueflowError(f"{where}: cloze rows carry no choices/label", file=file, field="choices")
+        else:
+            choices = list(row.choices) if row.choices is not None else []
+            if len(choices) < 2:
+                raise ClueflowError(f"{where}: {row.format} rows need >= 2 choices", file=file, field="choices")
+            if pd.isna(row.label) or not 0 <= int(row.label) < len(choices):
+                raise ClueflowError(f"{where}: label {row.label!r} out of range for {len(choices)} choices",
+                                    file=file, field="label")
+            if choices[int(row.label)] != row.answer:
+                raise ClueflowError(f"{where}: answer {row.answer!r} != choices[label] {choices[int(row.label)]!r}",
+                                    file=file, field="answer")
+            if row.corrupted_answer not in choices:
+                raise ClueflowError(f"{where}: corrupted_answer {row.corrupted_answer!r} is not among the choices",
+                                    file=file, field="corrupted_answer")
+        if tokenizer is not None:
+            n_clean = len(encode_prompt(tokenizer, row.prompt))
+            n_corr = len(encode_prompt(tokenizer, row.corrupted_prompt))
+            if n_clean != n_corr:
+                raise ClueflowError(f"{where}: counterfactual not token-aligned: prompt has {n_clean} tokens, "
+                                    f"corrupted_prompt has {n_corr}", file=file, field="corrupted_prompt")
+            if encode_continuation(tokenizer, row.answer)[:1] == encode_continuation(tokenizer,
+                                                                                   row.corrupted_answer)[:1]:
+                raise ClueflowError(f"{where}: answer {row.answer!r} and corrupted_answer {row.corrupted_answer!r} "
+                                    "start with the same token", file=file, field="corrupted_answer")
+
+
+def read_set(path: str | Path, *, tokenizer=None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ClueflowError("data set file does not exist", file=path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise ClueflowError(f"not a readable parquet file ({type(err).__name__})", file=path) from None
+    validate_frame(df, file=path, tokenizer=tokenizer)
+    return df

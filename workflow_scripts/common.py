@@ -1,0 +1,21 @@
+"""Shared by the workflow scripts: send output to the rule's log and turn user errors into one log line."""
+
+import contextlib
+import sys
+import traceback
+
+from clueflow.errors import ClueflowError
+
+
+@contextlib.contextmanager
+def logged(log_path):
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            yield
+        except ClueflowError as err:
+            print(f"clueflow: {err}", file=log)
+            sys.stderr.write(f"clueflow: {err}\n")
+            sys.exit(1)
+        except Exception:
+            traceback.print_exc(file=log)
+            raise
