@@ -4,10 +4,14 @@ import importlib.util
 from pathlib import Path
 
 from clueflow.config import validate_config
+from clueflow.data.build import check_spec
 from clueflow.errors import ClueflowError
 
 try:
-    validate_config(config, file=", ".join(map(str, workflow.configfiles)) or "config")
+    _file = ", ".join(map(str, workflow.configfiles)) or "config"
+    validate_config(config, file=_file)
+    for _name, _spec in config["datasets"].items():
+        check_spec(_name, _spec, file=_file)
 except ClueflowError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 

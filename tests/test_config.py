@@ -53,3 +53,18 @@ def test_load_config_file_errors(tmp_path):
     with pytest.raises(ClueflowError, match="invalid YAML") as err:
         load_config(bad)
     assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("spec, field, needle", [
+    ({"generator": "capitalz", "n": 3}, "datasets.x.generator", "unknown generator 'capitalz'"),
+    ({"loader": "wmdb", "n": 3}, "datasets.x.loader", "unknown loader 'wmdb'"),
+    ({"generator": "capitals", "n": 3, "options": {"form": ["mc"]}}, "datasets.x.options.form", "forms"),
+    ({"generator": "ioi", "n": 3, "options": {"length": 3}}, "datasets.x.options.length", "allowed: none"),
+    ({"loader": "sst2", "n": 3, "options": {"pth": "a.parquet"}}, "datasets.x.options.pth", "path, hub"),
+])
+def test_unknown_generator_loader_or_option_is_rejected(spec, field, needle):
+    from clueflow.data.build import check_spec
+
+    with pytest.raises(ClueflowError, match=needle) as err:
+        check_spec("x", spec, file="my.yaml")
+    assert err.value.field == field and str(err.value).startswith(f"my.yaml: {field}: ")

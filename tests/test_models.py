@@ -76,6 +76,13 @@ def test_tiny_checkpoint_loads_with_transformers(tiny_dirs, arch):
         assert torch.equal(a, b), name
 
 
+def test_materialize_from_a_local_checkpoint_directory(tiny_dirs, tmp_path):
+    out = materialize(str(tiny_dirs["gpt_neox"]), tmp_path / "copy")
+    assert json.loads((out / PROVENANCE).read_text())["kind"] == "dir"
+    a, b = load_model(tiny_dirs["gpt_neox"]), load_model(out)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_load_model_refuses_pickle_only_checkpoint(tiny_dirs, tmp_path):
     src = tiny_dirs["gpt2"]
     ckpt = tmp_path / "pickled"

@@ -74,6 +74,7 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     (lambda c: c["model"].update(sorce="tiny:gpt2"), "model.sorce"),
     (lambda c: c["datasets"]["ioi"].update(generater="ioi"), "datasets.ioi.generater"),
     (lambda c: c.update(retain=["sentiment", "missing_set"]), "retain"),
+    (lambda c: c["datasets"]["capitals"].update(options={"form": ["mc"]}), "datasets.capitals.options.form"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, edit, key):
     cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))

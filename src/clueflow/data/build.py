@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -40,6 +40,15 @@ def _pair_usable(tok, row: dict[str, Any], ctx: GenContext) -> bool:
             and encode_continuation(tok, row["answer"])[:1] != encode_continuation(tok, row["corrupted_answer"])[:1])
 
 
+def check_spec(name: str, spec: dict[str, Any], *, file: str | None = None) -> Callable:
+    """The generator or loader of data set ``name``, after checking its name and option keys."""
+    key = "generator" if "generator" in spec else "loader"
+    registry = GENERATORS if key == "generator" else LOADERS
+    fn = registry.get(spec[key], file=file, field=f"datasets.{name}.{key}")
+    registry.check_options(spec[key], spec.get("options", {}), file=file, field=f"datasets.{name}.options")
+    return fn
+
+
 def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.DataFrame:
     """Rows for data set ``name`` as configured by ``spec`` (one entry of the config's ``datasets``).
 
@@ -47,11 +56,7 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
     first token, are skipped. Loaders read real data; the same checks apply, and loaders raise when a file is
     unusable. The first ``n`` usable, distinct rows are kept and split by ``splits`` fractions.
     """
-    field = f"datasets.{name}"
-    if "generator" in spec:
-        fn = GENERATORS.get(spec["generator"], field=f"{field}.generator")
-    else:
-        fn = LOADERS.get(spec["loader"], field=f"{field}.loader")
+    fn = check_spec(name, spec)
     rng = random.Random(f"{seed}:{name}")
     ctx = GenContext(tokenizer=tokenizer, rng=rng, options=dict(spec.get("options", {})), name=name)
     n = int(spec["n"])
@@ -69,7 +74,7 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
             if len(rows) == n:
                 break
     if not rows:
-        raise ClueflowError("no usable (token-aligned) examples could be built", field=field)
+        raise ClueflowError("no usable (token-aligned) examples could be built", field=f"datasets.{name}")
     fractions = {**DEFAULT_SPLITS, **spec.get("splits", {})}
     order = list(range(len(rows)))
     rng.shuffle(order)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ..registry import Registry
 from ..scoring import encode_prompt
@@ -44,12 +44,12 @@ class GenContext:
         return None
 
 
-def _mc_prompt(question: str, options: list[str]) -> str:
-    lines = [f"Question: {question}"] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + ["Answer:"]
-    return "\n".join(lines)
+def mc_prompt(question: str, options: Sequence[str]) -> str:
+    """``{question}\nA. ...\nB. ...\nAnswer:`` (lm-eval's lettered multiple-choice layout)."""
+    return "\n".join([question] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + ["Answer:"])
 
 
-@GENERATORS.register("capitals")
+@GENERATORS.register("capitals", options=('forms', 'mc_scoring'))
 def capitals(ctx: GenContext) -> Iterator[Row]:
     """Country → capital, the default forget knowledge. Options: ``forms`` (subset of ``[cloze, mc]``),
     ``mc_scoring`` (``text``: score the option texts, for small models; ``letter``: score `` A``..`` D``)."""
@@ -77,7 +77,7 @@ def capitals(ctx: GenContext) -> Iterator[Row]:
             options = [capital[country], capital[other], *distractors]
             ctx.rng.shuffle(options)
             if letter:
-                prompt = lambda c: _mc_prompt(stem(c), options)  # noqa: E731
+                prompt = lambda c: mc_prompt(stem(c), options)  # noqa: E731
                 choices = [f" {LETTERS[i]}" for i in range(len(options))]
             else:
                 prompt = lambda c: f"Options: {', '.join(options)}.\n{stem(c)}"  # noqa: E731
@@ -106,7 +106,7 @@ def ioi(ctx: GenContext) -> Iterator[Row]:
                    choices=choices, label=0)
 
 
-@GENERATORS.register("induction")
+@GENERATORS.register("induction", options=('length',))
 def induction(ctx: GenContext) -> Iterator[Row]:
     """A random word sequence, then its prefix again: the next word is copied from the first occurrence.
     The counterfactual changes that word in the first occurrence. Option ``length`` (default 6)."""
@@ -121,7 +121,7 @@ def induction(ctx: GenContext) -> Iterator[Row]:
                        corrupted_answer=f" {other}")
 
 
-@GENERATORS.register("arithmetic")
+@GENERATORS.register("arithmetic", options=('max_operand',))
 def arithmetic(ctx: GenContext) -> Iterator[Row]:
     """``{a} plus {b} equals`` → `` {a+b}``; the counterfactual changes ``b``. Option ``max_operand`` (20)."""
     hi = int(ctx.options.get("max_operand", 20))
@@ -178,7 +178,7 @@ def boolean(ctx: GenContext) -> Iterator[Row]:
                        label=choices.index(f" {value(vals)}"))
 
 
-@GENERATORS.register("reverse")
+@GENERATORS.register("reverse", options=('length', 'shots'))
 def reverse(ctx: GenContext) -> Iterator[Row]:
     """Reverse a list of digits after ``shots`` worked examples (default 3); the counterfactual changes the
     list's last digit, which is the answer's first. Option ``length`` (default 3)."""

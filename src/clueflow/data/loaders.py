@@ -33,7 +33,7 @@ from ..errors import ClueflowError
 from ..registry import Registry
 from ..scoring import encode_continuation
 from . import wordlists as W
-from .generators import LETTERS
+from .generators import LETTERS, mc_prompt
 
 Row = dict[str, Any]
 LOADERS: Registry[Callable[..., Iterator[Row]]] = Registry("loader")
@@ -168,8 +168,8 @@ def _scoring(ctx) -> str:
 
 def _mc_prompt(topic: str, question: str, options: Sequence[str]) -> str:
     """lm-eval's ``wmdp_*`` / ``mmlu_*`` zero-shot prompt."""
-    lines = [question] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + ["Answer:"]
-    return f"The following are multiple choice questions (with answers) about {topic}.\n\n" + "\n".join(lines)
+    return f"The following are multiple choice questions (with answers) about {topic}.\n\n" + mc_prompt(question,
+                                                                                                        options)
 
 
 def _distractors(ctx, scoring: str, default_config: str | None) -> list[str] | None:
@@ -234,7 +234,7 @@ def _mc(ctx, rows: list[Row], topic: Callable[[Row], str], scoring: str, distrac
                    label=label, **fact)
 
 
-@LOADERS.register("wmdp")
+@LOADERS.register("wmdp", options=('path', 'hub', 'hub_config', 'hub_split', 'subset', 'mc_scoring', 'topic', 'distractor_path', 'distractor_hub', 'distractor_hub_config', 'distractor_hub_split', 'corpus_path', 'corpus_hub', 'corpus_hub_config', 'corpus_hub_split'))
 def wmdp(ctx) -> Iterator[Row]:
     """WMDP forget set. Columns ``question``, ``choices`` (4 option texts), ``answer`` (index).
 
@@ -265,7 +265,7 @@ def wmdp(ctx) -> Iterator[Row]:
     yield from _mc(ctx, rows, lambda r: topic, scoring, distractors, forget=True)
 
 
-@LOADERS.register("mmlu")
+@LOADERS.register("mmlu", options=('path', 'hub', 'hub_config', 'hub_split', 'mc_scoring', 'distractor_path', 'distractor_hub', 'distractor_hub_config', 'distractor_hub_split'))
 def mmlu(ctx) -> Iterator[Row]:
     """MMLU. Columns ``question``, ``subject`` (``high_school_biology`` → topic "high school biology"),
     ``choices``, ``answer`` (index). Options ``mc_scoring`` and ``distractor_path``/``distractor_hub`` as for
@@ -291,7 +291,7 @@ def _binary_choice(ctx, items: list[tuple], prompt: Callable[[tuple], str], choi
                        corrupted_answer=choices[other[-1]], choices=list(choices), label=x[-1])
 
 
-@LOADERS.register("sst2")
+@LOADERS.register("sst2", options=('path', 'hub', 'hub_config', 'hub_split'))
 def sst2(ctx) -> Iterator[Row]:
     """SST-2. Columns ``sentence``, ``label`` (1 = positive, 0 = negative; other labels, e.g. the test split's
     -1, are skipped). Prompt ``"Review: {sentence}\\nSentiment:"``, choices `` negative``/`` positive``."""
@@ -301,7 +301,7 @@ def sst2(ctx) -> Iterator[Row]:
                               lambda x: f"Review: {x[0]}\nSentiment:", SST2_CHOICES)
 
 
-@LOADERS.register("rte")
+@LOADERS.register("rte", options=('path', 'hub', 'hub_config', 'hub_split'))
 def rte(ctx) -> Iterator[Row]:
     """RTE. Columns ``premise`` (or GLUE's ``sentence1``), ``hypothesis`` (or ``sentence2``), ``label``
     (0 = entailment, 1 = not_entailment; others skipped). Prompt
@@ -321,7 +321,7 @@ def _swap(text: str, a: str, b: str) -> str | None:
     return pattern.sub(lambda m: b if m.group(1) == a else a, text)
 
 
-@LOADERS.register("winogrande")
+@LOADERS.register("winogrande", options=('path', 'hub', 'hub_config', 'hub_split'))
 def winogrande(ctx) -> Iterator[Row]:
     """Winogrande. Columns ``sentence`` (with a ``_`` blank), ``option1``, ``option2``, ``answer`` (the *string*
     ``"1"``/``"2"`` on the hub; converted with ``int``, rows without an answer skipped).
@@ -349,7 +349,7 @@ def winogrande(ctx) -> Iterator[Row]:
 # PKU-SafeRLHF
 
 
-@LOADERS.register("pku_saferlhf")
+@LOADERS.register("pku_saferlhf", options=('path', 'hub', 'hub_config', 'hub_split'))
 def pku_saferlhf(ctx) -> Iterator[Row]:
     """PKU-SafeRLHF forget set. Columns ``prompt``, ``response_0``, ``response_1``, ``is_response_0_safe``,
     ``is_response_1_safe``; rows without an unsafe response are skipped (if both are unsafe, one is drawn).
