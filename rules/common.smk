@@ -69,6 +69,8 @@ def all_targets():
     return [
         f"results/tables/{MODEL}/base_accuracy.parquet",
         f"results/tables/{MODEL}/base_accuracy.md",
+        f"results/tables/{MODEL}/circuits.parquet",
+        f"results/tables/{MODEL}/circuits.md",
         *expand(
             "results/data/{model}/{set}.filtered.parquet", model=MODEL, set=SETS_IN_USE
         ),

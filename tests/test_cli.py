@@ -40,8 +40,25 @@ def test_cli_user_error_is_one_line_with_status_2(tmp_path):
     bad.write_text("seed: 0\nmodle: {}\n")
     proc = subprocess.run([*CLI, "config", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"clueflow: {bad}: modle: unknown key (allowed: datasets, filter, "
+    assert proc.stderr.strip().splitlines() == [f"clueflow: {bad}: modle: unknown key (allowed: circuits, datasets, filter, "
                                                 "forget, model, retain, seed)"]
     proc = subprocess.run([*CLI, "model", "materialize", "--source", "/nope/x.gguf", "--out", str(tmp_path / "m")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "model.source" in proc.stderr and not (tmp_path / "m").exists()
+
+
+def test_cli_circuits_build_and_summary(tiny_dirs, tmp_path, capsys):
+    from clueflow.data.build import write_set
+    from clueflow.models import load_tokenizer
+
+    data = tmp_path / "ioi.parquet"
+    write_set("ioi", {"generator": "ioi", "n": 6, "splits": {"circuit": 1.0}}, load_tokenizer(tiny_dirs["gpt_neox"]),
+              data, seed=0)
+    out = tmp_path / "ioi.circuit.parquet"
+    assert main(["circuits", "build", "--data", str(data), "--model-dir", str(tiny_dirs["gpt_neox"]), "--out",
+                 str(out), "--summary", str(tmp_path / "ioi.json"), "--edge-fraction", "0.3", "--n-examples", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "noising:" in printed and "gates: AND" in printed
+    assert main(["circuits", "summary", str(out)]) == 0
+    assert "| layer" in capsys.readouterr().out
+    assert main(["circuits", "summary", str(tmp_path / "missing.parquet")]) == 2

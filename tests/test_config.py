@@ -68,3 +68,13 @@ def test_unknown_generator_loader_or_option_is_rejected(spec, field, needle):
     with pytest.raises(ClueflowError, match=needle) as err:
         check_spec("x", spec, file="my.yaml")
     assert err.value.field == field and str(err.value).startswith(f"my.yaml: {field}: ")
+
+
+def test_optional_sections_get_their_defaults():
+    cfg = copy.deepcopy(DEFAULT)
+    del cfg["filter"], cfg["circuits"]
+    validate_config(cfg)
+    assert cfg["filter"] == {"keep": "clean", "batch_size": 32}
+    assert cfg["circuits"] == {"method": "eap_dual", "edge_fraction": 0.05, "n_examples": 32, "batch_size": 8,
+                               "ig_steps": 5, "edge_pruning": {"steps": 100, "lr": 0.1, "lambda_lr": 0.01,
+                                                               "warmup": 0.5}}

@@ -22,6 +22,7 @@ TINY_CONFIG = {
     "forget": "capitals",
     "retain": ["sentiment", "ioi"],
     "filter": {"keep": "all", "batch_size": 16},
+    "circuits": {"edge_fraction": 0.2, "n_examples": 4, "batch_size": 2},
     "datasets": {
         "capitals": {"generator": "capitals", "n": 12},
         "sentiment": {"generator": "sentiment", "n": 10},
@@ -66,8 +67,9 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     proc = snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
     n_sets = len(yaml.safe_load((REPO / "config.yaml").read_text())["datasets"])
+    n_used = 1 + len(yaml.safe_load((REPO / "config.yaml").read_text())["retain"])
     assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
-                                       "base_accuracy": 1}
+                                       "base_accuracy": 1, "circuit": n_used, "circuit_table": 1}
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -99,6 +101,9 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
             TINY_CONFIG["datasets"][name]["n"]
     table = pd.read_parquet(workdir / "results/tables/tiny-llama/base_accuracy.parquet")
     assert set(table["set"]) == set(TINY_CONFIG["datasets"])
+    circuits = pd.read_parquet(workdir / "results/tables/tiny-llama/circuits.parquet")
+    assert sorted(circuits["set"]) == ["capitals", "ioi", "sentiment"] and (circuits["graph_edges"] == 82).all()
+    assert len(pd.read_parquet(workdir / "results/circuits/tiny-llama/ioi.parquet")) == 82
     assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
     again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
@@ -110,3 +115,11 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1}
     assert "set=bool" in changed.stdout and "set=ioi" not in changed.stdout
+    # ... and changing a retain set's size also reruns its circuit, and nothing of the other sets
+    cfg["datasets"]["bool"]["n"] = 8
+    cfg["datasets"]["ioi"]["n"] = 11
+    workdir_with(tmp_path, cfg)
+    changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
+    assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
+                                          "circuit": 1, "circuit_table": 1}
+    assert "set=ioi" in changed.stdout and "set=sentiment" not in changed.stdout

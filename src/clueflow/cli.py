@@ -7,6 +7,9 @@
     clueflow data filter --data PATH --model-dir DIR --out PATH --accuracy PATH [--keep MODE]
     clueflow data accuracy-table ACCURACY.json... --parquet PATH --markdown PATH
     clueflow data show PATH
+    clueflow circuits build --data PATH --model-dir DIR --out PATH --summary PATH [--edge-fraction F] ...
+    clueflow circuits summary PATH
+    clueflow circuits table SUMMARY.json... --parquet PATH --markdown PATH
 
 Every user error exits with status 2 and one line on stderr: ``clueflow: <file>: <field>: <message>``.
 """
@@ -90,6 +93,35 @@ def _cmd_data_show(args) -> None:
           f"  corrupted_prompt: {row.corrupted_prompt!r}\n  corrupted_answer: {row.corrupted_answer!r}")
 
 
+def _cmd_circuits_build(args) -> None:
+    from .circuits.discover import run_circuit
+
+    options = {"eap_ig": {"ig_steps": args.ig_steps}, "edge_pruning": {"steps": args.steps}}.get(args.method, {})
+    s = run_circuit(args.data, args.model_dir, args.out, args.summary, method=args.method,
+                    edge_fraction=args.edge_fraction, n_examples=args.n_examples, batch_size=args.batch_size,
+                    options=options, seed=args.seed)
+    for d in ("noising", "denoising"):
+        f = s[d]["faithfulness"]
+        print(f"{d}: {s[d]['edges']} edges, {s[d]['nodes']} nodes, faithfulness {f['normalized']:.3f}, "
+              f"KL {f['kl']:.3f}")
+    print("gates: " + ", ".join(f"{k} {v}" for k, v in s["gates"].items()))
+
+
+def _cmd_circuits_summary(args) -> None:
+    from .circuits.discover import summarize
+
+    print(summarize(args.path).to_markdown(index=False))
+
+
+def _cmd_circuits_table(args) -> None:
+    from .circuits.discover import circuit_table
+    from .io import write_table
+
+    df = circuit_table(args.summaries)
+    write_table(df, args.parquet, args.markdown)
+    print(df.to_markdown(index=False, floatfmt=".3f"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clueflow", description=__doc__.split("\n\n")[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -137,6 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("show", help="summarize a data-set parquet file")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_data_show)
+
+    circ = stages.add_parser("circuits", help="circuit stage").add_subparsers(dest="cmd", required=True)
+    p = circ.add_parser("build", help="noising + denoising circuits of one filtered data set")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--method", default="eap_dual", choices=["eap_dual", "eap_ig", "edge_pruning"])
+    p.add_argument("--ig-steps", type=int, default=5, help="eap_ig integration steps")
+    p.add_argument("--steps", type=int, default=100, help="edge_pruning optimisation steps")
+    p.add_argument("--edge-fraction", type=float, default=0.05)
+    p.add_argument("--n-examples", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_circuits_build)
+    p = circ.add_parser("summary", help="node/edge/gate counts per layer of a circuit file")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_cmd_circuits_summary)
+    p = circ.add_parser("table", help="gather circuit summaries into one table")
+    p.add_argument("summaries", nargs="+", type=Path)
+    p.add_argument("--parquet", required=True, type=Path)
+    p.add_argument("--markdown", required=True, type=Path)
+    p.set_defaults(func=_cmd_circuits_table)
     return parser
 
 

@@ -1,0 +1,39 @@
+rule circuit:
+    """Noising and denoising circuits of one set, with gate labels and faithfulness."""
+    input:
+        data="results/data/{model}/{set}.filtered.parquet",
+        model="results/models/{model}",
+    output:
+        edges="results/circuits/{model}/{set}.parquet",
+        summary="results/circuits/{model}/{set}.json",
+    log:
+        "logs/circuit/{model}/{set}.log",
+    conda:
+        "../envs/clueflow.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=1,
+    params:
+        circuits=config["circuits"],
+        seed=dataset_seed,
+        dtype=config["model"]["dtype"],
+        trust_remote_code=config["model"]["trust_remote_code"],
+        code=code_hash("clueflow.circuits", "clueflow.models", "clueflow.scoring"),
+    script:
+        "../workflow_scripts/circuit.py"
+
+
+rule circuit_table:
+    """Size, sparsity, gate counts and faithfulness of every circuit (parquet + markdown)."""
+    input:
+        expand("results/circuits/{{model}}/{set}.json", set=SETS_IN_USE),
+    output:
+        parquet="results/tables/{model}/circuits.parquet",
+        markdown="results/tables/{model}/circuits.md",
+    log:
+        "logs/circuit_table/{model}.log",
+    conda:
+        "../envs/clueflow.yaml"
+    script:
+        "../workflow_scripts/circuit_table.py"

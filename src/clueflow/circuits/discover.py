@@ -1,0 +1,167 @@
+"""Build one circuit artifact from a filtered data set, and summarize circuit files.
+
+Artifact ``results/circuits/{model}/{set}.parquet``: one row per edge of the model's graph
+
+=================  =======  ==================================================================================
+column             type     meaning
+=================  =======  ==================================================================================
+src                string   writer: ``input``, ``a{l}.h{h}`` (attention head), ``m{l}`` (MLP)
+dst                string   receiver: ``a{l}.h{h}.q``, ``a{l}.kv{g}.k``, ``a{l}.kv{g}.v``, ``m{l}``, ``logits``
+score_noising      float32  noising attribution (mean per example)
+score_denoising    float32  denoising attribution (mean per example)
+in_noising         bool     edge is in the noising circuit
+in_denoising       bool     edge is in the denoising circuit
+gate               string   ``AND`` / ``OR`` / ``ADDER`` for edges in either circuit, else null
+=================  =======  ==================================================================================
+
+Parquet metadata key ``clueflow`` and the JSON summary beside it hold: method, edge fraction, sizes,
+sparsity and faithfulness of both circuits, gate counts, number of examples, seed, cost.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..data.schema import read_set
+from ..errors import ClueflowError
+from ..io import read_parquet_metadata, write_json, write_parquet
+from ..models import load_model, load_tokenizer
+from ..scoring import encode_continuation, encode_prompt
+from .attribution import METHODS
+from .graph import Graph, build_graph
+from .runtime import Batch
+from .select import GATES, circuit_of_size, edge_mask, faithfulness, gate_labels, sparsity
+
+
+def method_options(circuits: dict[str, Any]) -> dict[str, Any]:
+    """The options of the configured method, from the config's ``circuits`` section."""
+    return {"eap_ig": {"ig_steps": circuits.get("ig_steps", 5)},
+            "edge_pruning": dict(circuits.get("edge_pruning", {}))}.get(circuits.get("method", "eap_dual"), {})
+
+
+def make_batches(df: pd.DataFrame, tok, batch_size: int) -> list[Batch]:
+    """Right-padded clean/corrupted batches; the rows must be token-aligned (checked when the set was read)."""
+    batches = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    for start in range(0, len(df), batch_size):
+        rows = df.iloc[start:start + batch_size]
+        clean = [encode_prompt(tok, p) for p in rows["prompt"]]
+        corr = [encode_prompt(tok, p) for p in rows["corrupted_prompt"]]
+        width = max(map(len, clean))
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        cids, mask = ids.clone(), torch.zeros_like(ids)
+        for i, (a, b) in enumerate(zip(clean, corr)):
+            ids[i, :len(a)], cids[i, :len(b)], mask[i, :len(a)] = torch.tensor(a), torch.tensor(b), 1
+        first = lambda col: torch.tensor([encode_continuation(tok, t)[0] for t in rows[col]])  # noqa: E731
+        batches.append(Batch(ids, cids, mask, torch.tensor([len(a) - 1 for a in clean]), first("answer"),
+                             first("corrupted_answer")))
+    return batches
+
+
+def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fraction: float = 0.05,
+             batch_size: int = 8, options: dict[str, Any] | None = None, seed: int = 0
+             ) -> tuple[pd.DataFrame, dict[str, Any], float]:
+    """Scores, both circuits (equal pruned size), gate labels and faithfulness for the rows of ``df``;
+    returns the edge table, the summary and the wall seconds."""
+    start = time.perf_counter()
+    graph: Graph = build_graph(model)
+    batches = make_batches(df, tok, batch_size)
+    options = dict(options or {})
+    attr = METHODS.get(method, field="circuits.method")(model, graph, batches, edge_fraction=edge_fraction,
+                                                        seed=seed, **options)
+    size = max(1, round(edge_fraction * graph.n_edges))
+    circuits = {"noising": circuit_of_size(graph, attr.noising, size),
+                "denoising": circuit_of_size(graph, attr.denoising, size)}
+    labels = gate_labels(circuits["noising"], circuits["denoising"])
+    summary: dict[str, Any] = dict(method=method, options=options, edge_fraction=edge_fraction,
+                                   n_examples=attr.n_examples,
+                                   n_edges_total=graph.n_edges, n_writers=len(graph.writers),
+                                   n_receivers=len(graph.receivers), architecture=graph.model_type,
+                                   attribution_forward_equivalents=attr.forward_equivalents)
+    for direction, keep in circuits.items():
+        summary[direction] = {**sparsity(graph, keep),
+                              "faithfulness": faithfulness(model, graph, batches, keep, direction)}
+    summary["gates"] = {g: int((labels == i).sum()) for i, g in enumerate(GATES)}
+
+    mask = edge_mask(graph)
+    src_idx, dst_idx = mask.nonzero(as_tuple=True)
+    writers, receivers = graph.writers, graph.receivers
+    gate_names = [None, *GATES]  # index shift: -1 → None
+    edges = pd.DataFrame({
+        "src": [writers[i] for i in src_idx.tolist()],
+        "dst": [receivers[i] for i in dst_idx.tolist()],
+        "score_noising": attr.noising[mask].numpy().astype("float32"),
+        "score_denoising": attr.denoising[mask].numpy().astype("float32"),
+        "in_noising": circuits["noising"][mask].numpy(),
+        "in_denoising": circuits["denoising"][mask].numpy(),
+        "gate": [gate_names[i + 1] for i in labels[mask].tolist()],
+    })
+    return edges, summary, round(time.perf_counter() - start, 2)
+
+
+def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str | Path, out_json: str | Path, *,
+                method: str = "eap_dual", edge_fraction: float = 0.05, n_examples: int = 48, batch_size: int = 8,
+                options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit", dtype: str = "float32",
+                trust_remote_code: bool = False) -> dict[str, Any]:
+    """File-level step: filtered data set + model → circuit parquet + JSON summary."""
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    df = read_set(data_path, tokenizer=tok)
+    rows = df[df["split"] == split]
+    if rows.empty:
+        raise ClueflowError(f"no rows in split {split!r}", file=data_path, field="split")
+    if len(rows) > n_examples:
+        pick = sorted(random.Random(f"{seed}:circuit").sample(range(len(rows)), n_examples))
+        rows = rows.iloc[pick]
+    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    edges, summary, seconds = discover(model, tok, rows.reset_index(drop=True), method=method,
+                                       edge_fraction=edge_fraction, batch_size=batch_size, options=options,
+                                       seed=seed)
+    summary.update(set=read_parquet_metadata(data_path).get("set", Path(data_path).stem), seed=seed, split=split,
+                   example_ids=rows["id"].tolist())
+    write_parquet(out_parquet, edges, metadata=summary)  # no timings here: the artifact is reproducible
+    summary["seconds"] = seconds
+    write_json(out_json, summary)
+    return summary
+
+
+def summarize(path: str | Path) -> pd.DataFrame:
+    """Counts per layer: circuit edges by direction and gate, and nodes touched."""
+    try:
+        edges = pd.read_parquet(path)
+    except Exception as err:
+        raise ClueflowError(f"not a readable circuit file ({type(err).__name__})", file=path) from None
+    missing = {"src", "dst", "in_noising", "in_denoising", "gate"} - set(edges.columns)
+    if missing:
+        raise ClueflowError(f"missing column(s) {sorted(missing)}", file=path, field="columns")
+    inc = edges[edges["in_noising"] | edges["in_denoising"]].copy()
+    inc["layer"] = inc["dst"].str.extract(r"^[am](\d+)")[0].fillna("logits")
+    table = inc.groupby("layer").agg(noising=("in_noising", "sum"), denoising=("in_denoising", "sum"),
+                                     AND=("gate", lambda g: int((g == "AND").sum())),
+                                     OR=("gate", lambda g: int((g == "OR").sum())),
+                                     ADDER=("gate", lambda g: int((g == "ADDER").sum())),
+                                     receivers=("dst", "nunique"), sources=("src", "nunique")).reset_index()
+    order = table["layer"].map(lambda x: 10**9 if x == "logits" else int(x))
+    return table.iloc[order.argsort()].reset_index(drop=True)
+
+
+def circuit_table(summary_paths) -> pd.DataFrame:
+    """One row per circuit summary JSON: sizes, sparsity, gate counts, faithfulness of both directions."""
+    rows = []
+    for path in summary_paths:
+        s = json.loads(Path(path).read_text())
+        row = dict(set=s["set"], method=s["method"], examples=s["n_examples"], graph_edges=s["n_edges_total"])
+        for d, short in (("noising", "ns"), ("denoising", "dn")):
+            c = s[d]
+            row.update({f"{short}_edges": c["edges"], f"{short}_nodes": c["nodes"],
+                        f"{short}_faithfulness": c["faithfulness"]["normalized"], f"{short}_kl": c["faithfulness"]["kl"]})
+        row.update({g: s["gates"][g] for g in GATES})
+        row["seconds"] = s["seconds"]
+        rows.append(row)
+    return pd.DataFrame(rows)
