@@ -13,6 +13,9 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/circuits.smk"
+include: "rules/logic.smk"
+include: "rules/solve.smk"
+include: "rules/masks.smk"
 
 
 rule all:

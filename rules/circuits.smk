@@ -15,7 +15,7 @@ rule circuit:
         runtime=120,
         gpu=1,
     params:
-        circuits=config["circuits"],
+        circuits=circuit_params(),
         seed=dataset_seed,
         dtype=config["model"]["dtype"],
         trust_remote_code=config["model"]["trust_remote_code"],

@@ -3,6 +3,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from clueflow.circuits.discover import method_options
 from clueflow.config import validate_config
 from clueflow.data.build import check_spec
 from clueflow.errors import ClueflowError
@@ -20,9 +21,16 @@ DATASETS = sorted(config["datasets"])
 SETS_IN_USE = [config["forget"], *config["retain"]]
 
 
+PAIRS = [f"{config['forget']}__{r}" for r in config["retain"]]
+if config["logic"]["combined"] and len(config["retain"]) > 1:
+    PAIRS.append(f"{config['forget']}__{'+'.join(config['retain'])}")
+
+
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     set="|".join(DATASETS),
+    forget="|".join(DATASETS),
+    retains=r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*",
 
 
 def code_hash(*modules):
@@ -65,12 +73,28 @@ def dataset_seed(wildcards):
     return dataset_spec(wildcards).get("seed", config["seed"])
 
 
+def circuit_params():
+    """Only what the configured method uses, so that editing another method's options reruns nothing."""
+    c = config["circuits"]
+    keys = ("method", "edge_fraction", "n_examples", "batch_size")
+    return {**{k: c[k] for k in keys}, "options": method_options(c)}
+
+
+def retain_circuits(wildcards):
+    return [
+        f"results/circuits/{wildcards.model}/{r}.parquet"
+        for r in wildcards.retains.split("+")
+    ]
+
+
 def all_targets():
     return [
         f"results/tables/{MODEL}/base_accuracy.parquet",
         f"results/tables/{MODEL}/base_accuracy.md",
         f"results/tables/{MODEL}/circuits.parquet",
         f"results/tables/{MODEL}/circuits.md",
+        f"results/tables/{MODEL}/localization.parquet",
+        f"results/tables/{MODEL}/localization.md",
         *expand(
             "results/data/{model}/{set}.filtered.parquet", model=MODEL, set=SETS_IN_USE
         ),

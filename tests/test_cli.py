@@ -41,7 +41,7 @@ def test_cli_user_error_is_one_line_with_status_2(tmp_path):
     proc = subprocess.run([*CLI, "config", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"clueflow: {bad}: modle: unknown key (allowed: circuits, datasets, filter, "
-                                                "forget, model, retain, seed)"]
+                                                "forget, logic, masks, model, retain, seed)"]
     proc = subprocess.run([*CLI, "model", "materialize", "--source", "/nope/x.gguf", "--out", str(tmp_path / "m")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "model.source" in proc.stderr and not (tmp_path / "m").exists()
@@ -62,3 +62,34 @@ def test_cli_circuits_build_and_summary(tiny_dirs, tmp_path, capsys):
     assert main(["circuits", "summary", str(out)]) == 0
     assert "| layer" in capsys.readouterr().out
     assert main(["circuits", "summary", str(tmp_path / "missing.parquet")]) == 2
+
+
+def test_cli_cnf_solve_explain_masks(tiny_dirs, tmp_path, capsys):
+    from clueflow.circuits.discover import run_circuit
+    from clueflow.data.build import write_set
+    from clueflow.models import load_tokenizer
+
+    model = str(tiny_dirs["llama"])
+    for name in ("capitals", "ioi"):
+        write_set(name, {"generator": name, "n": 4, "splits": {"circuit": 1.0}}, load_tokenizer(model),
+                  tmp_path / f"{name}.parquet", seed=0)
+        run_circuit(tmp_path / f"{name}.parquet", model, tmp_path / f"{name}.c.parquet", tmp_path / f"{name}.json",
+                    edge_fraction=0.3, n_examples=4, batch_size=2)
+    t = lambda n: str(tmp_path / n)  # noqa: E731
+    assert main(["cnf", "build", "--forget", t("capitals.c.parquet"), "--retain", t("ioi.c.parquet"), "--cnf",
+                 t("x.cnf"), "--wcnf", t("x.wcnf")]) == 0
+    assert main(["cnf", "summary", t("x.wcnf")]) == 0
+    assert "gate groups" in capsys.readouterr().out
+    assert main(["solve", "run", "--cnf", t("x.cnf"), "--wcnf", t("x.wcnf"), "--forget", t("capitals.c.parquet"),
+                 "--retain", t("ioi.c.parquet"), "--out", t("a.parquet"), "--summary", t("a.json"),
+                 "--enumerate", "3"]) == 0
+    assert "minimum conflicts" in capsys.readouterr().out
+    assert main(["solve", "summary", t("a.parquet")]) == 0
+    assert main(["solve", "explain", "a1.h0", "--wcnf", t("x.wcnf"), "--assignment", t("a.parquet")]) == 0
+    assert capsys.readouterr().out.count("a1.h0: category") == 1
+    assert main(["masks", "build", "--assignment", t("a.parquet"), "--model-dir", model, "--forget-out",
+                 t("f.safetensors"), "--conflict-out", t("c.safetensors"), "--stats", t("m.json")]) == 0
+    assert main(["masks", "summary", t("c.safetensors")]) == 0
+    assert "| parameter" in capsys.readouterr().out
+    (tmp_path / "cut.cnf").write_text((tmp_path / "x.cnf").read_text()[:-3])
+    assert main(["cnf", "summary", t("cut.cnf")]) == 2

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from clueflow.data.schema import read_set
-from clueflow.models import load_tokenizer
+from clueflow.masks import load_masks
+from clueflow.models import load_model, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -67,9 +68,12 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     proc = snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
     n_sets = len(yaml.safe_load((REPO / "config.yaml").read_text())["datasets"])
-    n_used = 1 + len(yaml.safe_load((REPO / "config.yaml").read_text())["retain"])
+    n_retain = len(yaml.safe_load((REPO / "config.yaml").read_text())["retain"])
+    n_pairs = n_retain + 1  # each retain set, and all of them at once
     assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
-                                       "base_accuracy": 1, "circuit": n_used, "circuit_table": 1}
+                                       "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
+                                       "cnf": n_pairs, "solve": n_pairs, "masks": n_pairs,
+                                       "localization_table": 1}
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -104,6 +108,18 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     circuits = pd.read_parquet(workdir / "results/tables/tiny-llama/circuits.parquet")
     assert sorted(circuits["set"]) == ["capitals", "ioi", "sentiment"] and (circuits["graph_edges"] == 82).all()
     assert len(pd.read_parquet(workdir / "results/circuits/tiny-llama/ioi.parquet")) == 82
+    pairs = ["capitals__sentiment", "capitals__ioi", "capitals__sentiment+ioi"]
+    loc = pd.read_parquet(workdir / "results/tables/tiny-llama/localization.parquet")
+    assert sorted(loc["retain"]) == sorted(p.split("__")[1] for p in pairs)
+    model = load_model(model_dir)
+    for pair in pairs:
+        assert (workdir / f"results/cnf/tiny-llama/{pair}.cnf").read_text().startswith("c clueflow cnf v1")
+        assignment = pd.read_parquet(workdir / f"results/assignments/tiny-llama/{pair}.parquet")
+        assert len(assignment) == 11 and set(assignment["category"]) <= {"forget", "conflict", "retain", "safe"}
+        for kind in ("forget", "conflict"):
+            masks = load_masks(workdir / f"results/masks/tiny-llama/{pair}/{kind}.safetensors", model)
+            selected = {n for n, m in masks.items() if m.any()}
+            assert bool(selected) == (assignment["category"] == kind).any()
     assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
     again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
@@ -121,5 +137,6 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     workdir_with(tmp_path, cfg)
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
-                                          "circuit": 1, "circuit_table": 1}
+                                          "circuit": 1, "circuit_table": 1, "cnf": 2, "solve": 2, "masks": 2,
+                                          "localization_table": 1}
     assert "set=ioi" in changed.stdout and "set=sentiment" not in changed.stdout

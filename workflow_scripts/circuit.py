@@ -1,10 +1,10 @@
 from common import logged
 
-from clueflow.circuits.discover import method_options, run_circuit
+from clueflow.circuits.discover import run_circuit
 
 with logged(snakemake.log[0]):
     p, c = snakemake.params, snakemake.params.circuits
     run_circuit(snakemake.input.data, snakemake.input.model, snakemake.output.edges, snakemake.output.summary,
                 method=c["method"], edge_fraction=c["edge_fraction"], n_examples=c["n_examples"],
-                batch_size=c["batch_size"], options=method_options(c), seed=p.seed, dtype=p.dtype,
+                batch_size=c["batch_size"], options=c["options"], seed=p.seed, dtype=p.dtype,
                 trust_remote_code=p.trust_remote_code)

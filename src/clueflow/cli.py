@@ -10,6 +10,13 @@
     clueflow circuits build --data PATH --model-dir DIR --out PATH --summary PATH [--edge-fraction F] ...
     clueflow circuits summary PATH
     clueflow circuits table SUMMARY.json... --parquet PATH --markdown PATH
+    clueflow cnf build --forget CIRCUIT --retain CIRCUIT... --cnf PATH --wcnf PATH
+    clueflow cnf summary PATH
+    clueflow solve run --cnf PATH --wcnf PATH --forget CIRCUIT --retain CIRCUIT... --out PATH --summary PATH
+    clueflow solve summary ASSIGNMENT
+    clueflow solve explain NODE --wcnf PATH --assignment PATH
+    clueflow masks build --assignment PATH --model-dir DIR --forget-out PATH --conflict-out PATH --stats PATH
+    clueflow masks summary MASK.safetensors
 
 Every user error exits with status 2 and one line on stderr: ``clueflow: <file>: <field>: <message>``.
 """
@@ -122,6 +129,87 @@ def _cmd_circuits_table(args) -> None:
     print(df.to_markdown(index=False, floatfmt=".3f"))
 
 
+def _cmd_cnf_build(args) -> None:
+    from .logic import write_formulas
+
+    print(write_formulas(args.forget, args.retain, args.cnf, args.wcnf))
+
+
+def _cmd_cnf_summary(args) -> None:
+    from .logic import read_dimacs
+
+    f = read_dimacs(args.path)
+    sides = {}
+    for side, _ in f.var_names:
+        sides[side] = sides.get(side, 0) + 1
+    groups = [c for cs in f.comments.values() for c in cs]
+    ops = {op: sum(1 for g in groups if g.split()[3] == op) for op in ("AND", "OR")}
+    print(f"{args.path}: {len(f.var_names)} variables {sides}, {len(f.hard)} hard and {len(f.soft)} soft clauses, "
+          f"{len(groups)} gate groups {ops}; " + "; ".join(f.header))
+
+
+def _cmd_solve_run(args) -> None:
+    from .solve import run_solve
+
+    s = run_solve(args.cnf, args.wcnf, args.forget, args.retain, args.out, args.summary,
+                  enumerate_limit=args.enumerate)
+    print(f"phi satisfiable: {s['phi_satisfiable']}; minimum conflicts: {s['min_conflicts']}; {s['counts']}")
+
+
+def _assignment(path):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:
+        raise ClueflowError(f"not a readable assignment file ({type(err).__name__})", file=path) from None
+
+
+def _cmd_solve_summary(args) -> None:
+    df = _assignment(args.path)
+    df["layer"] = df["node"].str.extract(r"^[am](\d+)")[0].fillna("-")
+    df["type"] = df["node"].map(lambda n: "attn" if n.startswith("a") else "mlp" if n.startswith("m") else n)
+    table = df.pivot_table(index=["layer", "type"], columns="category", values="node", aggfunc="count", fill_value=0)
+    print(table.reset_index().to_markdown(index=False))
+
+
+def _cmd_solve_explain(args) -> None:
+    from .logic import read_dimacs
+    from .solve import explain
+
+    print("\n".join(explain(args.node, read_dimacs(args.wcnf), _assignment(args.assignment))))
+
+
+def _cmd_masks_build(args) -> None:
+    from .masks import run_masks
+
+    s = run_masks(args.assignment, args.model_dir, args.forget_out, args.conflict_out, args.stats, base=args.base,
+                  calibration=args.calibration)
+    for k in ("forget", "conflict", "union"):
+        print(f"{k}: unlearned parameter {100 * s[k]['unlearned_parameter']:.2f}% "
+              f"({100 * s[k]['fraction_of_all_parameters']:.2f}% of all parameters)")
+
+
+def _cmd_masks_summary(args) -> None:
+    import pandas as pd
+
+    from .masks import load_masks
+
+    rows = []
+    for name, m in load_masks(args.path).items():
+        layer = next((p for p in name.split(".") if p.isdigit()), "-")
+        rows.append(dict(layer=layer, parameter=name.split(".", 3)[-1] if layer != "-" else name,
+                         selected=int(m.sum()), size=m.numel(), fraction=float(m.float().mean())))
+    df = pd.DataFrame(rows)
+    print(df.groupby("parameter")[["selected", "size"]].sum().assign(
+        fraction=lambda d: d.selected / d["size"]).reset_index().to_markdown(index=False, floatfmt=".3f"))
+
+
+def _required(parser: argparse.ArgumentParser, *flags: str) -> None:
+    for flag in flags:
+        parser.add_argument(flag, required=True, type=Path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clueflow", description=__doc__.split("\n\n")[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -134,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = stages.add_parser("model", help="model stage").add_subparsers(dest="cmd", required=True)
     p = model.add_parser("materialize", help="write a model source as an HF checkpoint directory")
     p.add_argument("--source", required=True)
-    p.add_argument("--out", required=True, type=Path)
+    _required(p, "--out")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--revision")
@@ -148,23 +236,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = stages.add_parser("data", help="data stage").add_subparsers(dest="cmd", required=True)
     p = data.add_parser("build", help="build one configured data set")
-    p.add_argument("--config", required=True, type=Path)
+    _required(p, "--config")
     p.add_argument("--set", required=True)
     p.add_argument("--model-dir", required=True, type=Path, help="checkpoint whose tokenizer defines alignment")
-    p.add_argument("--out", required=True, type=Path)
+    _required(p, "--out")
     p.set_defaults(func=_cmd_data_build)
     p = data.add_parser("filter", help="keep examples the base model answers correctly; record accuracy")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--model-dir", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--accuracy", required=True, type=Path)
+    _required(p, "--data", "--model-dir", "--out", "--accuracy")
     p.add_argument("--keep", default="clean", choices=["clean", "both", "all"])
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=_cmd_data_filter)
     p = data.add_parser("accuracy-table", help="gather per-set accuracy JSON files into one table")
     p.add_argument("accuracy", nargs="+", type=Path)
-    p.add_argument("--parquet", required=True, type=Path)
-    p.add_argument("--markdown", required=True, type=Path)
+    _required(p, "--parquet", "--markdown")
     p.set_defaults(func=_cmd_data_accuracy_table)
     p = data.add_parser("show", help="summarize a data-set parquet file")
     p.add_argument("path", type=Path)
@@ -172,10 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     circ = stages.add_parser("circuits", help="circuit stage").add_subparsers(dest="cmd", required=True)
     p = circ.add_parser("build", help="noising + denoising circuits of one filtered data set")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--model-dir", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--summary", required=True, type=Path)
+    _required(p, "--data", "--model-dir", "--out", "--summary")
     p.add_argument("--method", default="eap_dual", choices=["eap_dual", "eap_ig", "edge_pruning"])
     p.add_argument("--ig-steps", type=int, default=5, help="eap_ig integration steps")
     p.add_argument("--steps", type=int, default=100, help="edge_pruning optimisation steps")
@@ -189,9 +270,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_circuits_summary)
     p = circ.add_parser("table", help="gather circuit summaries into one table")
     p.add_argument("summaries", nargs="+", type=Path)
-    p.add_argument("--parquet", required=True, type=Path)
-    p.add_argument("--markdown", required=True, type=Path)
+    _required(p, "--parquet", "--markdown")
     p.set_defaults(func=_cmd_circuits_table)
+
+    cnf = stages.add_parser("cnf", help="CNF stage").add_subparsers(dest="cmd", required=True)
+    p = cnf.add_parser("build", help="DIMACS Φ (.cnf) and MaxSAT (.wcnf) of a forget circuit vs retain circuits")
+    _required(p, "--forget")
+    p.add_argument("--retain", required=True, nargs="+", type=Path)
+    _required(p, "--cnf", "--wcnf")
+    p.set_defaults(func=_cmd_cnf_build)
+    p = cnf.add_parser("summary", help="variables, clauses and gate groups of a DIMACS file")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_cmd_cnf_summary)
+
+    slv = stages.add_parser("solve", help="solve stage").add_subparsers(dest="cmd", required=True)
+    p = slv.add_parser("run", help="Φ by CaDiCaL, minimum conflicts by MaxSAT, node categories")
+    _required(p, "--cnf", "--wcnf", "--forget")
+    p.add_argument("--retain", required=True, nargs="+", type=Path)
+    _required(p, "--out", "--summary")
+    p.add_argument("--enumerate", type=int, default=0, help="optimal solutions to enumerate (stability)")
+    p.set_defaults(func=_cmd_solve_run)
+    p = slv.add_parser("summary", help="categories per layer and module type of an assignment")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_cmd_solve_summary)
+    p = slv.add_parser("explain", help="why a node has its category: the clauses that force it")
+    p.add_argument("node")
+    _required(p, "--wcnf", "--assignment")
+    p.set_defaults(func=_cmd_solve_explain)
+
+    msk = stages.add_parser("masks", help="masks stage").add_subparsers(dest="cmd", required=True)
+    p = msk.add_parser("build", help="forget and conflict masks from an assignment")
+    _required(p, "--assignment", "--model-dir", "--forget-out", "--conflict-out", "--stats")
+    p.add_argument("--base", default="none", choices=["none", "wanda"])
+    p.add_argument("--calibration", type=Path, help="forget data set (parquet) for the WANDA base")
+    p.set_defaults(func=_cmd_masks_build)
+    p = msk.add_parser("summary", help="selected entries per parameter type of a mask file")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_cmd_masks_summary)
     return parser
 
 

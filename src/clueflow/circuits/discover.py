@@ -84,6 +84,7 @@ def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fra
                                    n_examples=attr.n_examples,
                                    n_edges_total=graph.n_edges, n_writers=len(graph.writers),
                                    n_receivers=len(graph.receivers), architecture=graph.model_type,
+                                   n_layers=graph.n_layers, n_heads=graph.n_heads, n_kv_heads=graph.n_kv_heads,
                                    attribution_forward_equivalents=attr.forward_equivalents)
     for direction, keep in circuits.items():
         summary[direction] = {**sparsity(graph, keep),

@@ -27,6 +27,14 @@ from ..errors import ClueflowError
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")  # pre-norm blocks with separate q/k/v/o Linear layers
 
 
+def writer_names(n_layers: int, n_heads: int) -> list[str]:
+    """``input``, then per layer its heads ``a{l}.h{h}`` and its MLP ``m{l}`` (computation order)."""
+    names = ["input"]
+    for l in range(n_layers):
+        names += [f"a{l}.h{h}" for h in range(n_heads)] + [f"m{l}"]
+    return names
+
+
 @dataclass(frozen=True)
 class Projection:
     """One attention receiver's slice: ``module(...)[..., cols] = norm(x) @ weight.T + bias``."""
@@ -68,10 +76,7 @@ class Graph:
 
     @property
     def writers(self) -> list[str]:
-        names = ["input"]
-        for l in range(self.n_layers):
-            names += [f"a{l}.h{h}" for h in range(self.n_heads)] + [f"m{l}"]
-        return names
+        return writer_names(self.n_layers, self.n_heads)
 
     def attn_receivers(self, l: int) -> list[str]:
         return ([f"a{l}.h{h}.q" for h in range(self.n_heads)] + [f"a{l}.kv{g}.k" for g in range(self.n_kv_heads)]

@@ -1,0 +1,202 @@
+"""Masks stage: node categories → parameter masks (safetensors), with the correct head slices.
+
+``results/masks/{model}/{forget}__{retains}/{forget,conflict}.safetensors`` hold one bool tensor per maskable
+parameter, keyed by its state-dict name and with its shape; True = the unlearning stage may update the entry.
+Maskable are the attention projections (q/k/v/o, fused QKV) and the MLP parameters; embeddings and norms are
+never masked and do not appear. A head ``a{l}.h{h}`` owns
+
+* the q rows of head h, the k and v rows of its **KV head** ``h // n_rep`` (shared with the other query heads of
+  the group under GQA), and the output projection's **columns** h·hd..(h+1)·hd (``nn.Linear`` stores
+  ``[out, in]``); GPT-2's ``Conv1D`` stores ``[in, out]``, so there the QKV slices are columns of ``c_attn`` and
+  the output slice is rows of ``c_proj``; GPT-NeoX's fused QKV holds ``[q_h | k_h | v_h]`` per head;
+* the matching bias entries. An MLP node ``m{l}`` owns its whole MLP.
+
+Optional base mask (``base: wanda``, off by default): the official CLUE code starts every mask from a WANDA mask
+(per output unit, the top ``ratio`` of ``|W| · ‖X‖₂`` over calibration inputs), which produces the paper's
+"Unlearned Parameter" figures; the clean default adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .circuits.graph import Graph, build_graph
+from .errors import ClueflowError
+from .io import atomic_path, write_json
+from .models import load_model, load_tokenizer
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"
+
+
+def maskable(model: nn.Module, graph: Graph) -> dict[str, nn.Parameter]:
+    """Every parameter of the attention projections and MLPs, by state-dict name."""
+    modules = set()
+    for layer in graph.layers:
+        modules.update(id(m) for m in [*layer.projections, layer.out_proj])
+        modules.update(id(m) for m in layer.mlp.modules())
+    out = {}
+    for mname, module in model.named_modules():
+        if id(module) in modules:
+            for pname, p in module.named_parameters(recurse=False):
+                out[f"{mname}.{pname}" if mname else pname] = p
+    return out
+
+
+def node_slices(graph: Graph, node: str) -> list[tuple[nn.Parameter, tuple]]:
+    """(parameter, index) pairs owned by ``node``; index is a tuple usable as ``mask[index] = True``."""
+    if node.startswith("m"):
+        l = int(node[1:])
+        return [(p, (...,)) for p in graph.layers[l].mlp.parameters()]
+    if not node.startswith("a"):
+        return []  # input / out: never masked
+    l, h = (int(x) for x in node[1:].split(".h"))
+    layer = graph.layers[l]
+    g = h // graph.n_rep
+    owned = [layer.receivers[h], layer.receivers[graph.n_heads + g],
+             layer.receivers[graph.n_heads + graph.n_kv_heads + g]]
+    out = []
+    for spec in owned:
+        m = spec.module
+        out.append((m.weight, (slice(None), spec.cols) if _is_conv1d(m) else (spec.cols, slice(None))))
+        if m.bias is not None:
+            out.append((m.bias, (spec.cols,)))
+    cols = slice(h * graph.head_dim, (h + 1) * graph.head_dim)
+    o = layer.out_proj
+    out.append((o.weight, (cols, slice(None)) if _is_conv1d(o) else (slice(None), cols)))
+    return out
+
+
+def build_masks(model: nn.Module, nodes: Iterable[str], *, graph: Graph | None = None,
+                base: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    graph = graph or build_graph(model)
+    params = maskable(model, graph)
+    name_of = {id(p): n for n, p in params.items()}
+    masks = {n: (base[n].clone() if base and n in base else torch.zeros(p.shape, dtype=torch.bool))
+             for n, p in params.items()}
+    for node in nodes:
+        for p, index in node_slices(graph, node):
+            masks[name_of[id(p)]][index] = True
+    return masks
+
+
+def mask_stats(masks: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
+    """The paper's "Unlearned Parameter" (mean over weight matrices of the masked fraction) and the share of all
+    model parameters that may change."""
+    matrices = [m for m in masks.values() if m.dim() == 2]
+    selected = sum(int(m.sum()) for m in masks.values())
+    total = sum(p.numel() for p in model.parameters())
+    return dict(unlearned_parameter=float(sum(m.float().mean() for m in matrices) / max(len(matrices), 1)),
+                fraction_of_all_parameters=selected / total, selected_entries=selected,
+                weight_matrices=len(matrices))
+
+
+def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in masks.items()}, str(tmp), metadata={"format": "clueflow-mask-v1"})
+
+
+def load_masks(path: str | Path, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Read a mask file; with a model, check every key and shape against its parameters."""
+    path = Path(path)
+    try:
+        masks = load_file(str(path))
+    except Exception as err:
+        raise ClueflowError(f"not a readable safetensors mask file ({type(err).__name__})", file=path) from None
+    if model is not None:
+        params = dict(model.named_parameters())
+        for name, m in masks.items():
+            if name not in params:
+                raise ClueflowError("no such parameter in the model", file=path, field=name)
+            if tuple(m.shape) != tuple(params[name].shape):
+                raise ClueflowError(f"mask shape {tuple(m.shape)} != parameter shape {tuple(params[name].shape)}",
+                                    file=path, field=name)
+            if m.dtype != torch.bool:
+                raise ClueflowError(f"mask dtype {m.dtype} is not bool", file=path, field=name)
+    return masks
+
+
+@torch.no_grad()
+def wanda_base(model: nn.Module, tok, texts: list[str], *, ratio: float = 0.2, graph: Graph | None = None,
+               max_length: int = 128) -> dict[str, torch.Tensor]:
+    """WANDA masks: per output unit, the top ``ratio`` of |W| · ‖X_in‖₂ (X = the weight's inputs on ``texts``)."""
+    graph = graph or build_graph(model)
+    params = maskable(model, graph)
+    modules = {n: m for n, m in model.named_modules() if f"{n}.weight" in params and params[f"{n}.weight"].dim() == 2}
+    sumsq: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def pre(module, args):
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            sumsq[name] = sumsq.get(name, 0) + (x * x).sum(0)
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    try:
+        for text in texts:
+            model(**tok(text, return_tensors="pt", truncation=True, max_length=max_length))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, module in modules.items():
+        w = module.weight.detach().abs().float()
+        norm = sumsq[name].sqrt()
+        score = w * norm[:, None] if _is_conv1d(module) else w * norm[None, :]  # Conv1D: [in, out]
+        dim = 0 if _is_conv1d(module) else 1  # rank within each output unit
+        k = max(1, int(round(ratio * score.shape[dim])))
+        top = score.topk(k, dim=dim).indices
+        mask = torch.zeros_like(score, dtype=torch.bool)
+        mask.scatter_(dim, top, True)
+        out[f"{name}.weight"] = mask
+    return out
+
+
+def run_masks(assignment_path: str | Path, model_dir: str | Path, forget_out: str | Path, conflict_out: str | Path,
+              stats_out: str | Path, *, base: str = "none", wanda_ratio: float = 0.2,
+              calibration: str | Path | None = None, n_calibration: int = 32) -> dict[str, Any]:
+    """File-level step: assignment + model → forget/conflict masks + statistics JSON."""
+    table = pd.read_parquet(assignment_path)
+    model = load_model(model_dir)
+    graph = build_graph(model)
+    base_masks = None
+    if base == "wanda":
+        if calibration is None:
+            raise ClueflowError("the WANDA base mask needs calibration data", field="masks.base")
+        texts = pd.read_parquet(calibration)
+        texts = (texts["text"].where(texts["text"].notna(), texts["prompt"] + texts["answer"])).tolist()
+        base_masks = wanda_base(model, load_tokenizer(model_dir), texts[:n_calibration], ratio=wanda_ratio,
+                                graph=graph)
+    nodes = {c: table.loc[table["category"] == c, "node"].tolist() for c in ("forget", "conflict")}
+    masks = {c: build_masks(model, nodes[c], graph=graph, base=base_masks) for c in nodes}
+    save_masks(masks["forget"], forget_out)
+    save_masks(masks["conflict"], conflict_out)
+    union = {k: masks["forget"][k] | masks["conflict"][k] for k in masks["forget"]}
+    stats = dict(base=base, nodes={c: len(v) for c, v in nodes.items()},
+                 forget=mask_stats(masks["forget"], model), conflict=mask_stats(masks["conflict"], model),
+                 union=mask_stats(union, model))
+    write_json(stats_out, stats)
+    return stats
+
+
+def localization_table(solve_summaries: Iterable[str | Path], mask_stats_files: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per forget/retain pair from the solve summaries and mask statistics (same order)."""
+    rows = []
+    for s_path, m_path in zip(solve_summaries, mask_stats_files):
+        s, m = json.loads(Path(s_path).read_text()), json.loads(Path(m_path).read_text())
+        rows.append(dict(forget=s["forget"], retain="+".join(s["retain"]), phi_satisfiable=s["phi_satisfiable"],
+                         **{f"n_{c}": s["counts"][c] for c in s["counts"]},
+                         unlearned_forget=m["forget"]["unlearned_parameter"],
+                         unlearned_conflict=m["conflict"]["unlearned_parameter"],
+                         unlearned_union=m["union"]["unlearned_parameter"], base=m["base"],
+                         solve_seconds=s["seconds"]))
+    return pd.DataFrame(rows)

@@ -1,0 +1,8 @@
+from common import logged
+
+from clueflow.masks import run_masks
+
+with logged(snakemake.log[0]):
+    i, o, m = snakemake.input, snakemake.output, snakemake.params.masks
+    print(run_masks(i.assignment, i.model, o.forget, o.conflict, o.stats, base=m["base"],
+                    wanda_ratio=m["wanda_ratio"], calibration=i.calibration, n_calibration=m["n_calibration"]))
