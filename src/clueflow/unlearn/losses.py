@@ -1,0 +1,51 @@
+"""Unlearning losses as small pure functions of logits and labels (HF convention: ``labels`` aligned with the
+inputs, ``-100`` = ignored; position t's logits predict token t+1, so the shift happens here, once).
+
+* ``nll``: mean token negative log-likelihood (retain loss; PO's loss on prompt + refusal targets).
+* ``sequence_logprob``: per-sequence summed log-probability of the labelled tokens (NPO's quantity).
+* ``ga``: gradient ascent, −nll.
+* ``npo``: −(2/β) · mean log σ(−β (log p_θ(y|x) − log p_ref(y|x))) (Zhang et al. 2024), sequence-summed.
+* ``grad_diff``: ga(forget) + λ · nll(retain).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return logits[:, :-1].float(), labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each labelled next token ``[b, s-1]`` (0 where ignored) and the label mask."""
+    lg, lb = _shift(logits, labels)
+    mask = lb != IGNORE
+    lp = torch.log_softmax(lg, -1).gather(-1, lb.clamp_min(0)[..., None])[..., 0]
+    return lp * mask, mask
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    lp, mask = token_logprobs(logits, labels)
+    return -lp.sum() / mask.sum().clamp_min(1)
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return token_logprobs(logits, labels)[0].sum(-1)
+
+
+def ga(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return -nll(logits, labels)
+
+
+def npo(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tensor, *, beta: float = 0.1) -> torch.Tensor:
+    log_ratio = sequence_logprob(logits, labels) - sequence_logprob(ref_logits, labels).detach()
+    return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+
+
+def grad_diff(forget_logits: torch.Tensor, forget_labels: torch.Tensor, retain_logits: torch.Tensor,
+              retain_labels: torch.Tensor, *, lam: float = 1.0) -> torch.Tensor:
+    return ga(forget_logits, forget_labels) + lam * nll(retain_logits, retain_labels)
