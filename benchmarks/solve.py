@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from clueflow.circuits.graph import Graph, writer_names
-from clueflow.circuits.select import circuit_of_size, edge_mask, gate_labels
+from clueflow.circuits.select import circuit_of_size, gate_labels
 from clueflow.logic import LogicalCircuit, build_maxsat, build_phi, read_circuit, receiver_nodes
 from clueflow.solve import graph_nodes, solve
 

@@ -2,7 +2,6 @@ import itertools
 import random
 
 import pytest
-import torch
 from pysat.solvers import Cadical195
 
 from clueflow.errors import ClueflowError

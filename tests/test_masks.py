@@ -14,7 +14,7 @@ def _true_regions(masks):
 def test_gqa_llama_head_owns_q_rows_kv_group_rows_and_o_columns():
     model = tiny_model("llama")
     masks = build_masks(model, ["a1.h3"])
-    hd, p = 8, "model.layers.1.self_attn."
+    p = "model.layers.1.self_attn."
     expect = {f"{p}q_proj.weight": (slice(24, 32), slice(None)), f"{p}k_proj.weight": (slice(8, 16), slice(None)),
               f"{p}v_proj.weight": (slice(8, 16), slice(None)), f"{p}o_proj.weight": (slice(None), slice(24, 32))}
     assert set(_true_regions(masks)) == set(expect)  # nothing else, and no embeddings or norms at all
