@@ -157,12 +157,9 @@ def _cmd_solve_run(args) -> None:
 
 
 def _assignment(path):
-    import pandas as pd
+    from .io import read_table
 
-    try:
-        return pd.read_parquet(path)
-    except Exception as err:
-        raise ClueflowError(f"not a readable assignment file ({type(err).__name__})", file=path) from None
+    return read_table(path, what="assignment")
 
 
 def _cmd_solve_summary(args) -> None:

@@ -71,6 +71,20 @@ def write_parquet(path: str | Path, df: pd.DataFrame, metadata: dict[str, Any] |
         pq.write_table(table, tmp)
 
 
+def read_table(path: str | Path, *, what: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a parquet artifact; a missing or unreadable file is a one-line :class:`ClueflowError`."""
+    from .errors import ClueflowError, first_line
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClueflowError(f"{what} file does not exist", file=path)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise ClueflowError(f"not a readable parquet file ({type(err).__name__}: {first_line(err)})",
+                            file=path) from None
+
+
 def read_parquet_metadata(path: str | Path) -> dict[str, Any]:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(b"clueflow")

@@ -29,10 +29,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
-import pandas as pd
 
 from .errors import ClueflowError
-from .io import read_parquet_metadata, write_text
+from .io import read_parquet_metadata, read_table, write_text
 
 OUT = "out"
 INPUT = "input"
@@ -75,12 +74,8 @@ def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
 def read_circuit(path: str | Path) -> LogicalCircuit:
     """The labelled edges of a circuit file as a node-level logical circuit."""
     path = Path(path)
-    try:
-        edges = pd.read_parquet(path, columns=["src", "dst", "gate"])
-        meta = read_parquet_metadata(path)
-    except Exception as err:
-        raise ClueflowError(f"not a readable circuit file ({type(err).__name__}: {str(err).splitlines()[0]})",
-                            file=path) from None
+    edges = read_table(path, what="circuit", columns=["src", "dst", "gate"])
+    meta = read_parquet_metadata(path)
     for key in ("n_heads", "n_kv_heads"):
         if key not in meta:
             raise ClueflowError(f"circuit metadata lacks {key!r} (rebuild the circuit)", file=path, field=key)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from .errors import ClueflowError
+from .errors import ClueflowError, first_line
 from .io import atomic_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,8 +138,7 @@ def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: boo
         model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         where = src.location if src.kind != "gguf" else str(Path(src.location) / src.gguf_file)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ClueflowError(f"cannot load model from {where!r} ({src.kind}): {first}", field="model.source") from None
+        raise ClueflowError(f"cannot load model from {where!r} ({src.kind}): {first_line(err)}", field="model.source") from None
     if getattr(model.config, "quantization_config", None) is not None and src.kind == "gguf":
         # transformers de-quantizes GGUF tensors on load but marks the model as quantized, which blocks
         # save_pretrained; rebuild a plain model from the same config and copy the de-quantized weights.
@@ -200,6 +199,5 @@ def load_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu",
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True,
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ClueflowError(f"cannot load weights: {first}", file=path) from None
+        raise ClueflowError(f"cannot load weights: {first_line(err)}", file=path) from None
     return model.to(device).eval()

@@ -138,12 +138,13 @@ def run_solve(cnf: str | Path, wcnf: str | Path, forget_circuit: str | Path, ret
 def explain(node: str, maxsat: Formula, assignment: pd.DataFrame, *, limit: int = 5) -> list[str]:
     """Why ``node`` has its value on each side: the clauses that force it under the chosen assignment (every
     other literal false), each with the gate it encodes; at most ``limit`` per side."""
-    row = assignment.set_index("node").loc[node] if node in set(assignment["node"]) else None
-    if row is None:
+    by_node = assignment.set_index("node")
+    if node not in by_node.index:
         raise ClueflowError(f"no node {node!r} in the assignment", field="node")
+    row = by_node.loc[node]
     truth = {}
     for (side, name), var in maxsat.index.items():
-        value = assignment.set_index("node")["value_forget" if side == "f" else "value_retain"].get(name)
+        value = by_node["value_forget" if side == "f" else "value_retain"].get(name)
         truth[var] = bool(value) if name != OUT else side == "r"
     gate_of = {}
     current = None

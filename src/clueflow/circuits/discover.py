@@ -31,7 +31,7 @@ import torch
 
 from ..data.schema import read_set
 from ..errors import ClueflowError
-from ..io import read_parquet_metadata, write_json, write_parquet
+from ..io import read_parquet_metadata, read_table, write_json, write_parquet
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_continuation, encode_prompt
 from .attribution import METHODS
@@ -134,10 +134,7 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
 
 def summarize(path: str | Path) -> pd.DataFrame:
     """Counts per layer: circuit edges by direction and gate, and nodes touched."""
-    try:
-        edges = pd.read_parquet(path)
-    except Exception as err:
-        raise ClueflowError(f"not a readable circuit file ({type(err).__name__})", file=path) from None
+    edges = read_table(path, what="circuit")
     missing = {"src", "dst", "in_noising", "in_denoising", "gate"} - set(edges.columns)
     if missing:
         raise ClueflowError(f"missing column(s) {sorted(missing)}", file=path, field="columns")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
-from ..errors import ClueflowError
+from ..errors import ClueflowError, first_line
 from ..registry import Registry
 from ..scoring import encode_continuation
 from . import wordlists as W
@@ -54,10 +54,6 @@ def _field(ctx, key: str) -> str:
     return f"datasets.{ctx.name}.options.{key}" if ctx.name else f"options.{key}"
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
 
 def _read_file(path: Path, field: str) -> pd.DataFrame:
     if not path.is_file():
@@ -74,7 +70,7 @@ def _read_file(path: Path, field: str) -> pd.DataFrame:
         # dtype=False: keep strings such as Winogrande's "1"/"2" as they are
         return pd.read_json(path, lines=not is_array, dtype=False)
     except Exception as err:  # pyarrow and the JSON parser raise many types
-        raise ClueflowError(f"cannot read the file ({type(err).__name__}: {_first_line(err)})", file=path) from None
+        raise ClueflowError(f"cannot read the file ({type(err).__name__}: {first_line(err)})", file=path) from None
 
 
 def _read_hub(ctx, prefix: str, default_config: str | None) -> pd.DataFrame:
@@ -91,7 +87,7 @@ def _read_hub(ctx, prefix: str, default_config: str | None) -> pd.DataFrame:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # offline, unknown name/config/split, ...: all reported the same way
         raise ClueflowError(f"cannot load {name!r} (config {config!r}, split {split!r}) from the Hugging Face hub: "
-                            f"{type(err).__name__}: {_first_line(err)}", field=field) from None
+                            f"{type(err).__name__}: {first_line(err)}", field=field) from None
     if isinstance(ds, dict):  # a DatasetDict: no split was named
         if len(ds) != 1:
             raise ClueflowError(f"{name!r} has splits {sorted(ds)}; choose one",

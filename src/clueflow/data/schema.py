@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ClueflowError
+from ..io import read_table
 from ..scoring import encode_continuation, encode_prompt
 
 SPLITS = ("circuit", "train", "test")
@@ -105,12 +106,6 @@ def validate_frame(df: pd.DataFrame, *, file: str | Path, tokenizer=None) -> Non
 
 
 def read_set(path: str | Path, *, tokenizer=None) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise ClueflowError("data set file does not exist", file=path)
-    try:
-        df = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several types for corrupt files
-        raise ClueflowError(f"not a readable parquet file ({type(err).__name__})", file=path) from None
+    df = read_table(path, what="data set")
     validate_frame(df, file=path, tokenizer=tokenizer)
     return df
