@@ -16,6 +16,7 @@ include: "rules/circuits.smk"
 include: "rules/logic.smk"
 include: "rules/solve.smk"
 include: "rules/masks.smk"
+include: "rules/unlearn.smk"
 
 
 rule all:

@@ -7,12 +7,14 @@ from clueflow.circuits.discover import method_options
 from clueflow.config import validate_config
 from clueflow.data.build import check_spec
 from clueflow.errors import ClueflowError
+from clueflow.unlearn.methods import check_runs, needs_clue_masks, run_spec
 
 try:
     _file = ", ".join(map(str, workflow.configfiles)) or "config"
     validate_config(config, file=_file)
     for _name, _spec in config["datasets"].items():
         check_spec(_name, _spec, file=_file)
+    check_runs(config["unlearn"], file=_file)
 except ClueflowError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
@@ -25,8 +27,21 @@ PAIRS = [f"{config['forget']}__{r}" for r in config["retain"]]
 if config["logic"]["combined"] and len(config["retain"]) > 1:
     PAIRS.append(f"{config['forget']}__{'+'.join(config['retain'])}")
 
+RUNS = sorted(config["unlearn"]["methods"])
+_pairs = config["unlearn"]["pairs"]
+UNLEARN_PAIRS = (
+    PAIRS if _pairs is None else [f"{config['forget']}__{p}" for p in _pairs]
+)
+for _pair in UNLEARN_PAIRS:
+    for _r in _pair.split("__")[1].split("+"):
+        if _r not in config["datasets"] or _r == config["forget"]:
+            raise WorkflowError(
+                f"invalid configuration: {_file}: unlearn.pairs: {_r!r} is not a retain candidate (a key of datasets other than the forget set)"
+            )
+
 
 wildcard_constraints:
+    run="|".join(RUNS),
     model=r"[A-Za-z0-9._-]+",
     set="|".join(DATASETS),
     forget="|".join(DATASETS),
@@ -87,6 +102,29 @@ def retain_circuits(wildcards):
     ]
 
 
+def unlearn_params(wildcards):
+    method, options, settings = run_spec(config["unlearn"], wildcards.run)
+    return dict(run=wildcards.run, method=method, options=options, settings=settings)
+
+
+def unlearn_inputs(wildcards):
+    """The retain sets of the pair, and the pair's CLUE masks only for runs that read them."""
+    method, options, _ = run_spec(config["unlearn"], wildcards.run)
+    prefix = f"results/masks/{wildcards.model}/{wildcards.forget}__{wildcards.retains}"
+    masks = (
+        [f"{prefix}/forget.safetensors", f"{prefix}/conflict.safetensors"]
+        if needs_clue_masks(method, options)
+        else []
+    )
+    return dict(
+        retain=[
+            f"results/data/{wildcards.model}/{r}.filtered.parquet"
+            for r in wildcards.retains.split("+")
+        ],
+        masks=masks,
+    )
+
+
 def all_targets():
     return [
         f"results/tables/{MODEL}/base_accuracy.parquet",
@@ -98,4 +136,6 @@ def all_targets():
         *expand(
             "results/data/{model}/{set}.filtered.parquet", model=MODEL, set=SETS_IN_USE
         ),
+        f"results/tables/{MODEL}/unlearn_runs.parquet",
+        f"results/tables/{MODEL}/unlearn_runs.md",
     ]

@@ -29,8 +29,8 @@ def test_npo_against_hand_computation_and_its_limits():
     beta = 0.5
     ratio = (math.log(0.5) + math.log(0.2)) - (math.log(0.75) + math.log(0.4))
     expected = -(2 / beta) * math.log(1 / (1 + math.exp(beta * ratio)))
-    assert npo(model, labels, ref, beta=beta).item() == pytest.approx(expected, rel=1e-6)
-    assert npo(ref, labels, ref, beta=beta).item() == pytest.approx((2 / beta) * math.log(2), rel=1e-6)  # at ref
+    assert npo(model, labels, sequence_logprob(ref, labels), beta=beta).item() == pytest.approx(expected, rel=1e-6)
+    assert npo(ref, labels, sequence_logprob(ref, labels), beta=beta).item() == pytest.approx((2 / beta) * math.log(2), rel=1e-6)  # at ref
 
 
 def test_grad_diff_is_ga_plus_weighted_retain_nll():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from clueflow.data.schema import read_set
@@ -30,7 +31,10 @@ TINY_CONFIG = {
         "ioi": {"generator": "ioi", "n": 10},
         "bool": {"generator": "bool", "n": 8},
     },
+    "unlearn": {"forget_ratio": 4, "batch_size": 2, "max_length": 48, "lr": 1.0e-3, "epochs": 1,
+                "methods": {"clue": {}, "ga": {}, "random": {}}},
 }
+TINY_RUNS = sorted(TINY_CONFIG["unlearn"]["methods"])
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -70,10 +74,13 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     n_sets = len(yaml.safe_load((REPO / "config.yaml").read_text())["datasets"])
     n_retain = len(yaml.safe_load((REPO / "config.yaml").read_text())["retain"])
     n_pairs = n_retain + 1  # each retain set, and all of them at once
+    unlearn = yaml.safe_load((REPO / "config.yaml").read_text())["unlearn"]
     assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
                                        "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
                                        "cnf": n_pairs, "solve": n_pairs, "masks": n_pairs,
-                                       "localization_table": 1}
+                                       "localization_table": 1,
+                                       "unlearn": len(unlearn["methods"]) * len(unlearn["pairs"]),
+                                       "unlearn_table": 1}
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -120,6 +127,11 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
             masks = load_masks(workdir / f"results/masks/tiny-llama/{pair}/{kind}.safetensors", model)
             selected = {n for n, m in masks.items() if m.any()}
             assert bool(selected) == (assignment["category"] == kind).any()
+    runs = pd.read_parquet(workdir / "results/tables/tiny-llama/unlearn_runs.parquet")
+    assert sorted(zip(runs["run"], runs["pair"])) == sorted((r, p) for r in TINY_RUNS for p in pairs)
+    for run in TINY_RUNS:  # every checkpoint loads and differs from the base model
+        after = load_model(workdir / f"results/checkpoints/tiny-llama/{run}/capitals__ioi")
+        assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), model.state_dict().values()))
     assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
     again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
@@ -138,5 +150,13 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
                                           "circuit": 1, "circuit_table": 1, "cnf": 2, "solve": 2, "masks": 2,
-                                          "localization_table": 1}
+                                          "localization_table": 1, "unlearn": 2 * len(TINY_RUNS),
+                                          "unlearn_table": 1}
     assert "set=ioi" in changed.stdout and "set=sentiment" not in changed.stdout
+    # changing one run's learning rate retrains only that run, on every pair
+    cfg["datasets"]["ioi"]["n"] = 10
+    cfg["unlearn"]["methods"]["random"] = {"lr": 2.0e-3}
+    workdir_with(tmp_path, cfg)
+    changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
+    assert job_counts(changed.stdout) == {"all": 1, "unlearn": len(pairs), "unlearn_table": 1}
+    assert set(re.findall(r"run=(\w+)", changed.stdout)) == {"random"}

@@ -17,6 +17,10 @@
     clueflow solve explain NODE --wcnf PATH --assignment PATH
     clueflow masks build --assignment PATH --model-dir DIR --forget-out PATH --conflict-out PATH --stats PATH
     clueflow masks summary MASK.safetensors
+    clueflow unlearn run --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out DIR
+                         [--masks-dir DIR]
+    clueflow unlearn methods
+    clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
 
 Every user error exits with status 2 and one line on stderr: ``clueflow: <file>: <field>: <message>``.
 """
@@ -202,6 +206,39 @@ def _cmd_masks_summary(args) -> None:
         fraction=lambda d: d.selected / d["size"]).reset_index().to_markdown(index=False, floatfmt=".3f"))
 
 
+def _cmd_unlearn_run(args) -> None:
+    from .config import load_config
+    from .unlearn.methods import check_runs, run_spec
+    from .unlearn.run import run_unlearn
+
+    cfg = load_config(args.config)
+    check_runs(cfg["unlearn"], file=str(args.config))
+    if args.run not in cfg["unlearn"]["methods"]:
+        raise ClueflowError(f"no run {args.run!r} (runs: {', '.join(cfg['unlearn']['methods'])})",
+                            file=args.config, field="unlearn.methods")
+    method, options, settings = run_spec(cfg["unlearn"], args.run)
+    s = run_unlearn(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
+                    options=options, settings=settings, seed=cfg["seed"], masks_dir=args.masks_dir,
+                    dtype=cfg["model"]["dtype"], trust_remote_code=cfg["model"]["trust_remote_code"])
+    print(f"{args.out}: {s['method']} on {s['n_forget']} forget / {s['n_retain']} retain examples, {s['seconds']} s")
+
+
+def _cmd_unlearn_methods(args) -> None:
+    from .unlearn.methods import METHODS
+
+    for name in METHODS.names():
+        print(f"{name}: options {', '.join(METHODS.options(name)) or '-'}")
+
+
+def _cmd_unlearn_table(args) -> None:
+    from .io import write_table
+    from .unlearn.run import runs_table
+
+    df = runs_table([Path(d) / "unlearn.json" for d in args.checkpoints])
+    write_table(df, args.parquet, args.markdown)
+    print(df.to_markdown(index=False, floatfmt=".3f"))
+
+
 def _required(parser: argparse.ArgumentParser, *flags: str) -> None:
     for flag in flags:
         parser.add_argument(flag, required=True, type=Path)
@@ -304,6 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = msk.add_parser("summary", help="selected entries per parameter type of a mask file")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_masks_summary)
+
+    unl = stages.add_parser("unlearn", help="unlearning stage").add_subparsers(dest="cmd", required=True)
+    p = unl.add_parser("run", help="train one configured run on one forget/retain pair")
+    _required(p, "--config", "--model-dir", "--forget", "--out")
+    p.add_argument("--run", required=True, help="a key of the config's unlearn.methods")
+    p.add_argument("--retain", required=True, nargs="+", type=Path)
+    p.add_argument("--masks-dir", type=Path, help="directory with the pair's forget/conflict.safetensors")
+    p.set_defaults(func=_cmd_unlearn_run)
+    p = unl.add_parser("methods", help="registered unlearning methods and their options")
+    p.set_defaults(func=_cmd_unlearn_methods)
+    p = unl.add_parser("table", help="gather unlearning runs into one table")
+    p.add_argument("checkpoints", nargs="+", type=Path)
+    _required(p, "--parquet", "--markdown")
+    p.set_defaults(func=_cmd_unlearn_table)
     return parser
 
 

@@ -48,7 +48,18 @@ def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
         return _dotted(err.absolute_path), "give exactly one of 'generator' or 'loader'"
     if err.validator == "required":
         return _dotted(err.absolute_path), err.message
+    if err.validator == "type" and isinstance(err.instance, str) and _is_number(err.instance):
+        return _dotted(err.absolute_path), (f"{err.message} (YAML reads {err.instance} as text: write it with a "
+                                            f"decimal point, e.g. 1.0e-5)")
     return _dotted(err.absolute_path), f"{err.message}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def validate_config(config: dict[str, Any], *, file: str | Path = "config") -> dict[str, Any]:

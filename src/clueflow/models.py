@@ -162,13 +162,18 @@ def materialize(source: str, out_dir: str | Path, *, dtype: str = "float32", tru
                                    revision=revision, seed=seed)
     out_dir = Path(out_dir)
     with atomic_path(out_dir, directory=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        save_checkpoint(model, tok, tmp)
         provenance = dict(source=source, kind=src.kind, location=src.location, gguf_file=src.gguf_file,
                           dtype=dtype, revision=revision, seed=seed, architecture=model.config.model_type,
                           n_parameters=sum(p.numel() for p in model.parameters()))
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     return out_dir
+
+
+def save_checkpoint(model, tok, directory: Path) -> None:
+    """HF format, weights as safetensors: loads with ``AutoModelForCausalLM`` and ``lm_eval --model hf``."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tok.save_pretrained(directory)
 
 
 def _check_checkpoint(path: Path) -> None:

@@ -42,5 +42,8 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}", file=file, field=field
             ) from None
 
+    def options(self, name: str) -> tuple[str, ...]:
+        return self._options[name]
+
     def names(self) -> list[str]:
         return sorted(self._items)

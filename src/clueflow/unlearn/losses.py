@@ -4,8 +4,13 @@ inputs, ``-100`` = ignored; position t's logits predict token t+1, so the shift 
 * ``nll``: mean token negative log-likelihood (retain loss; PO's loss on prompt + refusal targets).
 * ``sequence_logprob``: per-sequence summed log-probability of the labelled tokens (NPO's quantity).
 * ``ga``: gradient ascent, −nll.
-* ``npo``: −(2/β) · mean log σ(−β (log p_θ(y|x) − log p_ref(y|x))) (Zhang et al. 2024), sequence-summed.
+* ``npo``: −(2/β) · mean log σ(−β (log p_θ(y|x) − log p_ref(y|x))) (Zhang et al. 2024), sequence-summed; the
+  reference log-probabilities are computed once, before training, from the frozen starting model.
+* ``po``: nll on prompt + refusal, the refusal teacher-forced (the batch carries refusal labels).
 * ``grad_diff``: ga(forget) + λ · nll(retain).
+
+:data:`FORGET_LOSSES` maps the forget-loss names of the config to one signature
+``(logits, labels, ref_logprob, beta) -> loss``.
 """
 
 from __future__ import annotations
@@ -41,11 +46,18 @@ def ga(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -nll(logits, labels)
 
 
-def npo(logits: torch.Tensor, labels: torch.Tensor, ref_logits: torch.Tensor, *, beta: float = 0.1) -> torch.Tensor:
-    log_ratio = sequence_logprob(logits, labels) - sequence_logprob(ref_logits, labels).detach()
+def npo(logits: torch.Tensor, labels: torch.Tensor, ref_logprob: torch.Tensor, *, beta: float = 0.1) -> torch.Tensor:
+    log_ratio = sequence_logprob(logits, labels) - ref_logprob.detach()
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
 
 def grad_diff(forget_logits: torch.Tensor, forget_labels: torch.Tensor, retain_logits: torch.Tensor,
               retain_labels: torch.Tensor, *, lam: float = 1.0) -> torch.Tensor:
     return ga(forget_logits, forget_labels) + lam * nll(retain_logits, retain_labels)
+
+
+FORGET_LOSSES = {
+    "ga": lambda logits, labels, ref_logprob, beta: ga(logits, labels),
+    "npo": lambda logits, labels, ref_logprob, beta: npo(logits, labels, ref_logprob, beta=beta),
+    "po": lambda logits, labels, ref_logprob, beta: nll(logits, labels),
+}

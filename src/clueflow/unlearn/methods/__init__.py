@@ -1,0 +1,102 @@
+"""Unlearning methods, registered by name: each turns a :class:`Context` into the trainer's stages.
+
+A method is one small module here: a function decorated with ``@METHODS.register(name, options=(...))`` that
+returns ``list[Stage]``. Localization baselines compute a mask in the same format as CLUE's mask files (one
+bool tensor per maskable parameter, see :mod:`clueflow.masks`) and fine-tune through the same trainer.
+
+Settings every method reads (the config's ``unlearn`` section, overridable per run): ``lr``, ``epochs`` (total
+epochs of a single-stage method), ``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ),
+``weight_decay``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ...circuits.graph import Graph
+from ...masks import maskable
+from ...registry import Registry
+from ..batches import Batches
+from ..trainer import Stage, UnlearnData
+
+METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning method")
+SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "epochs", "loss", "retain_weight", "weight_decay",
+            "npo_beta", "grad_clip")
+
+
+def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(method, options, settings) of run ``run`` of the config's ``unlearn`` section: the run's own settings
+    over the section's."""
+    spec = unlearn["methods"][run]
+    return spec.get("method", run), dict(spec.get("options", {})), {k: spec.get(k, unlearn[k]) for k in SETTINGS}
+
+
+def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
+    """Every run names a registered method and only options that method reads."""
+    for run in unlearn["methods"]:
+        method, options, _ = run_spec(unlearn, run)
+        METHODS.get(method, file=file, field=f"unlearn.methods.{run}.method")
+        METHODS.check_options(method, options, field=f"unlearn.methods.{run}.options", file=file)
+
+
+@dataclass
+class Context:
+    model: nn.Module
+    tok: Any
+    graph: Graph
+    data: UnlearnData
+    forget_qa: Batches  # forget rows as prompt + answer (answer labelled): attribution targets
+    forget_df: pd.DataFrame
+    settings: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    clue_masks: dict[str, dict[str, torch.Tensor]] | None = None  # forget / conflict masks of the pair
+    seed: int = 0
+
+    def maskable(self) -> dict[str, nn.Parameter]:
+        return maskable(self.model, self.graph)
+
+    def stage(self, name: str, mask: dict[str, torch.Tensor] | None, *, epochs: int | None = None,
+              loss: str | None = None, retain_weight: float | None = None, **kw) -> Stage:
+        s = self.settings
+        return Stage(name, mask, loss=loss or self.options.get("loss", s["loss"]),
+                     epochs=s["epochs"] if epochs is None else epochs, lr=s["lr"],
+                     retain_weight=s["retain_weight"] if retain_weight is None else retain_weight,
+                     weight_decay=s["weight_decay"], **kw)
+
+    def clue_union(self) -> dict[str, torch.Tensor]:
+        if self.clue_masks is None:
+            raise ValueError("this method needs the pair's CLUE masks (ratio: clue) but none were given")
+        f, c = self.clue_masks["forget"], self.clue_masks["conflict"]
+        return {k: f[k] | c[k] for k in f}
+
+    def budget(self) -> int:
+        """Entries a ratio-based localizer selects: ``ratio`` × maskable entries, or CLUE's count (``clue``)."""
+        ratio = self.options.get("ratio", "clue")
+        if ratio == "clue":
+            return sum(int(m.sum()) for m in self.clue_union().values())
+        return int(round(float(ratio) * sum(p.numel() for p in self.maskable().values())))
+
+
+def needs_clue_masks(method: str, options: dict) -> bool:
+    return method == "clue" or ("ratio" in METHODS.options(method) and options.get("ratio", "clue") == "clue")
+
+
+def top_entries(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Masks of the ``k`` highest scores over all tensors together (ties at the threshold all included)."""
+    flat = torch.cat([s.reshape(-1).float() for s in scores.values()])
+    k = max(0, min(k, flat.numel()))
+    if k == 0:
+        return {n: torch.zeros(s.shape, dtype=torch.bool) for n, s in scores.items()}
+    threshold = flat.kthvalue(flat.numel() - k + 1).values
+    return {n: s.float() >= threshold for n, s in scores.items()}
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,29 @@
+"""DEPN (Wu et al. 2023): integrated gradients of the answer probability on MLP neurons; the top ``top``
+fraction of all neurons (by summed attribution over the forget set) have their output weights trained."""
+
+from __future__ import annotations
+
+import torch
+
+from . import METHODS, Context
+from .attribution import mlp_out, neuron_columns, neuron_ig
+
+
+def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Masks of the selected neurons' output weights (in the standard mask format: every maskable key)."""
+    params = ctx.maskable()
+    masks = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
+    names = {id(p): n for n, p in params.items()}
+    for l, neurons in enumerate(selected):
+        w = mlp_out(ctx.graph.layers[l].mlp).weight
+        masks[names[id(w)]] = neuron_columns(ctx.graph, l, neurons, w.shape)
+    return masks
+
+
+@METHODS.register("depn", options=("top", "steps", "loss"))
+def depn(ctx: Context):
+    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, steps=int(ctx.options.get("steps", 8)), target="prob")
+    flat = torch.cat(scores)
+    k = max(1, int(round(float(ctx.options.get("top", 0.05)) * flat.numel())))
+    threshold = flat.topk(k).values[-1]
+    return [ctx.stage("finetune", neuron_masks(ctx, [(s >= threshold).nonzero().squeeze(1) for s in scores]))]

@@ -1,0 +1,81 @@
+"""MEMIT-style localization (Meng et al.; Patil et al. 2024): causal tracing in the denoising direction only.
+
+For each layer l, the corrupted prompt is run with layer l's MLP output restored from the clean run; the
+layer's importance is the mean gain in the clean answer's probability over the corrupted run,
+IE_l = P_restore-l(answer) − P_corrupted(answer), at the last prompt position. The ``window`` layers around the
+most important one have their MLP output projection (MEMIT's edit site) trained."""
+
+from __future__ import annotations
+
+import torch
+
+from ...scoring import encode_continuation, encode_prompt
+from . import METHODS, Context
+from .attribution import mlp_out
+
+
+def _prompts(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    enc = [encode_prompt(tok, t) for t in texts]
+    width = max(map(len, enc))
+    ids = torch.full((len(enc), width), tok.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(enc):
+        ids[i, : len(e)], mask[i, : len(e)] = torch.tensor(e), 1
+    return ids, mask, torch.tensor([len(e) - 1 for e in enc])
+
+
+@torch.no_grad()
+def layer_effects(ctx: Context, batch_size: int = 16) -> torch.Tensor:
+    """Mean indirect effect of restoring each layer's MLP output, over the forget rows."""
+    df, layers = ctx.forget_df, ctx.graph.layers
+    effects = torch.zeros(len(layers))
+    for start in range(0, len(df), batch_size):
+        rows = df.iloc[start:start + batch_size]
+        clean_ids, mask, last = _prompts(ctx.tok, rows["prompt"].tolist())
+        corrupt_ids, _, _ = _prompts(ctx.tok, rows["corrupted_prompt"].tolist())  # token-aligned by schema
+        answer = torch.tensor([encode_continuation(ctx.tok, a)[0] for a in rows["answer"]])
+        r = torch.arange(len(rows))
+        saved: dict[int, torch.Tensor] = {}
+        restore: list[int] = []
+
+        def hook(l):
+            def fwd(module, args, out):
+                if l in restore:
+                    return saved[l]
+                if not restore and l not in saved and recording:
+                    saved[l] = out.detach()
+            return fwd
+
+        def prob(ids):
+            logits = ctx.model(input_ids=ids, attention_mask=mask).logits
+            return torch.softmax(logits[r, last].float(), -1)[r, answer]
+
+        handles = [layer.mlp.register_forward_hook(hook(l)) for l, layer in enumerate(layers)]
+        try:
+            recording = True
+            prob(clean_ids)
+            recording = False
+            base = prob(corrupt_ids)
+            for l in range(len(layers)):
+                restore[:] = [l]
+                effects[l] += (prob(corrupt_ids) - base).sum()
+            restore.clear()
+        finally:
+            for h in handles:
+                h.remove()
+    return effects / max(len(df), 1)
+
+
+@METHODS.register("memit", options=("window", "loss"))
+def memit(ctx: Context):
+    effects = layer_effects(ctx)
+    window, n = int(ctx.options.get("window", 3)), len(effects)
+    peak = int(effects.argmax())
+    lo = max(0, min(peak - window // 2, n - window))
+    chosen = {id(mlp_out(ctx.graph.layers[l].mlp)) for l in range(lo, min(n, lo + window))}
+    masks = {}
+    for name, p in ctx.maskable().items():
+        owner = name.rsplit(".", 1)[0]
+        module = ctx.model.get_submodule(owner)
+        masks[name] = torch.full(p.shape, id(module) in chosen, dtype=torch.bool)
+    return [ctx.stage("finetune", masks)]

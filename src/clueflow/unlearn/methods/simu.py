@@ -1,0 +1,37 @@
+"""SIMU (Agarwal et al. 2025): integrated-gradient attribution (log-likelihood target) of the MLP
+down-projection neurons on the forget and the retain set; a neuron is critical for a set when its score
+exceeds ``threshold`` × its layer's maximum. ``neurons: forget_only`` trains critical-forget neurons that are
+not critical for retain; ``with_dual`` (default; the paper finds it better) also the dual ones. All attention
+projections are trained fully, as in SIMU; the loss is GradDiff (GA + λ·retain) and the optimizer masked
+Sophia by default (``optimizer: adamw`` to switch)."""
+
+from __future__ import annotations
+
+from . import METHODS, Context
+from .attribution import neuron_ig
+from .depn import neuron_masks
+
+
+def _critical(scores, t):
+    return [s > t * s.max() for s in scores]
+
+
+@METHODS.register("simu", options=("threshold", "neurons", "steps", "optimizer", "rho", "loss"))
+def simu(ctx: Context):
+    steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
+    crit_f = _critical(neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, steps=steps, target="logprob"), t)
+    selected = crit_f
+    if ctx.options.get("neurons", "with_dual") == "forget_only":
+        crit_r = _critical(neuron_ig(ctx.model, ctx.graph, ctx.data.retain, steps=steps, target="logprob"), t)
+        selected = [f & ~r for f, r in zip(crit_f, crit_r)]
+    elif ctx.options.get("neurons", "with_dual") != "with_dual":
+        raise ValueError("simu option neurons must be with_dual or forget_only")
+    masks = neuron_masks(ctx, [s.nonzero().squeeze(1) for s in selected])
+    attention = {id(p) for layer in ctx.graph.layers for m in [*layer.projections, layer.out_proj]
+                 for p in m.parameters()}
+    for name, p in ctx.maskable().items():
+        if id(p) in attention:
+            masks[name][...] = True
+    optimizer = ctx.options.get("optimizer", "sophia")
+    extra = {"rho": float(ctx.options["rho"])} if "rho" in ctx.options and optimizer == "sophia" else {}
+    return [ctx.stage("finetune", masks, loss=ctx.options.get("loss", "ga"), optimizer=optimizer, options=extra)]

@@ -1,0 +1,107 @@
+"""File-level unlearning step: model + forget/retain sets (+ CLUE masks) → an unlearned HF checkpoint.
+
+``results/checkpoints/{model}/{run}/{forget}__{retains}/`` holds
+
+* ``config.json``, ``model.safetensors``, tokenizer files: loads with ``AutoModelForCausalLM`` and
+  ``lm_eval --model hf,pretrained=<dir>``;
+* ``train_log.parquet``: one row per optimizer step — stage, epoch, step, skipped, loss, forget_loss,
+  retain_loss (null without a retain term), grad_norm (before clipping, trainable entries only), lr, seconds;
+* ``masks/{stage}.safetensors``: each stage's mask, in the mask-file format (absent for full fine-tuning);
+* ``unlearn.json``: run, method, options, settings, seed, forget/retain example counts, per-stage trainable
+  entries and unlearned-parameter share, wall seconds.
+
+The directory appears complete or not at all (written beside the target, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..circuits.graph import build_graph
+from ..data.schema import read_set
+from ..errors import ClueflowError
+from ..io import atomic_path, write_json, write_parquet
+from ..masks import load_masks, mask_stats, save_masks
+from ..models import load_model, load_tokenizer, save_checkpoint
+from .batches import Batches, examples
+from .methods import METHODS, Context
+from .trainer import UnlearnData, train
+
+def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
+    """The train split, subsampled as the official code's ``forget_ratio``: > 1 a count, ≤ 1 a fraction."""
+    train_rows = df[df["split"] == "train"]
+    n = int(ratio) if ratio > 1 else int(round(ratio * len(train_rows)))
+    n = max(1, min(n, len(train_rows)))
+    return train_rows.sample(n=n, random_state=seed).sort_index() if n < len(train_rows) else train_rows
+
+
+def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path],
+                out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
+                seed: int = 0, masks_dir: str | Path | None = None, dtype: str = "float32",
+                trust_remote_code: bool = False) -> dict[str, Any]:
+    started = time.perf_counter()
+    impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    full = read_set(forget_path, tokenizer=tok)
+    if not (full["split"] == "train").any():
+        raise ClueflowError("no rows in the train split to unlearn", file=forget_path, field="split")
+    forget_df = forget_rows(full, settings["forget_ratio"], seed)
+    retain_df = pd.concat([read_set(p)[lambda d: d["split"] == "train"] for p in retain_paths])
+    if retain_df.empty:
+        raise ClueflowError("no rows in the train split of any retain set", file=retain_paths[0], field="split")
+    torch.manual_seed(seed)
+    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    graph = build_graph(model)
+    clue_masks = None
+    if masks_dir is not None:
+        clue_masks = {k: load_masks(Path(masks_dir) / f"{k}.safetensors", model) for k in ("forget", "conflict")}
+
+    def batches(df, kind, salt):
+        return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
+                       pad_id=tok.pad_token_id or 0, seed=seed + salt)
+
+    data = UnlearnData(forget=batches(forget_df, "forget", 0), refusal=batches(forget_df, "refusal", 0),
+                       retain=batches(retain_df, "retain", 1))
+    ctx = Context(model=model, tok=tok, graph=graph, data=data, forget_qa=batches(forget_df, "retain", 0),
+                  forget_df=forget_df, settings=settings, options=options, clue_masks=clue_masks, seed=seed)
+    try:
+        stages = impl(ctx)
+    except ValueError as err:
+        raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
+    log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"])
+    summary = dict(run=run, method=method, options=options, settings=settings, seed=seed,
+                   n_forget=len(forget_df), n_retain=len(retain_df),
+                   stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, lr=s.lr, retain_weight=s.retain_weight,
+                                optimizer=s.optimizer, full_model=s.mask is None,
+                                **({} if s.mask is None else mask_stats(s.mask, model))) for s in stages],
+                   seconds=round(time.perf_counter() - started, 2))
+    with atomic_path(out_dir, directory=True) as tmp:
+        save_checkpoint(model, tok, tmp)
+        for s in stages:
+            if s.mask is not None:
+                save_masks(s.mask, tmp / "masks" / f"{s.name}.safetensors")
+        write_parquet(tmp / "train_log.parquet", pd.DataFrame(log), metadata=dict(run=run, method=method))
+        write_json(tmp / "unlearn.json", summary)
+    return summary
+
+
+def runs_table(summaries: list[str | Path]) -> pd.DataFrame:
+    """One row per unlearning run: wall time, steps, trainable share, final losses."""
+    rows = []
+    for path in summaries:
+        s = json.loads(Path(path).read_text())
+        log = pd.read_parquet(Path(path).parent / "train_log.parquet")
+        trained = log[~log["skipped"]] if "skipped" in log else log
+        last = trained.iloc[-1] if len(trained) else {}
+        rows.append(dict(run=s["run"], method=s["method"], pair=Path(path).parent.name, seconds=s["seconds"],
+                         steps=len(trained), n_forget=s["n_forget"],
+                         unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),
+                                                 default=0.0),
+                         final_loss=last.get("loss"), final_forget_loss=last.get("forget_loss")))
+    return pd.DataFrame(rows)
