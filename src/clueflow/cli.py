@@ -62,13 +62,14 @@ def _cmd_model_generate(args) -> None:
 
 def _cmd_data_build(args) -> None:
     from .config import load_config
-    from .data.build import write_set
+    from .data.build import check_spec, write_set
     from .models import load_tokenizer
 
     cfg = load_config(args.config)
     if args.set not in cfg["datasets"]:
         raise ClueflowError(f"no data set {args.set!r} in the config", file=args.config, field="datasets")
     spec = cfg["datasets"][args.set]
+    check_spec(args.set, spec, file=str(args.config))
     tok = load_tokenizer(args.model_dir, trust_remote_code=cfg["model"]["trust_remote_code"])
     df = write_set(args.set, spec, tok, args.out, seed=spec.get("seed", cfg["seed"]))
     print(f"{args.out}: {len(df)} rows")

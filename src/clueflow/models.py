@@ -136,9 +136,10 @@ def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: boo
     try:
         tok = AutoTokenizer.from_pretrained(src.location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # a corrupt file fails anywhere inside the readers (struct.error, KeyError, ...)
         where = src.location if src.kind != "gguf" else str(Path(src.location) / src.gguf_file)
-        raise ClueflowError(f"cannot load model from {where!r} ({src.kind}): {first_line(err)}", field="model.source") from None
+        raise ClueflowError(f"cannot load model ({src.kind}): {type(err).__name__}: {first_line(err)}",
+                            file=where, field="model.source") from None
     if getattr(model.config, "quantization_config", None) is not None and src.kind == "gguf":
         # transformers de-quantizes GGUF tensors on load but marks the model as quantized, which blocks
         # save_pretrained; rebuild a plain model from the same config and copy the de-quantized weights.
@@ -186,7 +187,10 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
 
     path = Path(path)
     _check_checkpoint(path)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ClueflowError(f"cannot load the tokenizer: {first_line(err)}", file=path) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
