@@ -1,0 +1,124 @@
+"""The SLURM profile (slurm/config.yaml): a dry run on any machine, and a tiny run on a real SLURM cluster.
+
+The cluster test skips where no cluster responds; with CLUEFLOW_REQUIRE_SLURM=1 (CI, see .ci/run and
+.ci/slurm/start.sh) it fails instead."""
+
+import copy
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from test_workflow import SNAKEMAKE, TINY_CONFIG, workdir_with
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
+GPU_RULES = {"data_filter", "circuit", "masks", "unlearn"}
+TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
+
+# One forget and one retain set: 10 jobs, every kind of rule up to the localization table.
+SMALL_CONFIG = copy.deepcopy(TINY_CONFIG)
+SMALL_CONFIG["retain"] = ["sentiment"]
+SMALL_CONFIG["datasets"] = {k: TINY_CONFIG["datasets"][k] for k in ("capitals", "sentiment")}
+
+
+def rule_resources(dry_run_output: str) -> dict[str, dict[str, str]]:
+    """rule name -> its resources as printed by a dry run (first job of each rule)."""
+    found, rule = {}, None
+    for line in dry_run_output.splitlines():
+        if m := re.match(r"(?:local)?rule (\w+):", line):
+            rule = m[1]
+        elif (m := re.match(r"\s+resources: (.*)", line)) and rule and rule not in found:
+            found[rule] = dict(kv.split("=", 1) for kv in m[1].split(", "))
+    return found
+
+
+def test_profile_dry_run_puts_model_stages_on_a_gpu(tmp_path):
+    """Needs no cluster: the profile parses, model stages ask for a GPU, CPU stages do not."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    env = {**os.environ, "CLUEFLOW_SLURM_PARTITION": "gpu"}
+    proc = subprocess.run([*SNAKEMAKE, "--profile", str(PROFILE), "--directory", str(tmp_path), "all", "--dry-run"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    resources = rule_resources(proc.stdout)
+    assert {"model", "data_build", "cnf", "solve", "localization_table", *GPU_RULES} <= set(resources)
+    for rule, res in resources.items():
+        assert res.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, res)
+        assert res["slurm_partition"] == "gpu", (rule, res)
+    assert resources["circuit"]["mem_mb"] == "16000" and resources["cnf"]["mem_mb"] == "4000"
+
+
+def cluster_problem() -> str | None:
+    """Why the cluster test cannot run here, or None."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM here (sinfo is not on PATH)"
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        return "snakemake-executor-plugin-slurm is not installed"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "no SLURM cluster responds (sinfo timed out)"
+    if proc.returncode != 0:
+        return f"no SLURM cluster responds (sinfo: {proc.stderr.strip()})"
+    if not re.search(r"^(idle|mix|alloc)", proc.stdout, re.M):
+        return f"no SLURM node is up (sinfo states: {' '.join(proc.stdout.split())})"
+    return None
+
+
+def require_cluster():
+    """Skip without a cluster, or fail where CI demands one."""
+    if problem := cluster_problem():
+        if os.environ.get("CLUEFLOW_REQUIRE_SLURM") == "1":
+            pytest.fail(f"CLUEFLOW_REQUIRE_SLURM=1 but {problem}")
+        pytest.skip(problem)
+
+
+def slurm_jobs(workdir: Path) -> list[dict[str, str]]:
+    """Jobs the controller still knows (MinJobAge) that ran in workdir, as `scontrol show job` fields."""
+    out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=30).stdout
+    jobs = [dict(re.findall(r"(\S+?)=(\S*)", line)) for line in out.splitlines()]
+    return [j for j in jobs if j.get("WorkDir") == str(workdir)]
+
+
+def test_tiny_workflow_runs_through_slurm(tmp_path):
+    require_cluster()
+    workdir = workdir_with(tmp_path.resolve(), SMALL_CONFIG)
+    target = "results/tables/tiny-llama/localization.parquet"
+    cmd = [*SNAKEMAKE, "--profile", str(PROFILE), "--directory", str(workdir), target,
+           # faster polling than the profile's 40 s (the cluster keeps finished jobs 600 s), and keep job logs
+           "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the plugin may ignore SIGTERM
+        output, _ = proc.communicate()
+        for job in slurm_jobs(workdir):
+            subprocess.run(["scancel", job["JobId"]], timeout=30)
+        pytest.fail(f"snakemake on SLURM did not finish in {TIMEOUT} s:\n{output[-4000:]}")
+    assert proc.returncode == 0, output[-4000:]
+
+    loc = pd.read_parquet(workdir / target)
+    assert list(loc["retain"]) == ["sentiment"]
+    for name in ("forget", "conflict"):
+        assert (workdir / f"results/masks/tiny-llama/capitals__sentiment/{name}.safetensors").stat().st_size > 0
+
+    # every job went through sbatch, with the profile's resources
+    jobs = slurm_jobs(workdir)
+    rules = [re.match(r"rule_(\w+?)(?:_wildcards_|$)", j.get("Comment", ""))[1] for j in jobs]
+    expected = {"model": 1, "data_build": 2, "data_filter": 2, "circuit": 2, "cnf": 1, "solve": 1, "masks": 1,
+                "localization_table": 1}
+    assert {r: rules.count(r) for r in set(rules)} == expected, output[-4000:]
+    for rule, job in zip(rules, jobs):
+        assert job["JobState"] == "COMPLETED", job
+        assert (job.get("TresPerJob") == "gres:gpu:1") == (rule in GPU_RULES), (rule, job)
+    assert {j["MinMemoryNode"] for r, j in zip(rules, jobs) if r == "circuit"} == {"16000M"}
+    logs = (workdir / ".snakemake/slurm_logs").rglob("*.log")  # rule_<name>/<wildcards>/<job id>.log
+    assert sorted(p.stem for p in logs) == sorted(j["JobId"] for j in jobs)
