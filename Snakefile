@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
@@ -17,6 +20,8 @@ include: "rules/logic.smk"
 include: "rules/solve.smk"
 include: "rules/masks.smk"
 include: "rules/unlearn.smk"
+include: "rules/evaluate.smk"
+include: "rules/tables.smk"
 
 
 rule all:

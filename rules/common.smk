@@ -28,20 +28,61 @@ if config["logic"]["combined"] and len(config["retain"]) > 1:
     PAIRS.append(f"{config['forget']}__{'+'.join(config['retain'])}")
 
 RUNS = sorted(config["unlearn"]["methods"])
-_pairs = config["unlearn"]["pairs"]
-UNLEARN_PAIRS = (
-    PAIRS if _pairs is None else [f"{config['forget']}__{p}" for p in _pairs]
-)
-for _pair in UNLEARN_PAIRS:
-    for _r in _pair.split("__")[1].split("+"):
-        if _r not in config["datasets"] or _r == config["forget"]:
+if "origin" in RUNS:
+    raise WorkflowError(
+        f"invalid configuration: {_file}: unlearn.methods.origin: the name is reserved for the base model"
+    )
+
+
+def run_pairs(run):
+    """The pairs run ``run`` is trained on: its own ``pairs``, else the section's, else every pair."""
+    own = config["unlearn"]["methods"][run].get("pairs", config["unlearn"]["pairs"])
+    return PAIRS if own is None else [f"{config['forget']}__{p}" for p in own]
+
+
+def check_pair(pair, field):
+    for r in pair.split("__")[1].split("+"):
+        if r not in config["datasets"] or r == config["forget"]:
             raise WorkflowError(
-                f"invalid configuration: {_file}: unlearn.pairs: {_r!r} is not a retain candidate (a key of datasets other than the forget set)"
+                f"invalid configuration: {_file}: {field}: {r!r} is not a retain candidate (a key of datasets other than the forget set)"
             )
 
 
+CHECKPOINTS = [(run, pair) for run in RUNS for pair in run_pairs(run)]
+for _run, _pair in CHECKPOINTS:
+    check_pair(_pair, f"unlearn.methods.{_run}.pairs")
+for _table in ("table1", "table2", "table6", "fig6"):
+    for _run in config["tables"][_table]:
+        if _run not in config["unlearn"]["methods"]:
+            raise WorkflowError(
+                f"invalid configuration: {_file}: tables.{_table}: {_run!r} is not a run (keys of unlearn.methods: {', '.join(RUNS)})"
+            )
+FIG3_PAIRS = [
+    f"{config['forget']}__{'+'.join(config['tables']['fig3'][: k + 1])}"
+    for k in range(len(config["tables"]["fig3"]))
+]
+for _pair in FIG3_PAIRS:
+    check_pair(_pair, "tables.fig3")
+_fig6 = config["tables"]["fig6"]
+_shared = (
+    [p for p in run_pairs(_fig6[0]) if all(p in run_pairs(r) for r in _fig6)]
+    if _fig6
+    else []
+)
+if _fig6 and not _shared:
+    raise WorkflowError(
+        f"invalid configuration: {_file}: tables.fig6: the runs share no pair"
+    )
+FIG6_PAIR = (
+    _shared[0] if _shared else None
+)  # the sweep is drawn on the first pair its runs share
+GENERAL = config["evaluate"]["general"]
+if GENERAL is None:
+    GENERAL = [s for s in DATASETS if s not in SETS_IN_USE]
+
+
 wildcard_constraints:
-    run="|".join(RUNS),
+    run="|".join(["origin", *RUNS]),
     model=r"[A-Za-z0-9._-]+",
     set="|".join(DATASETS),
     forget="|".join(DATASETS),
@@ -125,6 +166,59 @@ def unlearn_inputs(wildcards):
     )
 
 
+def evaluate_inputs(wildcards):
+    """The model (base model for ``origin``), the pair's sets, and the built-in general-utility sets."""
+    data = f"results/data/{wildcards.model}"
+    return dict(
+        model=(
+            f"results/models/{wildcards.model}"
+            if wildcards.run == "origin"
+            else f"results/checkpoints/{wildcards.model}/{wildcards.run}/{wildcards.forget}__{wildcards.retains}"
+        ),
+        base=f"results/models/{wildcards.model}",
+        forget=f"{data}/{wildcards.forget}.filtered.parquet",
+        retain=[f"{data}/{r}.filtered.parquet" for r in wildcards.retains.split("+")],
+        general=[f"{data}/{s}.parquet" for s in GENERAL if s in config["datasets"]],
+    )
+
+
+def evaluate_params(wildcards):
+    u = config["unlearn"]
+    ratio = (
+        u["forget_ratio"]
+        if wildcards.run == "origin"
+        else run_spec(u, wildcards.run)[2]["forget_ratio"]
+    )
+    return dict(
+        forget_ratio=ratio,
+        standard_tasks=[s for s in GENERAL if s not in config["datasets"]],
+        **{k: v for k, v in config["evaluate"].items() if k != "general"},
+    )
+
+
+def summaries(runs, pairs_of=run_pairs, origin=True):
+    """Evaluation summaries of ``runs`` on their pairs, with the base model's on each of those pairs."""
+    pairs = list(dict.fromkeys(p for r in runs for p in pairs_of(r)))
+    files = [f"results/eval/{{model}}/{r}/{p}.json" for r in runs for p in pairs_of(r)]
+    if origin:
+        files = [f"results/eval/{{model}}/origin/{p}.json" for p in pairs] + files
+    return files
+
+
+def table_inputs(name):
+    return summaries(config["tables"][name])
+
+
+def table_targets(model):
+    names = [n for n in ("table1", "table2", "table6") if config["tables"][n]]
+    figures = [n for n in ("fig3", "fig6") if config["tables"][n]] + ["fig7"]
+    return [
+        f"results/tables/{model}/{n}.{ext}"
+        for n in names
+        for ext in ("parquet", "md", "csv")
+    ] + [f"results/figures/{model}/{n}.png" for n in figures]
+
+
 def all_targets():
     return [
         f"results/tables/{MODEL}/base_accuracy.parquet",
@@ -138,4 +232,5 @@ def all_targets():
         ),
         f"results/tables/{MODEL}/unlearn_runs.parquet",
         f"results/tables/{MODEL}/unlearn_runs.md",
+        *table_targets(MODEL),
     ]

@@ -27,11 +27,7 @@ rule unlearn:
 rule unlearn_table:
     """Per run and pair: wall time, steps, trainable share, final losses."""
     input:
-        expand(
-            "results/checkpoints/{{model}}/{run}/{pair}",
-            run=RUNS,
-            pair=UNLEARN_PAIRS,
-        ),
+        [f"results/checkpoints/{{model}}/{run}/{pair}" for run, pair in CHECKPOINTS],
     output:
         parquet="results/tables/{model}/unlearn_runs.parquet",
         markdown="results/tables/{model}/unlearn_runs.md",

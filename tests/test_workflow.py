@@ -35,7 +35,11 @@ TINY_CONFIG = {
         "bool": {"generator": "bool", "n": 8},
     },
     "unlearn": {"forget_ratio": 4, "batch_size": 2, "max_length": 48, "lr": 1.0e-3, "epochs": 1,
-                "methods": {"clue": {}, "ga": {}, "random": {}}},
+                "methods": {"clue": {}, "ga": {}, "random": {},
+                            "ga_r2": {"method": "ga", "forget_ratio": 2, "pairs": ["sentiment"]}}},
+    "evaluate": {"batch_size": 8, "max_new_tokens": 4},
+    "tables": {"table1": ["clue", "ga", "random"], "table2": ["clue"], "table6": ["clue", "ga"],
+               "fig3": ["sentiment", "ioi"], "fig6": ["ga_r2", "ga"]},
 }
 TINY_RUNS = sorted(TINY_CONFIG["unlearn"]["methods"])
 

@@ -39,24 +39,25 @@ def _requests(df: pd.DataFrame, corrupted: bool) -> tuple[list[tuple[str, str]],
     return requests, spans
 
 
-def correctness(model, tok, df: pd.DataFrame, *, batch_size: int = 32) -> pd.DataFrame:
-    """Per-row ``correct`` and ``corrupted_correct`` booleans, scored in one batched pass."""
+def correctness(model, tok, df: pd.DataFrame, *, batch_size: int = 32, corrupted: bool = True) -> pd.DataFrame:
+    """Per-row ``correct`` and ``corrupted_correct`` booleans, scored in one batched pass (without
+    ``corrupted``, only ``correct``)."""
     clean_req, clean_spans = _requests(df, corrupted=False)
-    corr_req, corr_spans = _requests(df, corrupted=True)
-    scored = score_continuations(model, tok, clean_req + corr_req, batch_size=batch_size, desc="filter")
+    corr_req, corr_spans = _requests(df, corrupted=True) if corrupted else ([], [(0, 0)] * len(df))
+    scored = score_continuations(model, tok, clean_req + corr_req, batch_size=batch_size, desc="scoring")
     offset = len(clean_req)
     out = {"correct": [], "corrupted_correct": []}
     for row, (a, b), (c, d) in zip(df.itertuples(index=False), clean_spans, corr_spans):
         if row.format == "cloze":
             out["correct"].append(scored[a].greedy)
-            out["corrupted_correct"].append(scored[offset + c].greedy)
+            out["corrupted_correct"].append(corrupted and scored[offset + c].greedy)
         else:
-            choices = list(row.choices)
             clean_lp = [s.logprob for s in scored[a:b]]
-            corr_lp = [s.logprob for s in scored[offset + c: offset + d]]
             out["correct"].append(int(np.argmax(clean_lp)) == int(row.label))
-            out["corrupted_correct"].append(int(np.argmax(corr_lp)) == choices.index(row.corrupted_answer))
-    return pd.DataFrame(out, index=df.index)
+            if corrupted:
+                corr_lp = [s.logprob for s in scored[offset + c: offset + d]]
+                out["corrupted_correct"].append(int(np.argmax(corr_lp)) == list(row.choices).index(row.corrupted_answer))
+    return pd.DataFrame(out if corrupted else {"correct": out["correct"]}, index=df.index)
 
 
 def filter_set(model, tok, df: pd.DataFrame, *, set_name: str, keep: str = "clean",

@@ -1,0 +1,195 @@
+"""Evaluation of one model (an unlearned checkpoint, or the base model as ``origin``) on one forget/retain pair.
+
+Per-example artifact ``results/eval/{model}/{run}/{forget}__{retains}.parquet``:
+
+============  ========  ===========================================================================================
+column        type      meaning
+============  ========  ===========================================================================================
+subset        string    ``forget`` (the rows that were unlearned), ``forget_heldout`` (the forget set's test split,
+                        never trained on), ``retain`` (each retain set's test split), ``general`` (lm-eval tasks)
+set           string    data set (or lm-eval task) name
+id            string    row id (lm-eval: the document's ``id`` or index)
+format        string    ``cloze``/``choice``/``mc``; lm-eval rows: the task name
+correct       bool      answered correctly (cloze: greedy continuation; choice/mc: highest log-likelihood)
+loss          float     forget rows: mean token NLL of the row's ``text`` (MIA "loss" score is its negative)
+min_k         float     forget rows: Min-k% Prob of ``text``
+min_k_pp      float     forget rows: Min-k%++ of ``text``
+generation    string    ``forget`` rows: greedy continuation of ``prompt`` (``max_new_tokens``)
+rouge_l       float     ``forget`` rows: Rouge-L recall of ``generation`` against ``answer``
+============  ========  ===========================================================================================
+
+Summary ``….json``: run, pair, the aggregates below, per-set accuracies, MIA AUCs and wall seconds.
+
+* ``forget_efficacy`` = 1 − accuracy on the ``forget`` rows (also ``fe_mc``, ``fe_cloze``, ``fe_heldout``);
+* ``retain_utility`` = accuracy on the retain sets' test rows (pooled);
+* ``general_utility`` = mean over general tasks of each task's accuracy (built-in sets: both of its kinds pooled);
+* ``mia_auc_{min_k,loss,min_k_pp}`` over the unique texts (:mod:`clueflow.evaluate.metrics` for the convention);
+* ``unlearned_parameter`` = the paper's definition measured on the weights: mean over the maskable weight matrices
+  of the share of entries that differ from the base model (0 for ``origin``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..circuits.graph import build_graph
+from ..data.filter import correctness
+from ..data.schema import read_set
+from ..errors import ClueflowError
+from ..io import write_json, write_parquet
+from ..masks import maskable
+from ..models import load_model, load_tokenizer
+from ..scoring import encode_prompt
+from ..unlearn.run import forget_rows
+from .lmeval import evaluate_general
+from .metrics import auc, min_k_plus_plus, min_k_prob, rouge_l_recall
+
+COLUMNS = ["subset", "set", "id", "format", "correct", "loss", "min_k", "min_k_pp", "generation", "rouge_l"]
+
+
+@torch.no_grad()
+def text_scores(model, tok, texts: list[str], *, k: float, batch_size: int = 32) -> list[dict[str, float]]:
+    """Per text: mean token NLL, Min-k% and Min-k%++ (tokens after the first, under the scoring encoding)."""
+    encoded = [encode_prompt(tok, t) for t in texts]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    out = []
+    for start in tqdm(range(0, len(encoded), batch_size), desc="mia", unit="batch", leave=False):
+        chunk = encoded[start:start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        probs = logp.exp()
+        mu = (probs * logp).sum(-1)
+        sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+        for row, s in enumerate(chunk):
+            n = len(s) - 1
+            if n < 1:
+                raise ValueError(f"text {texts[start + row]!r} has fewer than two tokens")
+            lp = logp[row, :n].gather(1, torch.tensor(s[1:])[:, None])[:, 0]
+            out.append(dict(loss=float(-lp.mean()), min_k=min_k_prob(lp.tolist(), k),
+                            min_k_pp=min_k_plus_plus(lp.tolist(), mu[row, :n].tolist(), sigma[row, :n].tolist(), k)))
+    return out
+
+
+@torch.no_grad()
+def greedy_generations(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 32) -> list[str]:
+    """Greedy continuations, left-padded batches, decoded without special tokens."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    out = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", leave=False):
+        chunk = [encode_prompt(tok, p) for p in prompts[start:start + batch_size]]
+        width = max(len(s) for s in chunk)
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in chunk])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk])
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=pad)
+        out += tok.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return out
+
+
+def unlearned_parameter(model, base) -> float:
+    """Mean over the maskable weight matrices of the share of entries that differ from ``base``."""
+    graph = build_graph(model)
+    base_params = dict(base.named_parameters())
+    shares = [float((p != base_params[name]).float().mean())
+              for name, p in maskable(model, graph).items() if p.dim() == 2]
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def _rows(df: pd.DataFrame, subset: str, correct: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame(dict(subset=subset, set=df["set"], id=df["id"], format=df["format"],
+                             correct=correct.to_numpy()))
+
+
+def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str | Path,
+                   retain_paths: list[str | Path], general_paths: dict[str, str | Path], out_parquet: str | Path,
+                   out_json: str | Path, *, run: str, forget_ratio: float, seed: int = 0,
+                   standard_tasks: list[str] = (), k: float = 0.2, max_new_tokens: int = 16, batch_size: int = 32,
+                   general_limit: int | None = None, dtype: str = "float32",
+                   trust_remote_code: bool = False) -> dict[str, Any]:
+    started = time.perf_counter()
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+
+    def labelled(path):
+        df = read_set(path)
+        return df.assign(set=Path(path).name.split(".")[0])
+
+    full = labelled(forget_path)
+    forget = forget_rows(full, forget_ratio, seed)
+    heldout = full[full["split"] == "test"]
+    if heldout.empty:
+        raise ClueflowError("no rows in the test split (held-out forget rows)", file=forget_path, field="split")
+    retain = pd.concat([labelled(p)[lambda d: d["split"] == "test"] for p in retain_paths])
+    if retain.empty:
+        raise ClueflowError("no rows in the test split of any retain set", file=retain_paths[0], field="split")
+
+    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    scored = pd.concat([forget, heldout, retain], ignore_index=True)
+    ok = correctness(model, tok, scored, batch_size=batch_size, corrupted=False)["correct"]
+    n_f, n_h = len(forget), len(heldout)
+    frames = [_rows(forget, "forget", ok[:n_f]), _rows(heldout, "forget_heldout", ok[n_f:n_f + n_h]),
+              _rows(retain, "retain", ok[n_f + n_h:])]
+
+    # MIA on unique texts (rows of one fact share a text); generation + Rouge-L on the unlearned rows
+    texts = [t if isinstance(t, str) and t else p + a for t, p, a in
+             zip(pd.concat([forget, heldout])["text"], pd.concat([forget, heldout])["prompt"],
+                 pd.concat([forget, heldout])["answer"])]
+    unique = list(dict.fromkeys(texts))
+    by_text = dict(zip(unique, text_scores(model, tok, unique, k=k, batch_size=batch_size)))
+    for frame, chunk in ((frames[0], texts[:n_f]), (frames[1], texts[n_f:])):
+        for key in ("loss", "min_k", "min_k_pp"):
+            frame[key] = [by_text[t][key] for t in chunk]
+    frames[0]["generation"] = greedy_generations(model, tok, list(forget["prompt"]), max_new_tokens=max_new_tokens,
+                                                 batch_size=batch_size)
+    frames[0]["rouge_l"] = [rouge_l_recall(g, a) for g, a in zip(frames[0]["generation"], forget["answer"])]
+
+    general_sets = {name: read_set(p) for name, p in general_paths.items()}
+    general = evaluate_general(model, tok, general_sets, list(standard_tasks), batch_size=batch_size,
+                               limit=general_limit)
+    frames.append(pd.DataFrame(dict(subset="general", set=general["set"], id=general["id"], format=general["task"],
+                                    correct=general["correct"])))
+
+    if Path(model_dir).resolve() == Path(base_dir).resolve():
+        share = 0.0
+    else:
+        share = unlearned_parameter(model, load_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code))
+
+    table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)
+    summary = summarize(table, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
+    summary.update(run=run, pair=Path(out_parquet).stem, unlearned_parameter=share,
+                   seconds=round(time.perf_counter() - started, 2))
+    write_parquet(out_parquet, table, metadata=dict(run=run, model_dir=str(model_dir), k=k, seed=seed))
+    write_json(out_json, summary)
+    return summary
+
+
+def summarize(table: pd.DataFrame, *, member_texts: set[str], texts: list[str],
+              by_text: dict[str, dict[str, float]]) -> dict[str, Any]:
+    def acc(mask) -> float:
+        rows = table[mask]
+        return float(rows["correct"].astype(bool).mean()) if len(rows) else float("nan")
+
+    sub = table["subset"]
+    general = table[sub == "general"].groupby("set")["correct"].mean().astype(float)
+    retain = table[sub == "retain"].groupby("set")["correct"].mean().astype(float)
+    members = [by_text[t] for t in dict.fromkeys(texts) if t in member_texts]
+    others = [by_text[t] for t in dict.fromkeys(texts) if t not in member_texts]
+    out = dict(forget_efficacy=1 - acc(sub == "forget"),
+               fe_mc=1 - acc((sub == "forget") & (table["format"] == "mc")),
+               fe_cloze=1 - acc((sub == "forget") & (table["format"] == "cloze")),
+               fe_heldout=1 - acc(sub == "forget_heldout"),
+               retain_utility=acc(sub == "retain"), retain_per_set=retain.to_dict(),
+               general_utility=float(general.mean()) if len(general) else float("nan"),
+               general_per_set=general.to_dict(),
+               rouge_l=float(table.loc[sub == "forget", "rouge_l"].mean()))
+    for key, sign in (("min_k", 1), ("loss", -1), ("min_k_pp", 1)):  # every score: higher = more member-like
+        out[f"mia_auc_{key}"] = auc([sign * m[key] for m in members], [sign * o[key] for o in others])
+    return out

@@ -1,0 +1,11 @@
+from common import logged
+
+from clueflow.evaluate.run import evaluate_model
+
+with logged(snakemake.log[0]):
+    i, o, p = snakemake.input, snakemake.output, snakemake.params
+    general = {path.split("/")[-1].split(".")[0]: path for path in i.general}
+    summary = evaluate_model(i.model, i.base, i.forget, list(i.retain), general, o.parquet, o.summary, run=p.run,
+                             seed=p.seed, dtype=p.model["dtype"], trust_remote_code=p.model["trust_remote_code"],
+                             **p.evaluate)
+    print({k: summary[k] for k in ("forget_efficacy", "retain_utility", "general_utility", "seconds")})
