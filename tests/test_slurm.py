@@ -19,13 +19,16 @@ from test_workflow import SNAKEMAKE, TINY_CONFIG, workdir_with
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
-GPU_RULES = {"data_filter", "circuit", "masks", "unlearn"}
+GPU_RULES = {"data_filter", "circuit", "masks", "unlearn", "evaluate"}
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
 # One forget and one retain set: 10 jobs, every kind of rule up to the localization table.
 SMALL_CONFIG = copy.deepcopy(TINY_CONFIG)
 SMALL_CONFIG["retain"] = ["sentiment"]
 SMALL_CONFIG["datasets"] = {k: TINY_CONFIG["datasets"][k] for k in ("capitals", "sentiment")}
+SMALL_CONFIG["unlearn"]["pairs"] = ["sentiment"]
+SMALL_CONFIG["unlearn"]["methods"]["ga_r2"]["pairs"] = ["sentiment"]
+SMALL_CONFIG["tables"]["fig3"] = ["sentiment"]
 
 
 def rule_resources(dry_run_output: str) -> dict[str, dict[str, str]]:

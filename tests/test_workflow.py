@@ -82,12 +82,15 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     n_retain = len(yaml.safe_load((REPO / "config.yaml").read_text())["retain"])
     n_pairs = n_retain + 1  # each retain set, and all of them at once
     unlearn = yaml.safe_load((REPO / "config.yaml").read_text())["unlearn"]
+    checkpoints = sum(len(spec.get("pairs", unlearn["pairs"])) for spec in unlearn["methods"].values())
+    fig3 = ["capitals__sentiment+ioi"]  # CLUE with both retain sets: one more checkpoint
     assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
                                        "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
-                                       "cnf": n_pairs, "solve": n_pairs, "masks": n_pairs,
-                                       "localization_table": 1,
-                                       "unlearn": len(unlearn["methods"]) * len(unlearn["pairs"]),
-                                       "unlearn_table": 1}
+                                       "cnf": n_pairs + len(fig3), "solve": n_pairs + len(fig3),
+                                       "masks": n_pairs + len(fig3), "localization_table": 1,
+                                       "unlearn": checkpoints + len(fig3), "unlearn_table": 1,
+                                       "evaluate": checkpoints + len(fig3) + len(unlearn["pairs"]),  # + origin
+                                       "table": 3, "fig3": 1, "fig6": 1, "fig7": 1}
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -135,20 +138,36 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
             selected = {n for n, m in masks.items() if m.any()}
             assert bool(selected) == (assignment["category"] == kind).any()
     runs = pd.read_parquet(workdir / "results/tables/tiny-llama/unlearn_runs.parquet")
-    assert sorted(zip(runs["run"], runs["pair"])) == sorted((r, p) for r in TINY_RUNS for p in pairs)
-    for run in TINY_RUNS:  # every checkpoint loads and differs from the base model
+    trained = {r: TINY_CONFIG["unlearn"]["methods"][r].get("pairs") for r in TINY_RUNS}
+    assert sorted(zip(runs["run"], runs["pair"])) == sorted(
+        (r, p) for r, own in trained.items() for p in (pairs if own is None else [f"capitals__{o}" for o in own]))
+    for run in (r for r, own in trained.items() if own is None):  # every checkpoint loads and differs from the base model
         after = load_model(workdir / f"results/checkpoints/tiny-llama/{run}/capitals__ioi")
         assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), model.state_dict().values()))
+    table1 = pd.read_parquet(workdir / "results/tables/tiny-llama/table1.parquet")
+    assert list(table1.columns) == ["run", "method", "pair", "FE", "RU", "GU", "unlearned_parameter"]
+    assert sorted(zip(table1["run"], table1["pair"])) == sorted(
+        (r, p) for r in ["origin", "clue", "ga", "random"] for p in pairs)
+    assert (table1.loc[table1["run"] == "origin", "unlearned_parameter"] == 0).all()
+    assert (table1.loc[table1["run"] == "ga", "unlearned_parameter"] == 1).all()
+    for name in ("table1", "table2", "table6"):
+        assert (workdir / f"results/tables/tiny-llama/{name}.csv").read_text().startswith("run,method,pair,FE,")
+        assert (workdir / f"results/tables/tiny-llama/{name}.md").read_text().startswith("| run ")
+    for name in ("fig3", "fig6", "fig7"):
+        assert (workdir / f"results/figures/tiny-llama/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
     again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert "Nothing to be done" in again.stdout + again.stderr
-    # changing one set's size rebuilds only that set, its filter step and the accuracy table
+    # changing a general-utility set's size rebuilds that set, its filter step, the accuracy table and every
+    # evaluation (GU is measured on it) with the tables and figures built from them; no circuit, mask or checkpoint
     cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
     cfg["datasets"]["bool"]["n"] = 9
     workdir_with(tmp_path, cfg)
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
-    assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1}
+    n_evaluations = len(pairs) + sum(len(own or pairs) for own in trained.values())  # + origin per pair
+    assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
+                                          "evaluate": n_evaluations, "table": 3, "fig3": 1, "fig6": 1}
     assert "set=bool" in changed.stdout and "set=ioi" not in changed.stdout
     # ... and changing a retain set's size also reruns its circuit, and nothing of the other sets
     cfg["datasets"]["bool"]["n"] = 8
@@ -157,16 +176,20 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
                                           "circuit": 1, "circuit_table": 1, "cnf": 2, "solve": 2, "masks": 2,
-                                          "localization_table": 1, "unlearn": 2 * len(TINY_RUNS),
-                                          "unlearn_table": 1}
+                                          "localization_table": 1, "unlearn": 2 * (len(TINY_RUNS) - 1),
+                                          "unlearn_table": 1, "evaluate": 2 * (len(TINY_RUNS) - 1) + 2, "table": 3,
+                                          "fig3": 1, "fig7": 1}  # + origin; fig6 is on sentiment only
     assert "set=ioi" in changed.stdout and "set=sentiment" not in changed.stdout
     # changing one run's learning rate retrains only that run, on every pair
     cfg["datasets"]["ioi"]["n"] = 10
     cfg["unlearn"]["methods"]["random"] = {"lr": 2.0e-3}
     workdir_with(tmp_path, cfg)
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
-    assert job_counts(changed.stdout) == {"all": 1, "unlearn": len(pairs), "unlearn_table": 1}
+    # ... its evaluations, and the one table that shows it (table1); table2, table6 and the figures do not
+    assert job_counts(changed.stdout) == {"all": 1, "unlearn": len(pairs), "unlearn_table": 1,
+                                          "evaluate": len(pairs), "table": 1}
     assert set(re.findall(r"run=(\w+)", changed.stdout)) == {"random"}
+    assert "table=table1" in changed.stdout
 
 
 def test_killed_run_resumes_to_byte_identical_artifacts(tmp_path):
