@@ -37,3 +37,54 @@ rule circuit_table:
         "../envs/clueflow.yaml"
     script:
         "../workflow_scripts/circuit_table.py"
+
+
+rule circuit_resized:
+    """The configured circuits of one set re-selected at another size from the same scores (fig4's sweep)."""
+    input:
+        circuit="results/circuits/{model}/{set}.parquet",
+        data="results/data/{model}/{set}.filtered.parquet",
+        model="results/models/{model}",
+    output:
+        edges="results/circuits/{model}/edges-{fraction}/{set}.parquet",
+        summary="results/circuits/{model}/edges-{fraction}/{set}.json",
+    log:
+        "logs/circuit_resized/{model}/{fraction}/{set}.log",
+    conda:
+        "../envs/clueflow.yaml"
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    params:
+        batch_size=config["circuits"]["batch_size"],
+        dtype=config["model"]["dtype"],
+        trust_remote_code=config["model"]["trust_remote_code"],
+        code=code_hash("clueflow.circuits", "clueflow.models", "clueflow.scoring"),
+    script:
+        "../workflow_scripts/circuit_resized.py"
+
+
+rule circuit_after:
+    """Circuits of one set found again, with the same settings, on an unlearned checkpoint (table3)."""
+    input:
+        data="results/data/{model}/{set}.filtered.parquet",
+        model="results/checkpoints/{model}/{run}/{forget}__{retains}",
+    output:
+        edges="results/circuits/{model}/after/{run}/{forget}__{retains}/{set}.parquet",
+        summary="results/circuits/{model}/after/{run}/{forget}__{retains}/{set}.json",
+    log:
+        "logs/circuit_after/{model}/{run}/{forget}__{retains}/{set}.log",
+    conda:
+        "../envs/clueflow.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=1,
+    params:
+        circuits=circuit_params(),
+        seed=dataset_seed,
+        dtype=config["model"]["dtype"],
+        trust_remote_code=config["model"]["trust_remote_code"],
+        code=code_hash("clueflow.circuits", "clueflow.models", "clueflow.scoring"),
+    script:
+        "../workflow_scripts/circuit.py"

@@ -51,7 +51,7 @@ def check_pair(pair, field):
 CHECKPOINTS = [(run, pair) for run in RUNS for pair in run_pairs(run)]
 for _run, _pair in CHECKPOINTS:
     check_pair(_pair, f"unlearn.methods.{_run}.pairs")
-for _table in ("table1", "table2", "table6", "fig6"):
+for _table in ("table1", "table2", "table3", "table6", "fig4", "fig6"):
     for _run in config["tables"][_table]:
         if _run not in config["unlearn"]["methods"]:
             raise WorkflowError(
@@ -63,19 +63,29 @@ FIG3_PAIRS = [
 ]
 for _pair in FIG3_PAIRS:
     check_pair(_pair, "tables.fig3")
-_fig6 = config["tables"]["fig6"]
-_shared = (
-    [p for p in run_pairs(_fig6[0]) if all(p in run_pairs(r) for r in _fig6)]
-    if _fig6
-    else []
-)
-if _fig6 and not _shared:
-    raise WorkflowError(
-        f"invalid configuration: {_file}: tables.fig6: the runs share no pair"
+
+
+def shared_pair(name):
+    """The first pair every run of sweep figure ``name`` is trained on (None for an empty sweep)."""
+    runs = config["tables"][name]
+    shared = (
+        [p for p in run_pairs(runs[0]) if all(p in run_pairs(r) for r in runs)]
+        if runs
+        else []
     )
-FIG6_PAIR = (
-    _shared[0] if _shared else None
-)  # the sweep is drawn on the first pair its runs share
+    if runs and not shared:
+        raise WorkflowError(
+            f"invalid configuration: {_file}: tables.{name}: the runs share no pair"
+        )
+    return shared[0] if shared else None
+
+
+FIG4_PAIR, FIG6_PAIR = shared_pair("fig4"), shared_pair("fig6")
+for _run in config["tables"]["fig4"]:
+    if not needs_clue_masks(*run_spec(config["unlearn"], _run)[:2]):
+        raise WorkflowError(
+            f"invalid configuration: {_file}: tables.fig4: {_run!r} does not train on CLUE masks"
+        )
 GENERAL = config["evaluate"]["general"]
 if GENERAL is None:
     GENERAL = [s for s in DATASETS if s not in SETS_IN_USE]
@@ -87,6 +97,10 @@ wildcard_constraints:
     set="|".join(DATASETS),
     forget="|".join(DATASETS),
     retains=r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*",
+    fraction=r"[0-9.e-]+",
+    # empty, edges-{fraction}/ (circuits re-selected at another size) or after/{run}/{pair}/ (found again on a
+    # checkpoint): see rules/logic.smk
+    variant=r"(edges-[0-9.e-]+/|after/[A-Za-z0-9_]+/[A-Za-z0-9_]+__[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*/)?",
 
 
 def code_hash(*modules):
@@ -138,9 +152,19 @@ def circuit_params():
 
 def retain_circuits(wildcards):
     return [
-        f"results/circuits/{wildcards.model}/{r}.parquet"
+        f"results/circuits/{wildcards.model}/{wildcards.variant}{r}.parquet"
         for r in wildcards.retains.split("+")
     ]
+
+
+def mask_variant(run):
+    """Where a run's CLUE masks come from: the configured circuits (empty), or circuits re-selected at the
+    run's own ``edge_fraction`` (``edges-{fraction}/``, the circuit-size sweep of fig4).
+    """
+    fraction = config["unlearn"]["methods"][run].get("edge_fraction")
+    if fraction is None or fraction == config["circuits"]["edge_fraction"]:
+        return ""
+    return f"edges-{fraction:g}/"
 
 
 def unlearn_params(wildcards):
@@ -151,7 +175,7 @@ def unlearn_params(wildcards):
 def unlearn_inputs(wildcards):
     """The retain sets of the pair, and the pair's CLUE masks only for runs that read them."""
     method, options, _ = run_spec(config["unlearn"], wildcards.run)
-    prefix = f"results/masks/{wildcards.model}/{wildcards.forget}__{wildcards.retains}"
+    prefix = f"results/masks/{wildcards.model}/{mask_variant(wildcards.run)}{wildcards.forget}__{wildcards.retains}"
     masks = (
         [f"{prefix}/forget.safetensors", f"{prefix}/conflict.safetensors"]
         if needs_clue_masks(method, options)
@@ -209,9 +233,36 @@ def table_inputs(name):
     return summaries(config["tables"][name])
 
 
+def table3_inputs(wildcards):
+    """Per run of table3 and pair: the assignment before (base model) and after (found again on the checkpoint)."""
+    return {
+        f"{kind}:{run}:{pair}": (
+            f"results/assignments/{wildcards.model}/{pair}.parquet"
+            if kind == "before"
+            else f"results/assignments/{wildcards.model}/after/{run}/{pair}/{pair}.parquet"
+        )
+        for run in config["tables"]["table3"]
+        for pair in run_pairs(run)
+        for kind in ("before", "after")
+    }
+
+
+def fig4_inputs(wildcards):
+    """Per sweep run: its evaluation and the forget and retain circuits its masks came from; origin's evaluation."""
+    forget, retains = FIG4_PAIR.split("__")
+    out = {"origin": f"results/eval/{wildcards.model}/origin/{FIG4_PAIR}.json"}
+    for run in config["tables"]["fig4"]:
+        out[f"eval:{run}"] = f"results/eval/{wildcards.model}/{run}/{FIG4_PAIR}.json"
+        for s in [forget, *retains.split("+")]:
+            out[f"circuit:{run}:{s}"] = (
+                f"results/circuits/{wildcards.model}/{mask_variant(run)}{s}.json"
+            )
+    return out
+
+
 def table_targets(model):
-    names = [n for n in ("table1", "table2", "table6") if config["tables"][n]]
-    figures = [n for n in ("fig3", "fig6") if config["tables"][n]] + ["fig7"]
+    names = [n for n in ("table1", "table2", "table3", "table6") if config["tables"][n]]
+    figures = [n for n in ("fig3", "fig4", "fig6") if config["tables"][n]] + ["fig7"]
     return [
         f"results/tables/{model}/{n}.{ext}"
         for n in names

@@ -1,13 +1,15 @@
 rule cnf:
-    """Tseitin CNF of the forget circuit against the retain circuit(s): Φ (.cnf) and the MaxSAT form (.wcnf)."""
+    """Tseitin CNF of the forget circuit against the retain circuit(s): Φ (.cnf) and the MaxSAT form (.wcnf).
+    {variant} is empty for the configured circuits, edges-{fraction}/ for circuits re-selected at another size,
+    after/{run}/{pair}/ for circuits found again on an unlearned checkpoint."""
     input:
-        forget="results/circuits/{model}/{forget}.parquet",
+        forget="results/circuits/{model}/{variant}{forget}.parquet",
         retain=retain_circuits,
     output:
-        cnf="results/cnf/{model}/{forget}__{retains}.cnf",
-        wcnf="results/cnf/{model}/{forget}__{retains}.wcnf",
+        cnf="results/cnf/{model}/{variant}{forget}__{retains}.cnf",
+        wcnf="results/cnf/{model}/{variant}{forget}__{retains}.wcnf",
     log:
-        "logs/cnf/{model}/{forget}__{retains}.log",
+        "logs/cnf/{model}/{variant}{forget}__{retains}.log",
     conda:
         "../envs/clueflow.yaml"
     params:

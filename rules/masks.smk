@@ -1,15 +1,15 @@
 rule masks:
     """Forget and conflict masks (safetensors, one bool tensor per maskable parameter)."""
     input:
-        assignment="results/assignments/{model}/{forget}__{retains}.parquet",
+        assignment="results/assignments/{model}/{variant}{forget}__{retains}.parquet",
         model="results/models/{model}",
         calibration="results/data/{model}/{forget}.filtered.parquet",
     output:
-        forget="results/masks/{model}/{forget}__{retains}/forget.safetensors",
-        conflict="results/masks/{model}/{forget}__{retains}/conflict.safetensors",
-        stats="results/masks/{model}/{forget}__{retains}/stats.json",
+        forget="results/masks/{model}/{variant}{forget}__{retains}/forget.safetensors",
+        conflict="results/masks/{model}/{variant}{forget}__{retains}/conflict.safetensors",
+        stats="results/masks/{model}/{variant}{forget}__{retains}/stats.json",
     log:
-        "logs/masks/{model}/{forget}__{retains}.log",
+        "logs/masks/{model}/{variant}{forget}__{retains}.log",
     conda:
         "../envs/clueflow.yaml"
     resources:

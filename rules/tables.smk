@@ -94,3 +94,49 @@ rule fig7:
         code=code_hash("clueflow.tables"),
     script:
         "../workflow_scripts/figure.py"
+
+
+rule table3:
+    """Forget / conflict node shares before and after unlearning (circuits and MaxSAT redone on the checkpoint)."""
+    input:
+        unpack(table3_inputs),
+    output:
+        parquet="results/tables/{model}/table3.parquet",
+        markdown="results/tables/{model}/table3.md",
+        csv=report(
+            "results/tables/{model}/table3.csv",
+            caption="../report/table3.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table3/{model}.log",
+    conda:
+        "../envs/clueflow.yaml"
+    params:
+        methods={r: run_spec(config["unlearn"], r)[0] for r in RUNS},
+        code=code_hash("clueflow.tables"),
+    script:
+        "../workflow_scripts/table3.py"
+
+
+rule fig4:
+    """Circuit size against faithfulness (KL) and Δ forget efficacy of CLUE."""
+    input:
+        unpack(fig4_inputs),
+    output:
+        figure=report(
+            "results/figures/{model}/fig4.png",
+            caption="../report/fig4.rst",
+            category="Figures",
+        ),
+        parquet="results/tables/{model}/fig4.parquet",
+    log:
+        "logs/fig4/{model}.log",
+    conda:
+        "../envs/clueflow.yaml"
+    params:
+        kind="fig4",
+        forget=config["forget"],
+        code=code_hash("clueflow.tables"),
+    script:
+        "../workflow_scripts/figure.py"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from clueflow.circuits.attribution import edge_scores
-from clueflow.circuits.discover import make_batches, run_circuit, summarize
+from clueflow.circuits.discover import make_batches, resize_circuit, run_circuit, summarize
 from clueflow.circuits.graph import build_graph
 from clueflow.circuits.runtime import capture, patched_logits, receiver_grads
 from clueflow.circuits.select import circuit_of_size, edge_mask, gate_labels, prune
@@ -159,6 +159,31 @@ def test_run_circuit_artifact_summary_and_determinism(tiny_dirs, ioi_set, tmp_pa
         assert s[d]["faithfulness"]["kl"] >= 0 and s[d]["edge_sparsity"] == pytest.approx(1 - s[d]["edges"] / 110)
     table = summarize(out[0])
     assert table["noising"].sum() == s["noising"]["edges"] and table["layer"].iloc[-1] == "logits"
+
+
+def test_resize_reselects_from_the_stored_scores(tiny_dirs, ioi_set, tmp_path):
+    """Resizing to the same fraction reproduces the circuits and their faithfulness without new attribution;
+    a smaller fraction gives smaller circuits from the same scores; another model's graph is refused."""
+    base = run_circuit(ioi_set, tiny_dirs["gpt2"], tmp_path / "c.parquet", tmp_path / "c.json", edge_fraction=0.3,
+                       n_examples=8, batch_size=3)
+    same = resize_circuit(tmp_path / "c.parquet", ioi_set, tiny_dirs["gpt2"], tmp_path / "s.parquet",
+                          tmp_path / "s.json", edge_fraction=0.3, batch_size=3)
+    a, b = pd.read_parquet(tmp_path / "c.parquet"), pd.read_parquet(tmp_path / "s.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    for d in ("noising", "denoising"):
+        assert same[d]["edges"] == base[d]["edges"] and same[d]["nodes"] == base[d]["nodes"]
+        for key in ("normalized", "kl"):
+            assert same[d]["faithfulness"][key] == pytest.approx(base[d]["faithfulness"][key], rel=1e-5, abs=1e-7)
+    assert same["example_ids"] == base["example_ids"] and same["resized_from"] == str(tmp_path / "c.parquet")
+    small = resize_circuit(tmp_path / "c.parquet", ioi_set, tiny_dirs["gpt2"], tmp_path / "r.parquet",
+                           tmp_path / "r.json", edge_fraction=0.1, batch_size=3)
+    r = pd.read_parquet(tmp_path / "r.parquet")
+    assert small["edge_fraction"] == 0.1 and small["noising"]["edges"] < base["noising"]["edges"]
+    assert (r["score_noising"] == a["score_noising"]).all() and r["in_noising"].sum() == small["noising"]["edges"]
+    with pytest.raises(ClueflowError, match="not the model's graph"):
+        resize_circuit(tmp_path / "c.parquet", ioi_set, tiny_dirs["llama"], tmp_path / "x.parquet",
+                       tmp_path / "x.json", edge_fraction=0.1)
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_full_circuit_is_perfectly_faithful(tiny_dirs, ioi_set, tmp_path):

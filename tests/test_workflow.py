@@ -36,10 +36,11 @@ TINY_CONFIG = {
     },
     "unlearn": {"forget_ratio": 4, "batch_size": 2, "max_length": 48, "lr": 1.0e-3, "epochs": 1,
                 "methods": {"clue": {}, "ga": {}, "random": {},
-                            "ga_r2": {"method": "ga", "forget_ratio": 2, "pairs": ["sentiment"]}}},
+                            "ga_r2": {"method": "ga", "forget_ratio": 2, "pairs": ["sentiment"]},
+                            "clue_e1": {"method": "clue", "edge_fraction": 0.1, "pairs": ["sentiment"]}}},
     "evaluate": {"batch_size": 8, "max_new_tokens": 4},
-    "tables": {"table1": ["clue", "ga", "random"], "table2": ["clue"], "table6": ["clue", "ga"],
-               "fig3": ["sentiment", "ioi"], "fig6": ["ga_r2", "ga"]},
+    "tables": {"table1": ["clue", "ga", "random"], "table2": ["clue"], "table3": ["clue"], "table6": ["clue", "ga"],
+               "fig3": ["sentiment", "ioi"], "fig4": ["clue_e1", "clue"], "fig6": ["ga_r2", "ga"]},
 }
 TINY_RUNS = sorted(TINY_CONFIG["unlearn"]["methods"])
 
@@ -55,6 +56,11 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in output else ""
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    return re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", output, re.M)
 
 
 def workdir_with(tmp_path: Path, config: dict) -> Path:
@@ -78,19 +84,24 @@ def test_snakefmt_is_clean():
 def test_dry_run_of_the_whole_default_dag(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     proc = snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
-    n_sets = len(yaml.safe_load((REPO / "config.yaml").read_text())["datasets"])
-    n_retain = len(yaml.safe_load((REPO / "config.yaml").read_text())["retain"])
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    n_sets, n_retain, unlearn = len(cfg["datasets"]), len(cfg["retain"]), cfg["unlearn"]
     n_pairs = n_retain + 1  # each retain set, and all of them at once
-    unlearn = yaml.safe_load((REPO / "config.yaml").read_text())["unlearn"]
     checkpoints = sum(len(spec.get("pairs", unlearn["pairs"])) for spec in unlearn["methods"].values())
     fig3 = ["capitals__sentiment+ioi"]  # CLUE with both retain sets: one more checkpoint
+    # fig4: each run at another circuit size re-selects the forget and retain circuits and localizes again
+    sizes = {unlearn["methods"][r].get("edge_fraction") for r in cfg["tables"]["fig4"]} - {None}
+    # table3: circuits of the forget and retain sets found again on each of the run's checkpoints, then localized
+    after = [p for r in cfg["tables"]["table3"] for p in unlearn["methods"][r].get("pairs", unlearn["pairs"])]
     assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
                                        "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
-                                       "cnf": n_pairs + len(fig3), "solve": n_pairs + len(fig3),
-                                       "masks": n_pairs + len(fig3), "localization_table": 1,
+                                       "circuit_resized": 2 * len(sizes), "circuit_after": 2 * len(after),
+                                       "cnf": n_pairs + len(fig3) + len(sizes) + len(after),
+                                       "solve": n_pairs + len(fig3) + len(sizes) + len(after),
+                                       "masks": n_pairs + len(fig3) + len(sizes), "localization_table": 1,
                                        "unlearn": checkpoints + len(fig3), "unlearn_table": 1,
                                        "evaluate": checkpoints + len(fig3) + len(unlearn["pairs"]),  # + origin
-                                       "table": 3, "fig3": 1, "fig6": 1, "fig7": 1}
+                                       "table": 3, "table3": 1, "fig3": 1, "fig4": 1, "fig6": 1, "fig7": 1}
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -167,7 +178,7 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     n_evaluations = len(pairs) + sum(len(own or pairs) for own in trained.values())  # + origin per pair
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
-                                          "evaluate": n_evaluations, "table": 3, "fig3": 1, "fig6": 1}
+                                          "evaluate": n_evaluations, "table": 3, "fig3": 1, "fig4": 1, "fig6": 1}
     assert "set=bool" in changed.stdout and "set=ioi" not in changed.stdout
     # ... and changing a retain set's size also reruns its circuit, and nothing of the other sets
     cfg["datasets"]["bool"]["n"] = 8
@@ -175,11 +186,13 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     workdir_with(tmp_path, cfg)
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
-                                          "circuit": 1, "circuit_table": 1, "cnf": 2, "solve": 2, "masks": 2,
-                                          "localization_table": 1, "unlearn": 2 * (len(TINY_RUNS) - 1),
-                                          "unlearn_table": 1, "evaluate": 2 * (len(TINY_RUNS) - 1) + 2, "table": 3,
-                                          "fig3": 1, "fig7": 1}  # + origin; fig6 is on sentiment only
-    assert "set=ioi" in changed.stdout and "set=sentiment" not in changed.stdout
+                                          "circuit": 1, "circuit_table": 1, "cnf": 2 + 2, "solve": 2 + 2, "masks": 2,
+                                          "localization_table": 1, "unlearn": 2 * (len(TINY_RUNS) - 2),
+                                          "unlearn_table": 1, "evaluate": 2 * (len(TINY_RUNS) - 2) + 2, "table": 3,
+                                          "fig3": 1, "fig7": 1,  # + origin; fig4 and fig6 are on sentiment only
+                                          # table3: CLUE's two checkpoints with ioi, their circuits found again
+                                          "circuit_after": 2 + 3, "table3": 1}
+    assert [w for r, w in jobs(changed.stdout) if r == "circuit"] == ["model=tiny-llama, set=ioi"]
     # changing one run's learning rate retrains only that run, on every pair
     cfg["datasets"]["ioi"]["n"] = 10
     cfg["unlearn"]["methods"]["random"] = {"lr": 2.0e-3}

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 from common import logged
 
 from clueflow.io import write_table
@@ -15,6 +18,18 @@ with logged(snakemake.log[0]):
         dist = tables.mask_distribution(masks)
         tables.mask_distribution_figure(dist, out.figure)
         write_table(dist, out.parquet)
+    elif p.kind == "fig4":
+        inp = snakemake.input
+        runs, circuits = {}, {}
+        for key, path in inp.items():
+            kind, *rest = key.split(":")
+            if kind == "eval":
+                runs[rest[0]] = json.loads(Path(path).read_text())
+            elif kind == "circuit":
+                circuits.setdefault(rest[0], {})[rest[1]] = json.loads(Path(path).read_text())
+        sweep = tables.sparsity_sweep(runs, json.loads(Path(inp.origin).read_text()), circuits, p.forget)
+        tables.sparsity_figure(sweep, out.figure)
+        write_table(sweep, out.parquet)
     elif p.kind == "fig3":
         tables.retain_count_figure(tables.read_summaries(snakemake.input), out[0])
     else:

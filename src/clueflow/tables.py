@@ -5,9 +5,13 @@ Agg backend). Columns hold fractions in [0, 1]; the markdown shows them with thr
 
 * ``table1``: run, method, pair, FE, RU, GU, unlearned_parameter; the base model's ``origin`` row first per pair;
 * ``table2``: the same columns for CLUE's ablations;
+* ``table3``: run, method, pair, nodes, forget / conflict node shares before and after unlearning (circuits and
+  MaxSAT of the base model against those found again, with the same settings, on the run's checkpoint);
 * ``table6``: run, pair, FE (1 − accuracy, also per format and held out), MIA AUCs (Min-k%, loss, Min-k%++),
   Rouge-L recall;
 * ``fig3``: FE / RU / GU of CLUE against the number of retain tasks;
+* ``fig4``: circuit size (edge fraction C/G) against the forget circuit's KL(full ‖ circuit) and Δ forget efficacy
+  (FE of the run − FE of the base model), one point per CLUE run of the sweep;
 * ``fig6``: FE and RU against the forget ratio, one line per method;
 * ``fig7``: forget / conflict mask entries per module type (q, k, v, o, gate, up, down), one panel per pair.
 """
@@ -20,7 +24,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from .io import atomic_path, write_table, write_text
+from .io import atomic_path, read_table, write_table, write_text
 
 SUMMARY_COLUMNS = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU",
                    "unlearned_parameter": "unlearned_parameter"}
@@ -52,6 +56,60 @@ def privacy(summaries: pd.DataFrame) -> pd.DataFrame:
     """Table 6 layout."""
     return overview(summaries)[["run", "method", "pair"]].merge(
         summaries[["run", "pair", *TABLE6_COLUMNS]], on=["run", "pair"]).rename(columns={"forget_efficacy": "FE"})
+
+
+def neuron_shares(assignments: dict[tuple[str, str, str], str | Path], methods: dict[str, str] | None = None
+                  ) -> pd.DataFrame:
+    """table3 from assignment files keyed by (kind, run, pair), kind ``before`` / ``after``: the share of the graph's
+    heads and MLPs (the input node excluded) in each category before and after unlearning."""
+    rows: dict[tuple[str, str], dict] = {}
+    for (kind, run, pair), path in assignments.items():
+        table = read_table(path, what="assignment")
+        nodes = table[table["node"] != "input"]
+        row = rows.setdefault((run, pair), dict(run=run, method=(methods or {}).get(run, run), pair=pair,
+                                                nodes=len(nodes)))
+        for category in ("forget", "conflict"):
+            row[f"{category}_{kind}"] = float((nodes["category"] == category).mean())
+    columns = ["run", "method", "pair", "nodes", "forget_before", "forget_after", "conflict_before",
+               "conflict_after"]
+    return pd.DataFrame(list(rows.values())).reindex(columns=columns)
+
+
+def sparsity_sweep(runs: dict[str, dict], origin: dict, circuits: dict[str, dict[str, dict]],
+                   forget: str) -> pd.DataFrame:
+    """fig4's data: per run (evaluation summary) the edge fraction of its circuits, the forget circuit's
+    KL(full ‖ circuit) and normalized faithfulness in both directions, the retain circuits' mean KL, FE, Δ FE
+    against the base model (``origin``), RU and GU; sorted by edge fraction."""
+    rows = []
+    for run, s in runs.items():
+        f = circuits[run][forget]
+        retain = [c for name, c in circuits[run].items() if name != forget]
+        rows.append(dict(run=run, edge_fraction=f["edge_fraction"],
+                         kl_noising=f["noising"]["faithfulness"]["kl"],
+                         kl_denoising=f["denoising"]["faithfulness"]["kl"],
+                         faithfulness_noising=f["noising"]["faithfulness"]["normalized"],
+                         faithfulness_denoising=f["denoising"]["faithfulness"]["normalized"],
+                         retain_kl=float(pd.Series([c[d]["faithfulness"]["kl"] for c in retain
+                                                    for d in ("noising", "denoising")]).mean()),
+                         FE=s["forget_efficacy"], delta_FE=s["forget_efficacy"] - origin["forget_efficacy"],
+                         RU=s["retain_utility"], GU=s["general_utility"]))
+    return pd.DataFrame(rows).sort_values("edge_fraction", kind="stable").reset_index(drop=True)
+
+
+def sparsity_figure(sweep: pd.DataFrame, path: str | Path) -> None:
+    """fig4: KL of the forget circuit and Δ forget efficacy against the circuit's edge fraction."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharex=True)
+    axes[0].plot(sweep["edge_fraction"], sweep["kl_noising"], marker="o", label="noising")
+    axes[0].plot(sweep["edge_fraction"], sweep["kl_denoising"], marker="s", label="denoising")
+    axes[0].set(xlabel="circuit size |C| / |G|", ylabel="KL(full || circuit), forget set", xscale="log")
+    axes[0].legend()
+    axes[1].plot(sweep["edge_fraction"], sweep["delta_FE"], marker="o", label="Δ forget efficacy")
+    axes[1].plot(sweep["edge_fraction"], sweep["RU"], marker="s", label="retain utility")
+    axes[1].set(xlabel="circuit size |C| / |G|", ylabel="score", xscale="log")
+    axes[1].axhline(0, color="grey", lw=0.5)
+    axes[1].legend()
+    save_figure(fig, path)
 
 
 def _pyplot():

@@ -34,7 +34,7 @@ from ..errors import ClueflowError
 from ..io import read_parquet_metadata, read_table, write_json, write_parquet
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_continuation, encode_prompt
-from .attribution import METHODS
+from .attribution import METHODS, Attribution
 from .graph import Graph, build_graph
 from .runtime import Batch
 from .select import GATES, circuit_of_size, edge_mask, faithfulness, gate_labels, sparsity
@@ -76,12 +76,20 @@ def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fra
     options = dict(options or {})
     attr = METHODS.get(method, field="circuits.method")(model, graph, batches, edge_fraction=edge_fraction,
                                                         seed=seed, **options)
+    edges, summary = select_circuits(model, graph, batches, attr, edge_fraction=edge_fraction)
+    summary.update(method=method, options=options)
+    return edges, summary, round(time.perf_counter() - start, 2)
+
+
+def select_circuits(model, graph: Graph, batches: list[Batch], attr: Attribution, *, edge_fraction: float
+                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Both circuits of ``edge_fraction`` × edges from the scores in ``attr``, gate labels and faithfulness on
+    ``batches``: the edge table and the summary."""
     size = max(1, round(edge_fraction * graph.n_edges))
     circuits = {"noising": circuit_of_size(graph, attr.noising, size),
                 "denoising": circuit_of_size(graph, attr.denoising, size)}
     labels = gate_labels(circuits["noising"], circuits["denoising"])
-    summary: dict[str, Any] = dict(method=method, options=options, edge_fraction=edge_fraction,
-                                   n_examples=attr.n_examples,
+    summary: dict[str, Any] = dict(edge_fraction=edge_fraction, n_examples=attr.n_examples,
                                    n_edges_total=graph.n_edges, n_writers=len(graph.writers),
                                    n_receivers=len(graph.receivers), architecture=graph.model_type,
                                    n_layers=graph.n_layers, n_heads=graph.n_heads, n_kv_heads=graph.n_kv_heads,
@@ -104,7 +112,27 @@ def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fra
         "in_denoising": circuits["denoising"][mask].numpy(),
         "gate": [gate_names[i + 1] for i in labels[mask].tolist()],
     })
-    return edges, summary, round(time.perf_counter() - start, 2)
+    return edges, summary
+
+
+def _circuit_rows(data_path: str | Path, tok, *, split: str, n_examples: int, seed: int) -> pd.DataFrame:
+    """The examples a circuit of ``data_path`` is found on: ``n_examples`` of ``split``, drawn by ``seed``."""
+    df = read_set(data_path, tokenizer=tok)
+    rows = df[df["split"] == split]
+    if rows.empty:
+        raise ClueflowError(f"no rows in split {split!r}", file=data_path, field="split")
+    if len(rows) > n_examples:
+        pick = sorted(random.Random(f"{seed}:circuit").sample(range(len(rows)), n_examples))
+        rows = rows.iloc[pick]
+    return rows.reset_index(drop=True)
+
+
+def _write_circuit(edges: pd.DataFrame, summary: dict[str, Any], seconds: float, out_parquet: str | Path,
+                   out_json: str | Path) -> dict[str, Any]:
+    write_parquet(out_parquet, edges, metadata=summary)  # no timings here: the artifact is reproducible
+    summary["seconds"] = seconds
+    write_json(out_json, summary)
+    return summary
 
 
 def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str | Path, out_json: str | Path, *,
@@ -113,23 +141,50 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
                 trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: filtered data set + model → circuit parquet + JSON summary."""
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    df = read_set(data_path, tokenizer=tok)
-    rows = df[df["split"] == split]
-    if rows.empty:
-        raise ClueflowError(f"no rows in split {split!r}", file=data_path, field="split")
-    if len(rows) > n_examples:
-        pick = sorted(random.Random(f"{seed}:circuit").sample(range(len(rows)), n_examples))
-        rows = rows.iloc[pick]
+    rows = _circuit_rows(data_path, tok, split=split, n_examples=n_examples, seed=seed)
     model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    edges, summary, seconds = discover(model, tok, rows.reset_index(drop=True), method=method,
-                                       edge_fraction=edge_fraction, batch_size=batch_size, options=options,
-                                       seed=seed)
+    edges, summary, seconds = discover(model, tok, rows, method=method, edge_fraction=edge_fraction,
+                                       batch_size=batch_size, options=options, seed=seed)
     summary.update(set=read_parquet_metadata(data_path).get("set", Path(data_path).stem), seed=seed, split=split,
                    example_ids=rows["id"].tolist())
-    write_parquet(out_parquet, edges, metadata=summary)  # no timings here: the artifact is reproducible
-    summary["seconds"] = seconds
-    write_json(out_json, summary)
-    return summary
+    return _write_circuit(edges, summary, seconds, out_parquet, out_json)
+
+
+def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: str | Path,
+                   out_parquet: str | Path, out_json: str | Path, *, edge_fraction: float, batch_size: int = 8,
+                   dtype: str = "float32", trust_remote_code: bool = False) -> dict[str, Any]:
+    """File-level step: the circuits of an existing circuit file re-selected at ``edge_fraction`` from its
+    scores (no new attribution), with gate labels and faithfulness measured on the same examples."""
+    started = time.perf_counter()
+    meta = read_parquet_metadata(circuit_path)
+    missing = {"example_ids", "n_examples", "split"} - set(meta)
+    if missing:
+        raise ClueflowError(f"circuit metadata lacks {sorted(missing)} (rebuild the circuit)", file=circuit_path,
+                            field="metadata")
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    df = read_set(data_path, tokenizer=tok).set_index("id")
+    unknown = [i for i in meta["example_ids"] if i not in df.index]
+    if unknown:
+        raise ClueflowError(f"circuit examples {unknown[:3]} are not in the data set", file=data_path, field="id")
+    rows = df.loc[meta["example_ids"]].reset_index()
+    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    graph = build_graph(model)
+    table = read_table(circuit_path, what="circuit")
+    mask = edge_mask(graph)
+    src_idx, dst_idx = mask.nonzero(as_tuple=True)
+    if (len(table) != graph.n_edges or table["src"].tolist() != [graph.writers[i] for i in src_idx.tolist()]
+            or table["dst"].tolist() != [graph.receivers[i] for i in dst_idx.tolist()]):
+        raise ClueflowError("the edges are not the model's graph (another model?)", file=circuit_path, field="src")
+    scores = {}
+    for direction in ("noising", "denoising"):
+        full = torch.zeros(mask.shape)
+        full[mask] = torch.tensor(table[f"score_{direction}"].to_numpy(dtype="float32"))
+        scores[direction] = full
+    attr = Attribution(scores["noising"], scores["denoising"], meta["n_examples"], 0)
+    edges, summary = select_circuits(model, graph, make_batches(rows, tok, batch_size), attr,
+                                     edge_fraction=edge_fraction)
+    summary = {**{k: v for k, v in meta.items() if k not in summary}, **summary, "resized_from": str(circuit_path)}
+    return _write_circuit(edges, summary, round(time.perf_counter() - started, 2), out_parquet, out_json)
 
 
 def summarize(path: str | Path) -> pd.DataFrame:
