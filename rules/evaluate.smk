@@ -9,7 +9,6 @@ rule evaluate:
         "logs/evaluate/{model}/{run}/{forget}__{retains}.log",
     conda:
         "../envs/clueflow.yaml"
-    threads: 2
     resources:
         gpu=1,
         mem_mb=16000,

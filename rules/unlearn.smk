@@ -10,7 +10,6 @@ rule unlearn:
         "logs/unlearn/{model}/{run}/{forget}__{retains}.log",
     conda:
         "../envs/clueflow.yaml"
-    threads: 2
     resources:
         gpu=1,
         mem_mb=16000,

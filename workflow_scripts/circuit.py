@@ -2,7 +2,7 @@ from common import logged
 
 from clueflow.circuits.discover import run_circuit
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], threads=snakemake.threads):
     p, c = snakemake.params, snakemake.params.circuits
     run_circuit(snakemake.input.data, snakemake.input.model, snakemake.output.edges, snakemake.output.summary,
                 method=c["method"], edge_fraction=c["edge_fraction"], n_examples=c["n_examples"],

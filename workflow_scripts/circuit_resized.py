@@ -2,7 +2,7 @@ from common import logged
 
 from clueflow.circuits.discover import resize_circuit
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], threads=snakemake.threads):
     i, p = snakemake.input, snakemake.params
     resize_circuit(i.circuit, i.data, i.model, snakemake.output.edges, snakemake.output.summary,
                    edge_fraction=float(snakemake.wildcards.fraction), batch_size=p.batch_size, dtype=p.dtype,

@@ -8,7 +8,13 @@ from clueflow.errors import ClueflowError
 
 
 @contextlib.contextmanager
-def logged(log_path):
+def logged(log_path, threads=None):
+    """``threads``: the job's Snakemake threads, given to torch, so that parallel jobs do not oversubscribe the
+    cores they were scheduled on (torch would otherwise start one thread per core in every job)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             yield

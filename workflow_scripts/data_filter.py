@@ -2,7 +2,7 @@ from common import logged
 
 from clueflow.data.filter import run_filter
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], threads=snakemake.threads):
     p = snakemake.params
     run_filter(snakemake.input.data, snakemake.input.model, snakemake.output.data, snakemake.output.accuracy,
                keep=p.keep, batch_size=p.batch_size, dtype=p.dtype, trust_remote_code=p.trust_remote_code)

@@ -2,7 +2,7 @@ from common import logged
 
 from clueflow.evaluate.run import evaluate_model
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], threads=snakemake.threads):
     i, o, p = snakemake.input, snakemake.output, snakemake.params
     general = {path.split("/")[-1].split(".")[0]: path for path in i.general}
     summary = evaluate_model(i.model, i.base, i.forget, list(i.retain), general, o.parquet, o.summary, run=p.run,

@@ -2,7 +2,7 @@ from common import logged
 
 from clueflow.masks import run_masks
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], threads=snakemake.threads):
     i, o, m = snakemake.input, snakemake.output, snakemake.params.masks
     print(run_masks(i.assignment, i.model, o.forget, o.conflict, o.stats, base=m["base"],
                     wanda_ratio=m["wanda_ratio"], calibration=i.calibration, n_calibration=m["n_calibration"]))

@@ -4,7 +4,7 @@ from common import logged
 
 from clueflow.unlearn.run import run_unlearn
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], threads=snakemake.threads):
     i, p = snakemake.input, snakemake.params
     summary = run_unlearn(
         i.model, i.forget, list(i.retain), snakemake.output[0], **p.spec, seed=p.seed,

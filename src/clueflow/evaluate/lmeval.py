@@ -50,14 +50,16 @@ def write_tasks(sets: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str,
 def run_lm_eval(model, tok, tasks: list[str], *, include_path: str | Path | None = None, batch_size: int = 32,
                 limit: int | None = None) -> pd.DataFrame:
     """Run lm-eval on an in-memory model; one row per document: ``task, doc_id, id, correct``."""
-    if all(t.startswith(TASK_PREFIX) for t in tasks):  # local files only: never ask a hub
+    local_only = all(t.startswith(TASK_PREFIX) for t in tasks)
+    if local_only:  # never ask a hub
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=str(next(model.parameters()).device))
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    # indexing lm-eval's own task YAMLs takes seconds; skip it when every task is a local one
+    manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=not local_only)
     out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, log_samples=True, limit=limit,
                           verbosity="ERROR")
     rows = []
