@@ -93,3 +93,31 @@ def test_cli_cnf_solve_explain_masks(tiny_dirs, tmp_path, capsys):
     assert "| parameter" in capsys.readouterr().out
     (tmp_path / "cut.cnf").write_text((tmp_path / "x.cnf").read_text()[:-3])
     assert main(["cnf", "summary", t("cut.cnf")]) == 2
+
+
+def test_cli_resize_evaluate_and_tables(tiny_dirs, tmp_path, capsys):
+    from clueflow.circuits.discover import run_circuit
+    from clueflow.data.build import write_set
+    from clueflow.models import load_tokenizer
+
+    model, tok = str(tiny_dirs["llama"]), load_tokenizer(tiny_dirs["llama"])
+    t = lambda n: str(tmp_path / n)  # noqa: E731
+    for name, n in (("capitals", 16), ("ioi", 8), ("bool", 8)):
+        write_set(name, {"generator": name, "n": n}, tok, tmp_path / f"{name}.parquet", seed=0)
+    run_circuit(t("ioi.parquet"), model, t("c.parquet"), t("c.json"), edge_fraction=0.3, n_examples=4, batch_size=2)
+    assert main(["circuits", "resize", "--circuit", t("c.parquet"), "--data", t("ioi.parquet"), "--model-dir", model,
+                 "--edge-fraction", "0.1", "--out", t("r.parquet"), "--summary", t("r.json")]) == 0
+    assert capsys.readouterr().out.startswith("noising: ")
+    assert main(["evaluate", "run", "--model-dir", model, "--base-dir", model, "--forget", t("capitals.parquet"),
+                 "--retain", t("ioi.parquet"), "--general", t("bool.parquet"), "--forget-ratio", "2",
+                 "--max-new-tokens", "2", "--out", t("e.parquet"), "--summary", t("e.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("forget_efficacy ") and "unlearned_parameter 0.000" in out
+    assert main(["tables", "table", "table1", t("e.json"), "--parquet", t("t1.parquet"), "--markdown", t("t1.md"),
+                 "--csv", t("t1.csv")]) == 0
+    assert (tmp_path / "t1.csv").read_text().startswith("run,method,pair,FE,RU,GU,unlearned_parameter\norigin,")
+    assert main(["evaluate", "tasks", t("bool.parquet"), "--out", t("tasks")]) == 0
+    assert "--tasks clueflow_bool" in capsys.readouterr().out and (tmp_path / "tasks/clueflow_bool.yaml").exists()
+    assert main(["tables", "table3", "--entry", "clue", "p", t("nope.parquet"), t("nope.parquet"), "--parquet",
+                 t("t3.parquet"), "--markdown", t("t3.md"), "--csv", t("t3.csv")]) == 2
+    assert not (tmp_path / "t3.parquet").exists()

@@ -10,6 +10,7 @@
     clueflow circuits build --data PATH --model-dir DIR --out PATH --summary PATH [--edge-fraction F] ...
     clueflow circuits summary PATH
     clueflow circuits table SUMMARY.json... --parquet PATH --markdown PATH
+    clueflow circuits resize --circuit PATH --data PATH --model-dir DIR --edge-fraction F --out PATH --summary PATH
     clueflow cnf build --forget CIRCUIT --retain CIRCUIT... --cnf PATH --wcnf PATH
     clueflow cnf summary PATH
     clueflow solve run --cnf PATH --wcnf PATH --forget CIRCUIT --retain CIRCUIT... --out PATH --summary PATH
@@ -21,6 +22,11 @@
                          [--masks-dir DIR]
     clueflow unlearn methods
     clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
+    clueflow evaluate run --model-dir DIR --base-dir DIR --forget PATH --retain PATH... [--general PATH...]
+                          [--task LM_EVAL_TASK...] --run NAME --out PATH --summary PATH
+    clueflow evaluate tasks SET.parquet... --out DIR
+    clueflow tables table {table1,table2,table6} SUMMARY.json... --parquet PATH --markdown PATH --csv PATH
+    clueflow tables table3 --entry RUN PAIR BEFORE AFTER [--entry ...] --parquet PATH --markdown PATH --csv PATH
 
 Every user error exits with status 2 and one line on stderr: ``clueflow: <file>: <field>: <message>``.
 """
@@ -207,6 +213,59 @@ def _cmd_masks_summary(args) -> None:
         fraction=lambda d: d.selected / d["size"]).reset_index().to_markdown(index=False, floatfmt=".3f"))
 
 
+def _cmd_circuits_resize(args) -> None:
+    from .circuits.discover import resize_circuit
+
+    s = resize_circuit(args.circuit, args.data, args.model_dir, args.out, args.summary,
+                       edge_fraction=args.edge_fraction, batch_size=args.batch_size)
+    for d in ("noising", "denoising"):
+        print(f"{d}: {s[d]['edges']} edges, KL {s[d]['faithfulness']['kl']:.3f}")
+
+
+def _set_name(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _cmd_evaluate_run(args) -> None:
+    from .evaluate.run import evaluate_model
+
+    s = evaluate_model(args.model_dir, args.base_dir, args.forget, args.retain,
+                       {_set_name(p): p for p in args.general}, args.out, args.summary, run=args.run,
+                       forget_ratio=args.forget_ratio, seed=args.seed, standard_tasks=args.task, k=args.k,
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    print(", ".join(f"{k} {s[k]:.3f}" for k in ("forget_efficacy", "retain_utility", "general_utility",
+                                                  "mia_auc_min_k", "rouge_l", "unlearned_parameter")))
+
+
+def _cmd_evaluate_tasks(args) -> None:
+    from .data.schema import read_set
+    from .evaluate.lmeval import write_tasks
+
+    tasks = write_tasks({_set_name(p): read_set(p) for p in args.sets}, args.out)
+    print(f"lm_eval --model hf --model_args pretrained=<checkpoint> --include_path {args.out} "
+          f"--tasks {','.join(tasks)}")
+
+
+def _cmd_tables_table(args) -> None:
+    from .tables import overview, privacy, read_summaries, write_result_table
+
+    summaries = read_summaries(args.summaries)
+    df = privacy(summaries) if args.kind == "table6" else overview(summaries)
+    write_result_table(df, args.parquet, args.markdown, args.csv)
+    print(df.to_markdown(index=False, floatfmt=".3f"))
+
+
+def _cmd_tables_table3(args) -> None:
+    from .tables import neuron_shares, write_result_table
+
+    files = {}
+    for run, pair, before, after in args.entry:
+        files[("before", run, pair)], files[("after", run, pair)] = before, after
+    df = neuron_shares(files)
+    write_result_table(df, args.parquet, args.markdown, args.csv)
+    print(df.to_markdown(index=False, floatfmt=".3f"))
+
+
 def _cmd_unlearn_run(args) -> None:
     from .config import load_config
     from .unlearn.methods import check_runs, run_spec
@@ -307,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("summaries", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown")
     p.set_defaults(func=_cmd_circuits_table)
+    p = circ.add_parser("resize", help="re-select a circuit file's circuits at another size from its scores")
+    _required(p, "--circuit", "--data", "--model-dir", "--out", "--summary")
+    p.add_argument("--edge-fraction", type=float, required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=_cmd_circuits_resize)
 
     cnf = stages.add_parser("cnf", help="CNF stage").add_subparsers(dest="cmd", required=True)
     p = cnf.add_parser("build", help="DIMACS Φ (.cnf) and MaxSAT (.wcnf) of a forget circuit vs retain circuits")
@@ -356,6 +420,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown")
     p.set_defaults(func=_cmd_unlearn_table)
+
+    ev = stages.add_parser("evaluate", help="evaluation stage").add_subparsers(dest="cmd", required=True)
+    p = ev.add_parser("run", help="evaluate one model on one forget/retain pair (per-example parquet + summary)")
+    _required(p, "--model-dir", "--base-dir", "--forget", "--out", "--summary")
+    p.add_argument("--retain", required=True, nargs="+", type=Path)
+    p.add_argument("--general", nargs="*", type=Path, default=[], help="built-in sets run as local lm-eval tasks")
+    p.add_argument("--task", nargs="*", default=[], help="standard lm-eval task names (need their data)")
+    p.add_argument("--run", default="origin")
+    p.add_argument("--forget-ratio", type=float, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=float, default=0.2)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_cmd_evaluate_run)
+    p = ev.add_parser("tasks", help="write lm-eval task YAMLs for built-in sets (their test split)")
+    p.add_argument("sets", nargs="+", type=Path)
+    _required(p, "--out")
+    p.set_defaults(func=_cmd_evaluate_tasks)
+
+    tab = stages.add_parser("tables", help="tables stage").add_subparsers(dest="cmd", required=True)
+    p = tab.add_parser("table", help="table1 / table2 / table6 from evaluation summaries")
+    p.add_argument("kind", choices=["table1", "table2", "table6"])
+    p.add_argument("summaries", nargs="+", type=Path)
+    _required(p, "--parquet", "--markdown", "--csv")
+    p.set_defaults(func=_cmd_tables_table)
+    p = tab.add_parser("table3", help="forget/conflict node shares before and after unlearning")
+    p.add_argument("--entry", nargs=4, action="append", required=True, metavar=("RUN", "PAIR", "BEFORE", "AFTER"),
+                   help="a run, its pair, and the assignment files before and after unlearning")
+    _required(p, "--parquet", "--markdown", "--csv")
+    p.set_defaults(func=_cmd_tables_table3)
     return parser
 
 
