@@ -109,6 +109,9 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     (lambda c: c["datasets"]["ioi"].update(generater="ioi"), "datasets.ioi.generater"),
     (lambda c: c.update(retain=["sentiment", "missing_set"]), "retain"),
     (lambda c: c["datasets"]["capitals"].update(options={"form": ["mc"]}), "datasets.capitals.options.form"),
+    (lambda c: c["tables"].update(table3=["nope"]), "tables.table3"),
+    (lambda c: c["tables"].update(fig4=["ga"]), "tables.fig4"),
+    (lambda c: c["unlearn"]["methods"]["clue_e1"].update(edge_fraction=2.0), "unlearn.methods.clue_e1.edge_fraction"),
 ])
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, edit, key):
     cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
@@ -167,6 +170,15 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     for name in ("fig3", "fig6", "fig7"):
         assert (workdir / f"results/figures/tiny-llama/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
+    table3 = pd.read_parquet(workdir / "results/tables/tiny-llama/table3.parquet")
+    assert sorted(table3["pair"]) == sorted(pairs) and (table3["nodes"] == 10).all()
+    fig4 = pd.read_parquet(workdir / "results/tables/tiny-llama/fig4.parquet")
+    assert list(fig4["run"]) == ["clue_e1", "clue"] and list(fig4["edge_fraction"]) == [0.1, 0.2]
+    snakemake(workdir, "--report", str(workdir / "report.html"))  # every table and figure, with its caption
+    report = (workdir / "report.html").read_text()
+    for name in ("table1.csv", "table3.csv", "table6.csv", "fig3.png", "fig4.png", "fig6.png", "fig7.png"):
+        assert name in report, name
+    (workdir / "report.html").unlink()
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
     again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert "Nothing to be done" in again.stdout + again.stderr

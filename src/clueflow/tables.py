@@ -109,6 +109,9 @@ def sparsity_figure(sweep: pd.DataFrame, path: str | Path) -> None:
     axes[1].set(xlabel="circuit size |C| / |G|", ylabel="score", xscale="log")
     axes[1].axhline(0, color="grey", lw=0.5)
     axes[1].legend()
+    for ax in axes:  # one labelled tick per circuit size of the sweep
+        ax.minorticks_off()
+        ax.set_xticks(list(sweep["edge_fraction"]), [f"{f:g}" for f in sweep["edge_fraction"]])
     save_figure(fig, path)
 
 
