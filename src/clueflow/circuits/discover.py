@@ -172,8 +172,9 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
     table = read_table(circuit_path, what="circuit")
     mask = edge_mask(graph)
     src_idx, dst_idx = mask.nonzero(as_tuple=True)
-    if (len(table) != graph.n_edges or table["src"].tolist() != [graph.writers[i] for i in src_idx.tolist()]
-            or table["dst"].tolist() != [graph.receivers[i] for i in dst_idx.tolist()]):
+    writers, receivers = graph.writers, graph.receivers  # properties: build each list once
+    if (len(table) != graph.n_edges or table["src"].tolist() != [writers[i] for i in src_idx.tolist()]
+            or table["dst"].tolist() != [receivers[i] for i in dst_idx.tolist()]):
         raise ClueflowError("the edges are not the model's graph (another model?)", file=circuit_path, field="src")
     scores = {}
     for direction in ("noising", "denoising"):
