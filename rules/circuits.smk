@@ -64,8 +64,8 @@ rule circuit_resized:
         "../workflow_scripts/circuit_resized.py"
 
 
-rule circuit_after:
-    """Circuits of one set found again, with the same settings, on an unlearned checkpoint (table3)."""
+# Circuits of one set found again, with the same settings, on an unlearned checkpoint (table3).
+use rule circuit as circuit_after with:
     input:
         data="results/data/{model}/{set}.filtered.parquet",
         model="results/checkpoints/{model}/{run}/{forget}__{retains}",
@@ -74,17 +74,3 @@ rule circuit_after:
         summary="results/circuits/{model}/after/{run}/{forget}__{retains}/{set}.json",
     log:
         "logs/circuit_after/{model}/{run}/{forget}__{retains}/{set}.log",
-    conda:
-        "../envs/clueflow.yaml"
-    resources:
-        mem_mb=16000,
-        runtime=120,
-        gpu=1,
-    params:
-        circuits=circuit_params(),
-        seed=dataset_seed,
-        dtype=config["model"]["dtype"],
-        trust_remote_code=config["model"]["trust_remote_code"],
-        code=code_hash("clueflow.circuits", "clueflow.models", "clueflow.scoring"),
-    script:
-        "../workflow_scripts/circuit.py"

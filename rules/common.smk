@@ -28,6 +28,9 @@ if config["logic"]["combined"] and len(config["retain"]) > 1:
     PAIRS.append(f"{config['forget']}__{'+'.join(config['retain'])}")
 
 RUNS = sorted(config["unlearn"]["methods"])
+RUN_METHODS = {
+    r: run_spec(config["unlearn"], r)[0] for r in RUNS
+}  # run -> its registered method
 if "origin" in RUNS:
     raise WorkflowError(
         f"invalid configuration: {_file}: unlearn.methods.origin: the name is reserved for the base model"

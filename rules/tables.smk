@@ -20,7 +20,7 @@ rule table:
     conda:
         "../envs/clueflow.yaml"
     params:
-        methods={r: run_spec(config["unlearn"], r)[0] for r in RUNS},
+        methods=RUN_METHODS,
         code=code_hash("clueflow.tables"),
     script:
         "../workflow_scripts/table.py"
@@ -63,7 +63,7 @@ rule fig6:
         "../envs/clueflow.yaml"
     params:
         kind="fig6",
-        methods={r: run_spec(config["unlearn"], r)[0] for r in RUNS},
+        methods=RUN_METHODS,
         ratios={r: run_spec(config["unlearn"], r)[2]["forget_ratio"] for r in RUNS},
         code=code_hash("clueflow.tables"),
     script:
@@ -113,7 +113,7 @@ rule table3:
     conda:
         "../envs/clueflow.yaml"
     params:
-        methods={r: run_spec(config["unlearn"], r)[0] for r in RUNS},
+        methods=RUN_METHODS,
         code=code_hash("clueflow.tables"),
     script:
         "../workflow_scripts/table3.py"

@@ -247,10 +247,9 @@ def _cmd_evaluate_tasks(args) -> None:
 
 
 def _cmd_tables_table(args) -> None:
-    from .tables import overview, privacy, read_summaries, write_result_table
+    from .tables import read_summaries, result_table, write_result_table
 
-    summaries = read_summaries(args.summaries)
-    df = privacy(summaries) if args.kind == "table6" else overview(summaries)
+    df = result_table(args.kind, read_summaries(args.summaries))
     write_result_table(df, args.parquet, args.markdown, args.csv)
     print(df.to_markdown(index=False, floatfmt=".3f"))
 

@@ -58,6 +58,11 @@ def privacy(summaries: pd.DataFrame) -> pd.DataFrame:
         summaries[["run", "pair", *TABLE6_COLUMNS]], on=["run", "pair"]).rename(columns={"forget_efficacy": "FE"})
 
 
+def result_table(kind: str, summaries: pd.DataFrame) -> pd.DataFrame:
+    """``table6`` in the privacy layout, ``table1`` / ``table2`` in the overview layout."""
+    return privacy(summaries) if kind == "table6" else overview(summaries)
+
+
 def neuron_shares(assignments: dict[tuple[str, str, str], str | Path], methods: dict[str, str] | None = None
                   ) -> pd.DataFrame:
     """table3 from assignment files keyed by (kind, run, pair), kind ``before`` / ``after``: the share of the graph's
