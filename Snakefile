@@ -27,4 +27,4 @@ include: "rules/tables.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        PLAN.targets(L),

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from clueflow.circuits.graph import Graph, writer_names
+from clueflow.anatomy import receiver_nodes, writer_names
+from clueflow.circuits.graph import Graph
 from clueflow.circuits.select import circuit_of_size, gate_labels
-from clueflow.logic import LogicalCircuit, build_maxsat, build_phi, read_circuit, receiver_nodes
+from clueflow.logic import LogicalCircuit, build_maxsat, build_phi, read_circuit
 from clueflow.solve import graph_nodes, solve
 
 GATES = ("AND", "OR", "ADDER")

@@ -1,25 +1,25 @@
 rule circuit:
     """Noising and denoising circuits of one set, with gate labels and faithfulness."""
     input:
-        data="results/data/{model}/{set}.filtered.parquet",
-        model="results/models/{model}",
+        data=L.filtered(),
+        model=L.model(),
     output:
-        edges="results/circuits/{model}/{set}.parquet",
-        summary="results/circuits/{model}/{set}.json",
+        edges=L.circuit(),
+        summary=L.circuit_summary(),
     log:
-        "logs/circuit/{model}/{set}.log",
+        L.log("circuit", "{model}/{set}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
-        mem_mb=16000,
+        mem_mb=mem_mb(16000),
         runtime=120,
         gpu=1,
     params:
-        circuits=circuit_params(),
+        circuits=PLAN.circuit_params(),
         seed=dataset_seed,
         dtype=config["model"]["dtype"],
         trust_remote_code=config["model"]["trust_remote_code"],
-        code=code_hash("clueflow.circuits", "clueflow.models", "clueflow.scoring"),
+        code=script_code("circuit"),
     script:
         "../workflow_scripts/circuit.py"
 
@@ -27,14 +27,16 @@ rule circuit:
 rule circuit_table:
     """Size, sparsity, gate counts and faithfulness of every circuit (parquet + markdown)."""
     input:
-        expand("results/circuits/{{model}}/{set}.json", set=SETS_IN_USE),
+        [L.circuit_summary(set=s) for s in PLAN.sets_in_use],
     output:
-        parquet="results/tables/{model}/circuits.parquet",
-        markdown="results/tables/{model}/circuits.md",
+        parquet=L.table(name="circuits", ext="parquet"),
+        markdown=L.table(name="circuits", ext="md"),
     log:
-        "logs/circuit_table/{model}.log",
+        L.log("circuit_table", "{model}"),
     conda:
         "../envs/clueflow.yaml"
+    params:
+        code=script_code("circuit_table"),
     script:
         "../workflow_scripts/circuit_table.py"
 
@@ -42,24 +44,25 @@ rule circuit_table:
 rule circuit_resized:
     """The configured circuits of one set re-selected at another size from the same scores (fig4's sweep)."""
     input:
-        circuit="results/circuits/{model}/{set}.parquet",
-        data="results/data/{model}/{set}.filtered.parquet",
-        model="results/models/{model}",
+        circuit=L.circuit(),
+        data=L.filtered(),
+        model=L.model(),
     output:
-        edges="results/circuits/{model}/edges-{fraction}/{set}.parquet",
-        summary="results/circuits/{model}/edges-{fraction}/{set}.json",
+        edges=L.circuit(RESIZED),
+        summary=L.circuit_summary(RESIZED),
     log:
-        "logs/circuit_resized/{model}/{fraction}/{set}.log",
+        L.log("circuit_resized", "{model}/{fraction}/{set}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb(8000),
         gpu=1,
     params:
+        edge_fraction=lambda wc: float(wc.fraction),
         batch_size=config["circuits"]["batch_size"],
         dtype=config["model"]["dtype"],
         trust_remote_code=config["model"]["trust_remote_code"],
-        code=code_hash("clueflow.circuits", "clueflow.models", "clueflow.scoring"),
+        code=script_code("circuit_resized"),
     script:
         "../workflow_scripts/circuit_resized.py"
 
@@ -67,10 +70,10 @@ rule circuit_resized:
 # Circuits of one set found again, with the same settings, on an unlearned checkpoint (table3).
 use rule circuit as circuit_after with:
     input:
-        data="results/data/{model}/{set}.filtered.parquet",
-        model="results/checkpoints/{model}/{run}/{forget}__{retains}",
+        data=L.filtered(),
+        model=L.checkpoint(),
     output:
-        edges="results/circuits/{model}/after/{run}/{forget}__{retains}/{set}.parquet",
-        summary="results/circuits/{model}/after/{run}/{forget}__{retains}/{set}.json",
+        edges=L.circuit(AFTER),
+        summary=L.circuit_summary(AFTER),
     log:
-        "logs/circuit_after/{model}/{run}/{forget}__{retains}/{set}.log",
+        L.log("circuit_after", "{model}/{run}/{forget}__{retains}/{set}"),

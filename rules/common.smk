@@ -1,290 +1,157 @@
-# Helpers shared by the rule files (the only .smk file with Python functions, as --lint asks).
-import hashlib
-import importlib.util
+# Translation between Snakemake and the library (the only .smk file with Python functions, as --lint asks):
+# the plan (clueflow.plan) checks the config and derives pairs, runs and targets; the layout (clueflow.layout)
+# owns every path; input functions below only fill a rule's wildcards into layout paths.
 from pathlib import Path
 
-from clueflow.circuits.discover import method_options
-from clueflow.config import validate_config
-from clueflow.data.build import check_spec
+from clueflow.codehash import code_hash
 from clueflow.errors import ClueflowError
-from clueflow.unlearn.methods import check_runs, needs_clue_masks, run_spec
+from clueflow.layout import AFTER, BASE, MASK_KINDS, RESIZED, Layout, Pair
+from clueflow.plan import FIG3_RUN, ORIGIN, Plan
+from clueflow.tables import RESULT_TABLES
 
 try:
-    _file = ", ".join(map(str, workflow.configfiles)) or "config"
-    validate_config(config, file=_file)
-    for _name, _spec in config["datasets"].items():
-        check_spec(_name, _spec, file=_file)
-    check_runs(config["unlearn"], file=_file)
+    PLAN = Plan.from_config(
+        config, file=", ".join(map(str, workflow.configfiles)) or "config"
+    )
 except ClueflowError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
-
-MODEL = config["model"]["name"]
-DATASETS = sorted(config["datasets"])
-SETS_IN_USE = [config["forget"], *config["retain"]]
-
-
-PAIRS = [f"{config['forget']}__{r}" for r in config["retain"]]
-if config["logic"]["combined"] and len(config["retain"]) > 1:
-    PAIRS.append(f"{config['forget']}__{'+'.join(config['retain'])}")
-
-RUNS = sorted(config["unlearn"]["methods"])
-RUN_METHODS = {
-    r: run_spec(config["unlearn"], r)[0] for r in RUNS
-}  # run -> its registered method
-if "origin" in RUNS:
-    raise WorkflowError(
-        f"invalid configuration: {_file}: unlearn.methods.origin: the name is reserved for the base model"
-    )
-
-
-def run_pairs(run):
-    """The pairs run ``run`` is trained on: its own ``pairs``, else the section's, else every pair."""
-    own = config["unlearn"]["methods"][run].get("pairs", config["unlearn"]["pairs"])
-    return PAIRS if own is None else [f"{config['forget']}__{p}" for p in own]
-
-
-def check_pair(pair, field):
-    for r in pair.split("__")[1].split("+"):
-        if r not in config["datasets"] or r == config["forget"]:
-            raise WorkflowError(
-                f"invalid configuration: {_file}: {field}: {r!r} is not a retain candidate (a key of datasets other than the forget set)"
-            )
-
-
-CHECKPOINTS = [(run, pair) for run in RUNS for pair in run_pairs(run)]
-for _run, _pair in CHECKPOINTS:
-    check_pair(_pair, f"unlearn.methods.{_run}.pairs")
-for _table in ("table1", "table2", "table3", "table6", "fig4", "fig6"):
-    for _run in config["tables"][_table]:
-        if _run not in config["unlearn"]["methods"]:
-            raise WorkflowError(
-                f"invalid configuration: {_file}: tables.{_table}: {_run!r} is not a run (keys of unlearn.methods: {', '.join(RUNS)})"
-            )
-FIG3_PAIRS = [
-    f"{config['forget']}__{'+'.join(config['tables']['fig3'][: k + 1])}"
-    for k in range(len(config["tables"]["fig3"]))
-]
-for _pair in FIG3_PAIRS:
-    check_pair(_pair, "tables.fig3")
-
-
-def shared_pair(name):
-    """The first pair every run of sweep figure ``name`` is trained on (None for an empty sweep)."""
-    runs = config["tables"][name]
-    shared = (
-        [p for p in run_pairs(runs[0]) if all(p in run_pairs(r) for r in runs)]
-        if runs
-        else []
-    )
-    if runs and not shared:
-        raise WorkflowError(
-            f"invalid configuration: {_file}: tables.{name}: the runs share no pair"
-        )
-    return shared[0] if shared else None
-
-
-FIG4_PAIR, FIG6_PAIR = shared_pair("fig4"), shared_pair("fig6")
-for _run in config["tables"]["fig4"]:
-    if not needs_clue_masks(*run_spec(config["unlearn"], _run)[:2]):
-        raise WorkflowError(
-            f"invalid configuration: {_file}: tables.fig4: {_run!r} does not train on CLUE masks"
-        )
-GENERAL = config["evaluate"]["general"]
-if GENERAL is None:
-    GENERAL = [s for s in DATASETS if s not in SETS_IN_USE]
+L = Layout()
 
 
 wildcard_constraints:
-    run="|".join(["origin", *RUNS]),
+    run="|".join([ORIGIN, *PLAN.runs]),
     model=r"[A-Za-z0-9._-]+",
-    set="|".join(DATASETS),
-    forget="|".join(DATASETS),
+    set="|".join(PLAN.datasets),
+    forget="|".join(PLAN.datasets),
     retains=r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*",
     fraction=r"[0-9.e-]+",
-    # empty, edges-{fraction}/ (circuits re-selected at another size) or after/{run}/{pair}/ (found again on a
-    # checkpoint): see rules/logic.smk
-    variant=r"(edges-[0-9.e-]+/|after/[A-Za-z0-9_]+/[A-Za-z0-9_]+__[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*/)?",
 
 
-def code_hash(*modules):
-    """Hash of the package source behind a rule, so that editing the library reruns its jobs
-    (Snakemake tracks a script's own mtime but not the modules it imports)."""
-    digest = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        root = Path(spec.origin)
-        files = (
-            sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
-        )
-        for f in files:
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
+def script_code(name):
+    """Hash of the package modules workflow script ``name`` imports, followed through their imports."""
+    return code_hash(Path(workflow.basedir) / "workflow_scripts" / f"{name}.py")
 
 
-def model_params():
-    m = config["model"]
-    # the seed only matters for random tiny models; keep it out of the params otherwise
-    seed = config["seed"] if m["source"].startswith("tiny:") else None
-    return dict(
-        source=m["source"],
-        dtype=m["dtype"],
-        trust_remote_code=m["trust_remote_code"],
-        revision=m["revision"],
-        seed=seed,
-    )
+def mem_mb(base):
+    """Memory that grows with each attempt (a retried job gets more)."""
+    return lambda wildcards, attempt: base * attempt
+
+
+def fields(wildcards):
+    return dict(wildcards.items())
+
+
+def pair_of(wildcards):
+    return Pair.of(wildcards.forget, wildcards.retains)
 
 
 def dataset_spec(wildcards):
-    if wildcards.set not in config["datasets"]:
-        raise WorkflowError(
-            f"no data set {wildcards.set!r} in the config (datasets: {', '.join(DATASETS)})"
-        )
     return config["datasets"][wildcards.set]
 
 
 def dataset_seed(wildcards):
-    return dataset_spec(wildcards).get("seed", config["seed"])
+    return PLAN.dataset_seed(wildcards.set)
 
 
-def circuit_params():
-    """Only what the configured method uses, so that editing another method's options reruns nothing."""
-    c = config["circuits"]
-    keys = ("method", "edge_fraction", "n_examples", "batch_size")
-    return {**{k: c[k] for k in keys}, "options": method_options(c)}
-
-
-def retain_circuits(wildcards):
-    return [
-        f"results/circuits/{wildcards.model}/{wildcards.variant}{r}.parquet"
-        for r in wildcards.retains.split("+")
+def retain_circuits(family):
+    """The retain circuits of the job's pair, in ``family``."""
+    return lambda wc: [
+        L.circuit(family, **fields(wc), set=r) for r in pair_of(wc).retains
     ]
 
 
-def mask_variant(run):
-    """Where a run's CLUE masks come from: the configured circuits (empty), or circuits re-selected at the
-    run's own ``edge_fraction`` (``edges-{fraction}/``, the circuit-size sweep of fig4).
-    """
-    fraction = config["unlearn"]["methods"][run].get("edge_fraction")
-    if fraction is None or fraction == config["circuits"]["edge_fraction"]:
-        return ""
-    return f"edges-{fraction:g}/"
-
-
-def unlearn_params(wildcards):
-    method, options, settings = run_spec(config["unlearn"], wildcards.run)
-    return dict(run=wildcards.run, method=method, options=options, settings=settings)
+def pair_params(wildcards):
+    pair = pair_of(wildcards)
+    return dict(forget=pair.forget, retains=list(pair.retains))
 
 
 def unlearn_inputs(wildcards):
-    """The retain sets of the pair, and the pair's CLUE masks only for runs that read them."""
-    method, options, _ = run_spec(config["unlearn"], wildcards.run)
-    prefix = f"results/masks/{wildcards.model}/{mask_variant(wildcards.run)}{wildcards.forget}__{wildcards.retains}"
-    masks = (
-        [f"{prefix}/forget.safetensors", f"{prefix}/conflict.safetensors"]
-        if needs_clue_masks(method, options)
-        else []
-    )
-    return dict(
-        retain=[
-            f"results/data/{wildcards.model}/{r}.filtered.parquet"
-            for r in wildcards.retains.split("+")
-        ],
-        masks=masks,
-    )
+    """The pair's filtered retain sets, and its CLUE masks (from the run's circuit family) for runs that read them."""
+    family, source = PLAN.mask_source(wildcards.run)
+    masks = {
+        f"{kind}_mask": L.masks(family, **fields(wildcards), **source, kind=kind)
+        for kind in MASK_KINDS
+        if PLAN.reads_clue_masks(wildcards.run)
+    }
+    retain = [
+        L.filtered(model=wildcards.model, set=r) for r in pair_of(wildcards).retains
+    ]
+    return dict(retain=retain, **masks)
+
+
+def evaluated_model(wildcards):
+    """The base model for ``origin``, else the run's checkpoint on the pair."""
+    if wildcards.run == ORIGIN:
+        return L.model(model=wildcards.model)
+    return L.checkpoint(**fields(wildcards))
 
 
 def evaluate_inputs(wildcards):
-    """The model (base model for ``origin``), the pair's sets, and the built-in general-utility sets."""
-    data = f"results/data/{wildcards.model}"
+    """The model, the base model, the pair's sets, and the general-utility sets built here."""
     return dict(
-        model=(
-            f"results/models/{wildcards.model}"
-            if wildcards.run == "origin"
-            else f"results/checkpoints/{wildcards.model}/{wildcards.run}/{wildcards.forget}__{wildcards.retains}"
-        ),
-        base=f"results/models/{wildcards.model}",
-        forget=f"{data}/{wildcards.forget}.filtered.parquet",
-        retain=[f"{data}/{r}.filtered.parquet" for r in wildcards.retains.split("+")],
-        general=[f"{data}/{s}.parquet" for s in GENERAL if s in config["datasets"]],
+        model=evaluated_model(wildcards),
+        base=L.model(model=wildcards.model),
+        forget=L.filtered(model=wildcards.model, set=wildcards.forget),
+        retain=[
+            L.filtered(model=wildcards.model, set=r) for r in pair_of(wildcards).retains
+        ],
+        general=[L.data(model=wildcards.model, set=s) for s in PLAN.general_sets],
     )
 
 
-def evaluate_params(wildcards):
-    u = config["unlearn"]
-    ratio = (
-        u["forget_ratio"]
-        if wildcards.run == "origin"
-        else run_spec(u, wildcards.run)[2]["forget_ratio"]
-    )
-    return dict(
-        forget_ratio=ratio,
-        standard_tasks=[s for s in GENERAL if s not in config["datasets"]],
-        **{k: v for k, v in config["evaluate"].items() if k != "general"},
-    )
+def evaluation_files(entries):
+    """Evaluation summaries of (run, pair) entries, ``{model}`` left as the table rule's wildcard."""
+    return [L.evaluation_summary(run=run, pair=pair) for run, pair in entries]
 
 
-def summaries(runs, pairs_of=run_pairs, origin=True):
-    """Evaluation summaries of ``runs`` on their pairs, with the base model's on each of those pairs."""
-    pairs = list(dict.fromkeys(p for r in runs for p in pairs_of(r)))
-    files = [f"results/eval/{{model}}/{r}/{p}.json" for r in runs for p in pairs_of(r)]
-    if origin:
-        files = [f"results/eval/{{model}}/origin/{p}.json" for p in pairs] + files
-    return files
+def table_entries(name):
+    return PLAN.evaluations(PLAN.table_runs(name))
 
 
-def table_inputs(name):
-    return summaries(config["tables"][name])
+def table3_entries():
+    """(run, pair) of table3: each run of the table on each of its pairs."""
+    return [
+        (run, pair) for run in PLAN.table_runs("table3") for pair in PLAN.run_pairs(run)
+    ]
 
 
 def table3_inputs(wildcards):
-    """Per run of table3 and pair: the assignment before (base model) and after (found again on the checkpoint)."""
+    """Per entry: the assignment before (base model) and after (circuits found again on the checkpoint)."""
     return {
-        f"{kind}:{run}:{pair}": (
-            f"results/assignments/{wildcards.model}/{pair}.parquet"
-            if kind == "before"
-            else f"results/assignments/{wildcards.model}/after/{run}/{pair}/{pair}.parquet"
-        )
-        for run in config["tables"]["table3"]
-        for pair in run_pairs(run)
-        for kind in ("before", "after")
+        "before": [
+            L.assignment(model=wildcards.model, pair=p) for _, p in table3_entries()
+        ],
+        "after": [
+            L.assignment(AFTER, model=wildcards.model, run=r, pair=p)
+            for r, p in table3_entries()
+        ],
     }
 
 
 def fig4_inputs(wildcards):
-    """Per sweep run: its evaluation and the forget and retain circuits its masks came from; origin's evaluation."""
-    forget, retains = FIG4_PAIR.split("__")
-    out = {"origin": f"results/eval/{wildcards.model}/origin/{FIG4_PAIR}.json"}
-    for run in config["tables"]["fig4"]:
-        out[f"eval:{run}"] = f"results/eval/{wildcards.model}/{run}/{FIG4_PAIR}.json"
-        for s in [forget, *retains.split("+")]:
-            out[f"circuit:{run}:{s}"] = (
-                f"results/circuits/{wildcards.model}/{mask_variant(run)}{s}.json"
-            )
-    return out
+    """Per sweep run: its evaluation and the circuits its masks came from; origin's evaluation."""
+    pair = PLAN.sweep_pair("fig4")
+    runs = PLAN.table_runs("fig4")
+    return dict(
+        origin=L.evaluation_summary(model=wildcards.model, run=ORIGIN, pair=pair),
+        runs=[
+            L.evaluation_summary(model=wildcards.model, run=r, pair=pair) for r in runs
+        ],
+        circuits=[
+            mask_circuit(run, model=wildcards.model, set=s) for run, s in fig4_entries()
+        ],
+    )
 
 
-def table_targets(model):
-    names = [n for n in ("table1", "table2", "table3", "table6") if config["tables"][n]]
-    figures = [n for n in ("fig3", "fig4", "fig6") if config["tables"][n]] + ["fig7"]
+def mask_circuit(run, **values):
+    """The circuit summary a run's CLUE masks were localized from."""
+    family, source = PLAN.mask_source(run)
+    return L.circuit_summary(family, **values, **source)
+
+
+def fig4_entries():
+    """(run, set) of every circuit fig4_inputs lists, in its order."""
+    pair = PLAN.sweep_pair("fig4")
     return [
-        f"results/tables/{model}/{n}.{ext}"
-        for n in names
-        for ext in ("parquet", "md", "csv")
-    ] + [f"results/figures/{model}/{n}.png" for n in figures]
-
-
-def all_targets():
-    return [
-        f"results/tables/{MODEL}/base_accuracy.parquet",
-        f"results/tables/{MODEL}/base_accuracy.md",
-        f"results/tables/{MODEL}/circuits.parquet",
-        f"results/tables/{MODEL}/circuits.md",
-        f"results/tables/{MODEL}/localization.parquet",
-        f"results/tables/{MODEL}/localization.md",
-        *expand(
-            "results/data/{model}/{set}.filtered.parquet", model=MODEL, set=SETS_IN_USE
-        ),
-        f"results/tables/{MODEL}/unlearn_runs.parquet",
-        f"results/tables/{MODEL}/unlearn_runs.md",
-        *table_targets(MODEL),
+        (r, s) for r in PLAN.table_runs("fig4") for s in (pair.forget, *pair.retains)
     ]

@@ -1,20 +1,20 @@
 rule data_build:
     """Build one configured data set; counterfactuals are token-aligned under the model's tokenizer."""
     input:
-        model="results/models/{model}",
+        model=L.model(),
     output:
-        "results/data/{model}/{set}.parquet",
+        L.data(),
     log:
-        "logs/data_build/{model}/{set}.log",
+        L.log("data_build", "{model}/{set}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
         runtime=30,
     params:
         spec=dataset_spec,
         seed=dataset_seed,
-        code=code_hash("clueflow.data", "clueflow.scoring"),
+        code=script_code("data_build"),
     script:
         "../workflow_scripts/data_build.py"
 
@@ -22,24 +22,25 @@ rule data_build:
 rule data_filter:
     """Keep the examples the base model answers correctly; record its accuracy on the set."""
     input:
-        data="results/data/{model}/{set}.parquet",
-        model="results/models/{model}",
+        data=L.data(),
+        model=L.model(),
     output:
-        data="results/data/{model}/{set}.filtered.parquet",
-        accuracy="results/data/{model}/{set}.accuracy.json",
+        data=L.filtered(),
+        accuracy=L.accuracy(),
     log:
-        "logs/data_filter/{model}/{set}.log",
+        L.log("data_filter", "{model}/{set}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb(8000),
         runtime=60,
+        gpu=1,
     params:
         keep=config["filter"]["keep"],
         batch_size=config["filter"]["batch_size"],
         dtype=config["model"]["dtype"],
         trust_remote_code=config["model"]["trust_remote_code"],
-        code=code_hash("clueflow.data", "clueflow.scoring", "clueflow.models"),
+        code=script_code("data_filter"),
     script:
         "../workflow_scripts/data_filter.py"
 
@@ -47,13 +48,15 @@ rule data_filter:
 rule base_accuracy:
     """The base model's accuracy on every configured set (parquet + markdown)."""
     input:
-        expand("results/data/{{model}}/{set}.accuracy.json", set=DATASETS),
+        [L.accuracy(set=s) for s in PLAN.datasets],
     output:
-        parquet="results/tables/{model}/base_accuracy.parquet",
-        markdown="results/tables/{model}/base_accuracy.md",
+        parquet=L.table(name="base_accuracy", ext="parquet"),
+        markdown=L.table(name="base_accuracy", ext="md"),
     log:
-        "logs/base_accuracy/{model}.log",
+        L.log("base_accuracy", "{model}"),
     conda:
         "../envs/clueflow.yaml"
+    params:
+        code=script_code("base_accuracy"),
     script:
         "../workflow_scripts/base_accuracy.py"

@@ -3,26 +3,22 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        parquet="results/eval/{model}/{run}/{forget}__{retains}.parquet",
-        summary="results/eval/{model}/{run}/{forget}__{retains}.json",
+        parquet=L.evaluation(),
+        summary=L.evaluation_summary(),
     log:
-        "logs/evaluate/{model}/{run}/{forget}__{retains}.log",
+        L.log("evaluate", "{model}/{run}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=mem_mb(16000),
         runtime=60,
     params:
         run="{run}",
-        evaluate=evaluate_params,
+        general_sets=PLAN.general_sets,
+        evaluate=lambda wc: PLAN.evaluate_params(wc.run),
         seed=config["seed"],
         model=config["model"],
-        code=code_hash(
-            "clueflow.evaluate",
-            "clueflow.scoring",
-            "clueflow.data.filter",
-            "clueflow.unlearn.run",
-        ),
+        code=script_code("evaluate"),
     script:
         "../workflow_scripts/evaluate.py"

@@ -1,19 +1,41 @@
 rule cnf:
-    """Tseitin CNF of the forget circuit against the retain circuit(s): Φ (.cnf) and the MaxSAT form (.wcnf).
-    {variant} is empty for the configured circuits, edges-{fraction}/ for circuits re-selected at another size,
-    after/{run}/{pair}/ for circuits found again on an unlearned checkpoint."""
+    """Tseitin CNF of the forget circuit against the retain circuit(s): Φ (.cnf) and the MaxSAT form (.wcnf)."""
     input:
-        forget="results/circuits/{model}/{variant}{forget}.parquet",
-        retain=retain_circuits,
+        forget=L.circuit(set="{forget}"),
+        retain=retain_circuits(BASE),
     output:
-        cnf="results/cnf/{model}/{variant}{forget}__{retains}.cnf",
-        wcnf="results/cnf/{model}/{variant}{forget}__{retains}.wcnf",
+        cnf=L.cnf(),
+        wcnf=L.wcnf(),
     log:
-        "logs/cnf/{model}/{variant}{forget}__{retains}.log",
+        L.log("cnf", "{model}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
     params:
         prefer_fewer_forget=config["logic"]["prefer_fewer_forget"],
-        code=code_hash("clueflow.logic"),
+        code=script_code("cnf"),
     script:
         "../workflow_scripts/cnf.py"
+
+
+# The same formulas for circuits re-selected at another size (fig4) ...
+use rule cnf as cnf_resized with:
+    input:
+        forget=L.circuit(RESIZED, set="{forget}"),
+        retain=retain_circuits(RESIZED),
+    output:
+        cnf=L.cnf(RESIZED),
+        wcnf=L.wcnf(RESIZED),
+    log:
+        L.log("cnf_resized", "{model}/{fraction}/{forget}__{retains}"),
+
+
+# ... and for circuits found again on a run's checkpoint (table3).
+use rule cnf as cnf_after with:
+    input:
+        forget=L.circuit(AFTER, set="{forget}"),
+        retain=retain_circuits(AFTER),
+    output:
+        cnf=L.cnf(AFTER),
+        wcnf=L.wcnf(AFTER),
+    log:
+        L.log("cnf_after", "{model}/{run}/{forget}__{retains}"),

@@ -1,37 +1,54 @@
 rule masks:
     """Forget and conflict masks (safetensors, one bool tensor per maskable parameter)."""
     input:
-        assignment="results/assignments/{model}/{variant}{forget}__{retains}.parquet",
-        model="results/models/{model}",
-        calibration="results/data/{model}/{forget}.filtered.parquet",
+        assignment=L.assignment(),
+        model=L.model(),
+        calibration=L.filtered(set="{forget}"),
     output:
-        forget="results/masks/{model}/{variant}{forget}__{retains}/forget.safetensors",
-        conflict="results/masks/{model}/{variant}{forget}__{retains}/conflict.safetensors",
-        stats="results/masks/{model}/{variant}{forget}__{retains}/stats.json",
+        forget=L.masks(kind="forget"),
+        conflict=L.masks(kind="conflict"),
+        stats=L.mask_stats(),
     log:
-        "logs/masks/{model}/{variant}{forget}__{retains}.log",
+        L.log("masks", "{model}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb(8000),
+        gpu=1,
     params:
         masks=config["masks"],
-        code=code_hash("clueflow.masks", "clueflow.circuits.graph"),
+        code=script_code("masks"),
     script:
         "../workflow_scripts/masks.py"
+
+
+# Masks from circuits re-selected at another size: fig4's runs train on them.
+use rule masks as masks_resized with:
+    input:
+        assignment=L.assignment(RESIZED),
+        model=L.model(),
+        calibration=L.filtered(set="{forget}"),
+    output:
+        forget=L.masks(RESIZED, kind="forget"),
+        conflict=L.masks(RESIZED, kind="conflict"),
+        stats=L.mask_stats(RESIZED),
+    log:
+        L.log("masks_resized", "{model}/{fraction}/{forget}__{retains}"),
 
 
 rule localization_table:
     """Per forget/retain pair: Φ satisfiable, conflicts, node categories, unlearned-parameter shares."""
     input:
-        solve=expand("results/assignments/{{model}}/{pair}.json", pair=PAIRS),
-        masks=expand("results/masks/{{model}}/{pair}/stats.json", pair=PAIRS),
+        solve=[L.assignment_summary(pair=p) for p in PLAN.pairs],
+        masks=[L.mask_stats(pair=p) for p in PLAN.pairs],
     output:
-        parquet="results/tables/{model}/localization.parquet",
-        markdown="results/tables/{model}/localization.md",
+        parquet=L.table(name="localization", ext="parquet"),
+        markdown=L.table(name="localization", ext="md"),
     log:
-        "logs/localization_table/{model}.log",
+        L.log("localization_table", "{model}"),
     conda:
         "../envs/clueflow.yaml"
+    params:
+        code=script_code("localization_table"),
     script:
         "../workflow_scripts/localization_table.py"

@@ -1,16 +1,16 @@
 rule model:
     """Materialize the configured model as an HF checkpoint directory (safetensors + tokenizer + config)."""
     output:
-        directory("results/models/{model}"),
+        directory(L.model()),
     log:
-        "logs/model/{model}.log",
+        L.log("model", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=mem_mb(8000),
         runtime=30,
     params:
-        model=model_params(),
-        code=code_hash("clueflow.models"),
+        model=PLAN.model_params(),
+        code=script_code("model"),
     script:
         "../workflow_scripts/model.py"

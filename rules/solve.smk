@@ -1,19 +1,45 @@
 rule solve:
     """Φ by CaDiCaL, the minimum conflict set by MaxSAT (RC2), and every node's category."""
     input:
-        cnf="results/cnf/{model}/{variant}{forget}__{retains}.cnf",
-        wcnf="results/cnf/{model}/{variant}{forget}__{retains}.wcnf",
-        forget="results/circuits/{model}/{variant}{forget}.parquet",
-        retain=retain_circuits,
+        cnf=L.cnf(),
+        wcnf=L.wcnf(),
+        forget=L.circuit(set="{forget}"),
+        retain=retain_circuits(BASE),
     output:
-        assignment="results/assignments/{model}/{variant}{forget}__{retains}.parquet",
-        summary="results/assignments/{model}/{variant}{forget}__{retains}.json",
+        assignment=L.assignment(),
+        summary=L.assignment_summary(),
     log:
-        "logs/solve/{model}/{variant}{forget}__{retains}.log",
+        L.log("solve", "{model}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
     params:
         enumerate_limit=config["logic"]["enumerate_limit"],
-        code=code_hash("clueflow.solve", "clueflow.logic"),
+        code=script_code("solve"),
     script:
         "../workflow_scripts/solve.py"
+
+
+use rule solve as solve_resized with:
+    input:
+        cnf=L.cnf(RESIZED),
+        wcnf=L.wcnf(RESIZED),
+        forget=L.circuit(RESIZED, set="{forget}"),
+        retain=retain_circuits(RESIZED),
+    output:
+        assignment=L.assignment(RESIZED),
+        summary=L.assignment_summary(RESIZED),
+    log:
+        L.log("solve_resized", "{model}/{fraction}/{forget}__{retains}"),
+
+
+use rule solve as solve_after with:
+    input:
+        cnf=L.cnf(AFTER),
+        wcnf=L.wcnf(AFTER),
+        forget=L.circuit(AFTER, set="{forget}"),
+        retain=retain_circuits(AFTER),
+    output:
+        assignment=L.assignment(AFTER),
+        summary=L.assignment_summary(AFTER),
+    log:
+        L.log("solve_after", "{model}/{run}/{forget}__{retains}"),

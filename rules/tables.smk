@@ -4,24 +4,24 @@
 rule table:
     """table1 (methods x pairs), table2 (CLUE ablations), table6 (1 - acc, MIA, Rouge-L)."""
     input:
-        lambda wc: table_inputs(wc.table),
+        lambda wc: evaluation_files(table_entries(wc.table)),
     output:
-        parquet="results/tables/{model}/{table}.parquet",
-        markdown="results/tables/{model}/{table}.md",
+        parquet=L.table(name="{table}", ext="parquet"),
+        markdown=L.table(name="{table}", ext="md"),
         csv=report(
-            "results/tables/{model}/{table}.csv",
+            L.table(name="{table}", ext="csv"),
             caption="../report/table.rst",
             category="Tables",
         ),
     log:
-        "logs/table/{model}/{table}.log",
+        L.log("table", "{model}/{table}"),
     wildcard_constraints:
-        table="table1|table2|table6",
+        table="|".join(RESULT_TABLES),
     conda:
         "../envs/clueflow.yaml"
     params:
-        methods=RUN_METHODS,
-        code=code_hash("clueflow.tables"),
+        methods=PLAN.run_methods,
+        code=script_code("table"),
     script:
         "../workflow_scripts/table.py"
 
@@ -29,71 +29,71 @@ rule table:
 rule fig3:
     """CLUE with 1..k retain tasks."""
     input:
-        [f"results/eval/{{model}}/clue/{p}.json" for p in FIG3_PAIRS],
+        evaluation_files([(FIG3_RUN, p) for p in PLAN.fig3_pairs]),
     output:
         report(
-            "results/figures/{model}/fig3.png",
+            L.figure(name="fig3"),
             caption="../report/fig3.rst",
             category="Figures",
         ),
     log:
-        "logs/fig3/{model}.log",
+        L.log("fig3", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     params:
-        kind="fig3",
-        code=code_hash("clueflow.tables"),
+        code=script_code("fig3"),
     script:
-        "../workflow_scripts/figure.py"
+        "../workflow_scripts/fig3.py"
 
 
 rule fig6:
     """Forget-ratio sweep of the localization methods."""
     input:
-        summaries(config["tables"]["fig6"], lambda run: [FIG6_PAIR], origin=False),
+        evaluation_files(
+            PLAN.evaluations(
+                PLAN.table_runs("fig6"),
+                lambda run: [PLAN.sweep_pair("fig6")],
+                origin=False,
+            )
+        ),
     output:
         report(
-            "results/figures/{model}/fig6.png",
+            L.figure(name="fig6"),
             caption="../report/fig6.rst",
             category="Figures",
         ),
     log:
-        "logs/fig6/{model}.log",
+        L.log("fig6", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     params:
-        kind="fig6",
-        methods=RUN_METHODS,
-        ratios={r: run_spec(config["unlearn"], r)[2]["forget_ratio"] for r in RUNS},
-        code=code_hash("clueflow.tables"),
+        methods=PLAN.run_methods,
+        ratios={r: PLAN.run_spec(r)[2]["forget_ratio"] for r in PLAN.runs},
+        code=script_code("fig6"),
     script:
-        "../workflow_scripts/figure.py"
+        "../workflow_scripts/fig6.py"
 
 
 rule fig7:
     """Forget / conflict mask entries per module type, per pair."""
     input:
-        expand(
-            "results/masks/{{model}}/{pair}/{kind}.safetensors",
-            pair=PAIRS,
-            kind=["forget", "conflict"],
-        ),
+        [L.masks(pair=p, kind=k) for p in PLAN.pairs for k in MASK_KINDS],
     output:
         figure=report(
-            "results/figures/{model}/fig7.png",
+            L.figure(name="fig7"),
             caption="../report/fig7.rst",
             category="Figures",
         ),
-        parquet="results/tables/{model}/fig7.parquet",
+        parquet=L.table(name="fig7", ext="parquet"),
     log:
-        "logs/fig7/{model}.log",
+        L.log("fig7", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     params:
-        kind="fig7",
-        code=code_hash("clueflow.tables"),
+        entries=[(p.name, k) for p in PLAN.pairs for k in MASK_KINDS],
+        code=script_code("fig7"),
     script:
-        "../workflow_scripts/figure.py"
+        "../workflow_scripts/fig7.py"
 
 
 rule table3:
@@ -101,20 +101,21 @@ rule table3:
     input:
         unpack(table3_inputs),
     output:
-        parquet="results/tables/{model}/table3.parquet",
-        markdown="results/tables/{model}/table3.md",
+        parquet=L.table(name="table3", ext="parquet"),
+        markdown=L.table(name="table3", ext="md"),
         csv=report(
-            "results/tables/{model}/table3.csv",
+            L.table(name="table3", ext="csv"),
             caption="../report/table3.rst",
             category="Tables",
         ),
     log:
-        "logs/table3/{model}.log",
+        L.log("table3", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     params:
-        methods=RUN_METHODS,
-        code=code_hash("clueflow.tables"),
+        entries=[(run, p.name) for run, p in table3_entries()],
+        methods=PLAN.run_methods,
+        code=script_code("table3"),
     script:
         "../workflow_scripts/table3.py"
 
@@ -125,18 +126,19 @@ rule fig4:
         unpack(fig4_inputs),
     output:
         figure=report(
-            "results/figures/{model}/fig4.png",
+            L.figure(name="fig4"),
             caption="../report/fig4.rst",
             category="Figures",
         ),
-        parquet="results/tables/{model}/fig4.parquet",
+        parquet=L.table(name="fig4", ext="parquet"),
     log:
-        "logs/fig4/{model}.log",
+        L.log("fig4", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     params:
-        kind="fig4",
+        runs=PLAN.table_runs("fig4"),
+        entries=fig4_entries(),
         forget=config["forget"],
-        code=code_hash("clueflow.tables"),
+        code=script_code("fig4"),
     script:
-        "../workflow_scripts/figure.py"
+        "../workflow_scripts/fig4.py"

@@ -2,23 +2,23 @@ rule unlearn:
     """One unlearning run on one forget/retain pair: an HF checkpoint directory with its training log."""
     input:
         unpack(unlearn_inputs),
-        model="results/models/{model}",
-        forget="results/data/{model}/{forget}.filtered.parquet",
+        model=L.model(),
+        forget=L.filtered(set="{forget}"),
     output:
-        directory("results/checkpoints/{model}/{run}/{forget}__{retains}"),
+        directory(L.checkpoint()),
     log:
-        "logs/unlearn/{model}/{run}/{forget}__{retains}.log",
+        L.log("unlearn", "{model}/{run}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=mem_mb(16000),
         runtime=120,
     params:
-        spec=unlearn_params,
+        spec=lambda wc: PLAN.unlearn_params(wc.run),
         seed=config["seed"],
         model=config["model"],
-        code=code_hash("clueflow.unlearn", "clueflow.masks", "clueflow.circuits.graph"),
+        code=script_code("unlearn"),
     script:
         "../workflow_scripts/unlearn.py"
 
@@ -26,13 +26,15 @@ rule unlearn:
 rule unlearn_table:
     """Per run and pair: wall time, steps, trainable share, final losses."""
     input:
-        [f"results/checkpoints/{{model}}/{run}/{pair}" for run, pair in CHECKPOINTS],
+        [L.checkpoint(run=run, pair=pair) for run, pair in PLAN.checkpoints],
     output:
-        parquet="results/tables/{model}/unlearn_runs.parquet",
-        markdown="results/tables/{model}/unlearn_runs.md",
+        parquet=L.table(name="unlearn_runs", ext="parquet"),
+        markdown=L.table(name="unlearn_runs", ext="md"),
     log:
-        "logs/unlearn_table/{model}.log",
+        L.log("unlearn_table", "{model}"),
     conda:
         "../envs/clueflow.yaml"
+    params:
+        code=script_code("unlearn_table"),
     script:
         "../workflow_scripts/unlearn_table.py"

@@ -114,7 +114,8 @@ def _unlearn(f, cfg_edit=None, forget=None, masks=None, model=None):
     argv = ["unlearn", "run", "--config", str(cfg), "--run", "clue", "--model-dir", str(model or f["model"]),
             "--forget", str(forget or f["root"] / "capitals.parquet"), "--retain", str(f["root"] / "ioi.parquet"),
             "--out", str(f["root"] / "out_ckpt")]
-    return argv + (["--masks-dir", str(masks)] if masks else [])
+    return argv + (["--forget-mask", str(masks / "forget.safetensors"), "--conflict-mask",
+                    str(masks / "conflict.safetensors")] if masks else [])
 
 
 def _filter(data, model):

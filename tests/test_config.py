@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clueflow.config import load_config, validate_config
+from clueflow.config import read_config, validate_config
 from clueflow.errors import ClueflowError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,11 +47,11 @@ def test_config_errors_name_the_key(edit, field, needle):
 
 def test_load_config_file_errors(tmp_path):
     with pytest.raises(ClueflowError, match="does not exist"):
-        load_config(tmp_path / "missing.yaml")
+        read_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [1,\n")
     with pytest.raises(ClueflowError, match="invalid YAML") as err:
-        load_config(bad)
+        read_config(bad)
     assert str(bad) in str(err.value)
 
 

@@ -5,7 +5,8 @@ import pytest
 from pysat.solvers import Cadical195
 
 from clueflow.errors import ClueflowError
-from clueflow.logic import LogicalCircuit, build_maxsat, build_phi, read_dimacs, receiver_nodes, to_dimacs
+from clueflow.anatomy import receiver_nodes
+from clueflow.logic import LogicalCircuit, build_maxsat, build_phi, read_dimacs, to_dimacs
 from clueflow.solve import explain, phi_satisfiable, solve
 
 

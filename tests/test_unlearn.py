@@ -48,7 +48,7 @@ def run(setup, method, run_name=None, options=None, **settings):
     out = setup["root"] / "ckpt" / (run_name or method)
     summary = run_unlearn(setup["model"], setup["forget"], setup["retain"], out, run=run_name or method,
                           method=method, options=options or {}, settings={**SETTINGS, **settings},
-                          masks_dir=setup["masks"])
+                          masks={k: setup["masks"] / f"{k}.safetensors" for k in ("forget", "conflict")})
     return out, summary
 
 

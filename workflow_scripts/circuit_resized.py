@@ -5,5 +5,5 @@ from clueflow.circuits.discover import resize_circuit
 with logged(snakemake.log[0], threads=snakemake.threads):
     i, p = snakemake.input, snakemake.params
     resize_circuit(i.circuit, i.data, i.model, snakemake.output.edges, snakemake.output.summary,
-                   edge_fraction=float(snakemake.wildcards.fraction), batch_size=p.batch_size, dtype=p.dtype,
+                   edge_fraction=p.edge_fraction, batch_size=p.batch_size, dtype=p.dtype,
                    trust_remote_code=p.trust_remote_code)

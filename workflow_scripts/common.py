@@ -25,3 +25,11 @@ def logged(log_path, threads=None):
         except Exception:
             traceback.print_exc(file=log)
             raise
+
+
+def keyed(keys, paths):
+    """The rule's identities (from its params) matched to its input files, which the rule lists in the same order."""
+    keys, paths = [tuple(k) if isinstance(k, list) else k for k in keys], list(paths)
+    if len(keys) != len(paths):
+        raise ValueError(f"{len(keys)} keys for {len(paths)} input files")
+    return dict(zip(keys, paths))

@@ -1,8 +1,10 @@
-from common import logged
+from common import keyed, logged
 
 from clueflow.tables import neuron_shares, write_result_table
 
 with logged(snakemake.log[0]):
-    o = snakemake.output
-    files = {tuple(key.split(":")): path for key, path in snakemake.input.items()}
-    write_result_table(neuron_shares(files, snakemake.params.methods), o.parquet, o.markdown, o.csv)
+    i, o, p = snakemake.input, snakemake.output, snakemake.params
+    files = {}
+    for when in ("before", "after"):
+        files.update({(when, run, pair): path for (run, pair), path in keyed(p.entries, i[when]).items()})
+    write_result_table(neuron_shares(files, p.methods), o.parquet, o.markdown, o.csv)

@@ -1,6 +1,6 @@
 """``clueflow`` command line; subcommands mirror the workflow's rules.
 
-    clueflow config validate CONFIG
+    clueflow config validate CONFIG [CONFIG...]
     clueflow model materialize --source SRC --out DIR [--dtype D] [--trust-remote-code] [--revision R]
     clueflow model generate DIR --prompt TEXT
     clueflow data build --config CONFIG --set NAME --model-dir DIR --out PATH
@@ -19,7 +19,7 @@
     clueflow masks build --assignment PATH --model-dir DIR --forget-out PATH --conflict-out PATH --stats PATH
     clueflow masks summary MASK.safetensors
     clueflow unlearn run --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out DIR
-                         [--masks-dir DIR]
+                         [--forget-mask PATH --conflict-mask PATH]
     clueflow unlearn methods
     clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
     clueflow evaluate run --model-dir DIR --base-dir DIR --forget PATH --retain PATH... [--general PATH...]
@@ -37,15 +37,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import choices, default
 from .errors import ClueflowError
+from .tables import RESULT_TABLES
 
 
 def _cmd_config_validate(args) -> None:
-    from .config import load_config
+    from .plan import load_plan
 
-    cfg = load_config(args.config)
-    print(f"{args.config}: valid ({len(cfg['datasets'])} data sets, forget={cfg['forget']}, "
-          f"retain={','.join(cfg['retain'])})")
+    plan = load_plan(*args.config)
+    print(f"{plan.file}: valid ({len(plan.datasets)} data sets, forget={plan.forget}, "
+          f"retain={','.join(plan.config['retain'])}; {len(plan.pairs)} pairs, {len(plan.runs)} runs, "
+          f"{len(plan.checkpoints)} checkpoints)")
 
 
 def _cmd_model_materialize(args) -> None:
@@ -67,17 +70,15 @@ def _cmd_model_generate(args) -> None:
 
 
 def _cmd_data_build(args) -> None:
-    from .config import load_config
-    from .data.build import check_spec, write_set
+    from .data.build import write_set
     from .models import load_tokenizer
+    from .plan import load_plan
 
-    cfg = load_config(args.config)
-    if args.set not in cfg["datasets"]:
+    plan = load_plan(args.config)
+    if args.set not in plan.datasets:
         raise ClueflowError(f"no data set {args.set!r} in the config", file=args.config, field="datasets")
-    spec = cfg["datasets"][args.set]
-    check_spec(args.set, spec, file=str(args.config))
-    tok = load_tokenizer(args.model_dir, trust_remote_code=cfg["model"]["trust_remote_code"])
-    df = write_set(args.set, spec, tok, args.out, seed=spec.get("seed", cfg["seed"]))
+    tok = load_tokenizer(args.model_dir, trust_remote_code=plan.config["model"]["trust_remote_code"])
+    df = write_set(args.set, plan.config["datasets"][args.set], tok, args.out, seed=plan.dataset_seed(args.set))
     print(f"{args.out}: {len(df)} rows")
 
 
@@ -174,9 +175,12 @@ def _assignment(path):
 
 
 def _cmd_solve_summary(args) -> None:
+    from .anatomy import parse_node
+
     df = _assignment(args.path)
-    df["layer"] = df["node"].str.extract(r"^[am](\d+)")[0].fillna("-")
-    df["type"] = df["node"].map(lambda n: "attn" if n.startswith("a") else "mlp" if n.startswith("m") else n)
+    nodes = [parse_node(n) for n in df["node"]]
+    df["layer"] = [str(n.layer) if n.layer is not None else "-" for n in nodes]
+    df["type"] = [{"head": "attn"}.get(n.kind, n.kind) for n in nodes]
     table = df.pivot_table(index=["layer", "type"], columns="category", values="node", aggfunc="count", fill_value=0)
     print(table.reset_index().to_markdown(index=False))
 
@@ -222,15 +226,12 @@ def _cmd_circuits_resize(args) -> None:
         print(f"{d}: {s[d]['edges']} edges, KL {s[d]['faithfulness']['kl']:.3f}")
 
 
-def _set_name(path: Path) -> str:
-    return path.name.split(".")[0]
-
-
 def _cmd_evaluate_run(args) -> None:
+    from .data.schema import set_name
     from .evaluate.run import evaluate_model
 
     s = evaluate_model(args.model_dir, args.base_dir, args.forget, args.retain,
-                       {_set_name(p): p for p in args.general}, args.out, args.summary, run=args.run,
+                       {set_name(p): p for p in args.general}, args.out, args.summary, run=args.run,
                        forget_ratio=args.forget_ratio, seed=args.seed, standard_tasks=args.task, k=args.k,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     print(", ".join(f"{k} {s[k]:.3f}" for k in ("forget_efficacy", "retain_utility", "general_utility",
@@ -238,10 +239,10 @@ def _cmd_evaluate_run(args) -> None:
 
 
 def _cmd_evaluate_tasks(args) -> None:
-    from .data.schema import read_set
+    from .data.schema import read_set, set_name
     from .evaluate.lmeval import write_tasks
 
-    tasks = write_tasks({_set_name(p): read_set(p) for p in args.sets}, args.out)
+    tasks = write_tasks({set_name(p): read_set(p) for p in args.sets}, args.out)
     print(f"lm_eval --model hf --model_args pretrained=<checkpoint> --include_path {args.out} "
           f"--tasks {','.join(tasks)}")
 
@@ -266,18 +267,20 @@ def _cmd_tables_table3(args) -> None:
 
 
 def _cmd_unlearn_run(args) -> None:
-    from .config import load_config
-    from .unlearn.methods import check_runs, run_spec
+    from .plan import load_plan
     from .unlearn.run import run_unlearn
 
-    cfg = load_config(args.config)
-    check_runs(cfg["unlearn"], file=str(args.config))
-    if args.run not in cfg["unlearn"]["methods"]:
-        raise ClueflowError(f"no run {args.run!r} (runs: {', '.join(cfg['unlearn']['methods'])})",
-                            file=args.config, field="unlearn.methods")
-    method, options, settings = run_spec(cfg["unlearn"], args.run)
+    plan = load_plan(args.config)
+    cfg = plan.config
+    if args.run not in plan.runs:
+        raise ClueflowError(f"no run {args.run!r} (runs: {', '.join(plan.runs)})", file=args.config,
+                            field="unlearn.methods")
+    method, options, settings = plan.run_spec(args.run)
+    if (args.forget_mask is None) != (args.conflict_mask is None):
+        raise ClueflowError("give both --forget-mask and --conflict-mask, or neither", field="--forget-mask")
+    masks = None if args.forget_mask is None else {"forget": args.forget_mask, "conflict": args.conflict_mask}
     s = run_unlearn(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
-                    options=options, settings=settings, seed=cfg["seed"], masks_dir=args.masks_dir,
+                    options=options, settings=settings, seed=cfg["seed"], masks=masks,
                     dtype=cfg["model"]["dtype"], trust_remote_code=cfg["model"]["trust_remote_code"])
     print(f"{args.out}: {s['method']} on {s['n_forget']} forget / {s['n_retain']} retain examples, {s['seconds']} s")
 
@@ -293,7 +296,7 @@ def _cmd_unlearn_table(args) -> None:
     from .io import write_table
     from .unlearn.run import runs_table
 
-    df = runs_table([Path(d) / "unlearn.json" for d in args.checkpoints])
+    df = runs_table(args.checkpoints)
     write_table(df, args.parquet, args.markdown)
     print(df.to_markdown(index=False, floatfmt=".3f"))
 
@@ -308,15 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     stages = parser.add_subparsers(dest="stage", required=True)
 
     cfg = stages.add_parser("config", help="configuration").add_subparsers(dest="cmd", required=True)
-    p = cfg.add_parser("validate", help="validate a config file against the schema")
-    p.add_argument("config", type=Path)
+    p = cfg.add_parser("validate", help="every check the workflow runs at start (schema and cross-field)")
+    p.add_argument("config", type=Path, nargs="+", help="config files, later ones merged over earlier ones")
     p.set_defaults(func=_cmd_config_validate)
 
     model = stages.add_parser("model", help="model stage").add_subparsers(dest="cmd", required=True)
     p = model.add_parser("materialize", help="write a model source as an HF checkpoint directory")
     p.add_argument("--source", required=True)
     _required(p, "--out")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default=default("model.dtype"), choices=choices("model.dtype"))
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--revision")
     p.add_argument("--seed", type=int, default=0)
@@ -336,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data_build)
     p = data.add_parser("filter", help="keep examples the base model answers correctly; record accuracy")
     _required(p, "--data", "--model-dir", "--out", "--accuracy")
-    p.add_argument("--keep", default="clean", choices=["clean", "both", "all"])
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--keep", default=default("filter.keep"), choices=choices("filter.keep"))
+    p.add_argument("--batch-size", type=int, default=default("filter.batch_size"))
     p.set_defaults(func=_cmd_data_filter)
     p = data.add_parser("accuracy-table", help="gather per-set accuracy JSON files into one table")
     p.add_argument("accuracy", nargs="+", type=Path)
@@ -350,12 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     circ = stages.add_parser("circuits", help="circuit stage").add_subparsers(dest="cmd", required=True)
     p = circ.add_parser("build", help="noising + denoising circuits of one filtered data set")
     _required(p, "--data", "--model-dir", "--out", "--summary")
-    p.add_argument("--method", default="eap_dual", choices=["eap_dual", "eap_ig", "edge_pruning"])
-    p.add_argument("--ig-steps", type=int, default=5, help="eap_ig integration steps")
-    p.add_argument("--steps", type=int, default=100, help="edge_pruning optimisation steps")
-    p.add_argument("--edge-fraction", type=float, default=0.05)
-    p.add_argument("--n-examples", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--method", default=default("circuits.method"), choices=choices("circuits.method"))
+    p.add_argument("--ig-steps", type=int, default=default("circuits.ig_steps"), help="eap_ig integration steps")
+    p.add_argument("--steps", type=int, default=default("circuits.edge_pruning.steps"),
+                   help="edge_pruning optimisation steps")
+    p.add_argument("--edge-fraction", type=float, default=default("circuits.edge_fraction"))
+    p.add_argument("--n-examples", type=int, default=default("circuits.n_examples"))
+    p.add_argument("--batch-size", type=int, default=default("circuits.batch_size"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_circuits_build)
     p = circ.add_parser("summary", help="node/edge/gate counts per layer of a circuit file")
@@ -368,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = circ.add_parser("resize", help="re-select a circuit file's circuits at another size from its scores")
     _required(p, "--circuit", "--data", "--model-dir", "--out", "--summary")
     p.add_argument("--edge-fraction", type=float, required=True)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=default("circuits.batch_size"))
     p.set_defaults(func=_cmd_circuits_resize)
 
     cnf = stages.add_parser("cnf", help="CNF stage").add_subparsers(dest="cmd", required=True)
@@ -386,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--cnf", "--wcnf", "--forget")
     p.add_argument("--retain", required=True, nargs="+", type=Path)
     _required(p, "--out", "--summary")
-    p.add_argument("--enumerate", type=int, default=0, help="optimal solutions to enumerate (stability)")
+    p.add_argument("--enumerate", type=int, default=default("logic.enumerate_limit"),
+                   help="optimal solutions to enumerate (stability)")
     p.set_defaults(func=_cmd_solve_run)
     p = slv.add_parser("summary", help="categories per layer and module type of an assignment")
     p.add_argument("path", type=Path)
@@ -399,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     msk = stages.add_parser("masks", help="masks stage").add_subparsers(dest="cmd", required=True)
     p = msk.add_parser("build", help="forget and conflict masks from an assignment")
     _required(p, "--assignment", "--model-dir", "--forget-out", "--conflict-out", "--stats")
-    p.add_argument("--base", default="none", choices=["none", "wanda"])
+    p.add_argument("--base", default=default("masks.base"), choices=choices("masks.base"))
     p.add_argument("--calibration", type=Path, help="forget data set (parquet) for the WANDA base")
     p.set_defaults(func=_cmd_masks_build)
     p = msk.add_parser("summary", help="selected entries per parameter type of a mask file")
@@ -411,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--config", "--model-dir", "--forget", "--out")
     p.add_argument("--run", required=True, help="a key of the config's unlearn.methods")
     p.add_argument("--retain", required=True, nargs="+", type=Path)
-    p.add_argument("--masks-dir", type=Path, help="directory with the pair's forget/conflict.safetensors")
+    p.add_argument("--forget-mask", type=Path, help="the pair's CLUE forget mask (forget.safetensors)")
+    p.add_argument("--conflict-mask", type=Path, help="the pair's CLUE conflict mask (conflict.safetensors)")
     p.set_defaults(func=_cmd_unlearn_run)
     p = unl.add_parser("methods", help="registered unlearning methods and their options")
     p.set_defaults(func=_cmd_unlearn_methods)
@@ -427,11 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--general", nargs="*", type=Path, default=[], help="built-in sets run as local lm-eval tasks")
     p.add_argument("--task", nargs="*", default=[], help="standard lm-eval task names (need their data)")
     p.add_argument("--run", default="origin")
-    p.add_argument("--forget-ratio", type=float, default=16)
+    p.add_argument("--forget-ratio", type=float, default=default("unlearn.forget_ratio"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=float, default=0.2)
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--k", type=float, default=default("evaluate.k"))
+    p.add_argument("--max-new-tokens", type=int, default=default("evaluate.max_new_tokens"))
+    p.add_argument("--batch-size", type=int, default=default("evaluate.batch_size"))
     p.set_defaults(func=_cmd_evaluate_run)
     p = ev.add_parser("tasks", help="write lm-eval task YAMLs for built-in sets (their test split)")
     p.add_argument("sets", nargs="+", type=Path)
@@ -440,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tab = stages.add_parser("tables", help="tables stage").add_subparsers(dest="cmd", required=True)
     p = tab.add_parser("table", help="table1 / table2 / table6 from evaluation summaries")
-    p.add_argument("kind", choices=["table1", "table2", "table6"])
+    p.add_argument("kind", choices=sorted(RESULT_TABLES))
     p.add_argument("summaries", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown", "--csv")
     p.set_defaults(func=_cmd_tables_table)

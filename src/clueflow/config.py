@@ -6,6 +6,7 @@ Errors are one line and name the file and the dotted key, e.g.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,31 @@ import yaml
 from .errors import ClueflowError
 
 
+@lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files("clueflow").joinpath("schemas/config.schema.yaml").read_text()
+
+
 def schema() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("clueflow").joinpath("schemas/config.schema.yaml").read_text())
+    return yaml.safe_load(_schema_text())
+
+
+def _key(dotted: str) -> dict[str, Any]:
+    node = schema()
+    for part in dotted.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def default(dotted: str) -> Any:
+    """The schema's default of a config key (``circuits.edge_fraction``): the one source of every step's defaults
+    (library functions and CLI flags)."""
+    return _key(dotted)["default"]
+
+
+def choices(dotted: str) -> list[Any]:
+    """The values the schema allows for an enumerated config key (``filter.keep``)."""
+    return list(_key(dotted)["enum"])
 
 
 def _defaults_validator():
@@ -87,7 +111,16 @@ def validate_config(config: dict[str, Any], *, file: str | Path = "config") -> d
     return config
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged over ``base``, mapping by mapping (as Snakemake merges ``--configfile`` files)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping, unvalidated (:class:`clueflow.plan.Plan` validates)."""
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())
@@ -97,4 +130,4 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ClueflowError(f"invalid YAML: {str(err).splitlines()[0]}", file=path) from None
     if not isinstance(config, dict):
         raise ClueflowError("config must be a mapping", file=path)
-    return validate_config(config, file=path)
+    return config

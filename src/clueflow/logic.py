@@ -22,7 +22,6 @@ Comment lines (``c ...``) make both files self-describing: ``c var <index> <side
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,12 +29,11 @@ from pathlib import Path
 from typing import Iterable
 
 
+from .anatomy import INPUT, OUT, receiver_nodes
+from .config import default
 from .errors import ClueflowError
 from .io import read_parquet_metadata, read_table, write_text
 
-OUT = "out"
-INPUT = "input"
-_RECEIVER = re.compile(r"^a(\d+)\.(?:h(\d+)\.q|kv(\d+)\.[kv])$")
 
 
 @dataclass
@@ -55,28 +53,12 @@ class LogicalCircuit:
         return out
 
 
-def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
-    """The node(s) a receiver feeds."""
-    if receiver == "logits":
-        return [OUT]
-    if receiver.startswith("m"):
-        return [receiver]
-    m = _RECEIVER.match(receiver)
-    if not m:
-        raise ValueError(f"not a receiver name: {receiver!r}")
-    layer, head, kv = m.groups()
-    if head is not None:
-        return [f"a{layer}.h{head}"]
-    n_rep = n_heads // n_kv_heads
-    return [f"a{layer}.h{h}" for h in range(int(kv) * n_rep, (int(kv) + 1) * n_rep)]
-
-
 def read_circuit(path: str | Path) -> LogicalCircuit:
     """The labelled edges of a circuit file as a node-level logical circuit."""
     path = Path(path)
     edges = read_table(path, what="circuit", columns=["src", "dst", "gate"])
     meta = read_parquet_metadata(path)
-    for key in ("n_heads", "n_kv_heads"):
+    for key in ("set", "n_heads", "n_kv_heads"):
         if key not in meta:
             raise ClueflowError(f"circuit metadata lacks {key!r} (rebuild the circuit)", file=path, field=key)
     gates: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -85,8 +67,7 @@ def read_circuit(path: str | Path) -> LogicalCircuit:
             raise ClueflowError(f"unknown gate {gate!r} on edge {src} -> {dst}", file=path, field="gate")
         for node in receiver_nodes(dst, meta["n_heads"], meta["n_kv_heads"]):
             gates[node][gate].add(src)
-    name = meta.get("set", path.stem)
-    return LogicalCircuit(name, {t: {g: sorted(s) for g, s in sorted(gs.items())} for t, gs in sorted(gates.items())})
+    return LogicalCircuit(meta["set"], {t: {g: sorted(s) for g, s in sorted(gs.items())} for t, gs in sorted(gates.items())})
 
 
 @dataclass
@@ -232,7 +213,7 @@ def read_dimacs(path: str | Path) -> Formula:
 
 
 def write_formulas(forget_path: str | Path, retain_paths: Iterable[str | Path], cnf_out: str | Path,
-                   wcnf_out: str | Path, *, prefer_fewer_forget: bool = True) -> dict:
+                   wcnf_out: str | Path, *, prefer_fewer_forget: bool = default("logic.prefer_fewer_forget")) -> dict:
     """File-level step: circuit files → ``.cnf`` (Φ) and ``.wcnf`` (MaxSAT). Returns sizes."""
     forget = read_circuit(forget_path)
     retains = [read_circuit(p) for p in retain_paths]

@@ -8,7 +8,8 @@ never masked and do not appear. A head ``a{l}.h{h}`` owns
 * the q rows of head h, the k and v rows of its **KV head** ``h // n_rep`` (shared with the other query heads of
   the group under GQA), and the output projection's **columns** h·hd..(h+1)·hd (``nn.Linear`` stores
   ``[out, in]``); GPT-2's ``Conv1D`` stores ``[in, out]``, so there the QKV slices are columns of ``c_attn`` and
-  the output slice is rows of ``c_proj``; GPT-NeoX's fused QKV holds ``[q_h | k_h | v_h]`` per head;
+  the output slice is rows of ``c_proj``; GPT-NeoX's fused QKV holds ``[q_h | k_h | v_h]`` per head (the slices
+  and orientations come from :mod:`clueflow.anatomy`);
 * the matching bias entries. An MLP node ``m{l}`` owns its whole MLP.
 
 Optional base mask (``base: wanda``, off by default): the official CLUE code starts every mask from a WANDA mask
@@ -28,14 +29,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import anatomy
 from .circuits.graph import Graph, build_graph
+from .config import default
 from .errors import ClueflowError
 from .io import atomic_path, write_json
 from .models import load_model, load_tokenizer
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
 
 
 def maskable(model: nn.Module, graph: Graph) -> dict[str, nn.Parameter]:
@@ -54,25 +53,23 @@ def maskable(model: nn.Module, graph: Graph) -> dict[str, nn.Parameter]:
 
 def node_slices(graph: Graph, node: str) -> list[tuple[nn.Parameter, tuple]]:
     """(parameter, index) pairs owned by ``node``; index is a tuple usable as ``mask[index] = True``."""
-    if node.startswith("m"):
-        l = int(node[1:])
-        return [(p, (...,)) for p in graph.layers[l].mlp.parameters()]
-    if not node.startswith("a"):
+    ref = anatomy.parse_node(node)
+    if ref.kind == "mlp":
+        return [(p, (...,)) for p in graph.layers[ref.layer].mlp.parameters()]
+    if ref.kind != "head":
         return []  # input / out: never masked
-    l, h = (int(x) for x in node[1:].split(".h"))
-    layer = graph.layers[l]
+    layer, h = graph.layers[ref.layer], ref.head
     g = h // graph.n_rep
     owned = [layer.receivers[h], layer.receivers[graph.n_heads + g],
              layer.receivers[graph.n_heads + graph.n_kv_heads + g]]
     out = []
     for spec in owned:
         m = spec.module
-        out.append((m.weight, (slice(None), spec.cols) if _is_conv1d(m) else (spec.cols, slice(None))))
+        out.append((m.weight, anatomy.output_index(m, spec.cols)))
         if m.bias is not None:
             out.append((m.bias, (spec.cols,)))
     cols = slice(h * graph.head_dim, (h + 1) * graph.head_dim)
-    o = layer.out_proj
-    out.append((o.weight, (cols, slice(None)) if _is_conv1d(o) else (slice(None), cols)))
+    out.append((layer.out_proj.weight, anatomy.input_index(layer.out_proj, cols)))
     return out
 
 
@@ -149,21 +146,17 @@ def wanda_base(model: nn.Module, tok, texts: list[str], *, ratio: float = 0.2, g
             h.remove()
     out = {}
     for name, module in modules.items():
-        w = module.weight.detach().abs().float()
-        norm = sumsq[name].sqrt()
-        score = w * norm[:, None] if _is_conv1d(module) else w * norm[None, :]  # Conv1D: [in, out]
-        dim = 0 if _is_conv1d(module) else 1  # rank within each output unit
-        k = max(1, int(round(ratio * score.shape[dim])))
-        top = score.topk(k, dim=dim).indices
-        mask = torch.zeros_like(score, dtype=torch.bool)
-        mask.scatter_(dim, top, True)
-        out[f"{name}.weight"] = mask
+        score = anatomy.out_in(module, module.weight.detach().abs().float()) * sumsq[name].sqrt()[None, :]
+        k = max(1, int(round(ratio * score.shape[1])))  # rank within each output unit
+        mask = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(k, dim=1).indices, True)
+        out[f"{name}.weight"] = anatomy.out_in(module, mask).contiguous()
     return out
 
 
 def run_masks(assignment_path: str | Path, model_dir: str | Path, forget_out: str | Path, conflict_out: str | Path,
-              stats_out: str | Path, *, base: str = "none", wanda_ratio: float = 0.2,
-              calibration: str | Path | None = None, n_calibration: int = 32) -> dict[str, Any]:
+              stats_out: str | Path, *, base: str = default("masks.base"),
+              wanda_ratio: float = default("masks.wanda_ratio"), calibration: str | Path | None = None,
+              n_calibration: int = default("masks.n_calibration")) -> dict[str, Any]:
     """File-level step: assignment + model → forget/conflict masks + statistics JSON."""
     table = pd.read_parquet(assignment_path)
     model = load_model(model_dir)

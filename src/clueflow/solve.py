@@ -28,10 +28,11 @@ from pysat.examples.rc2 import RC2
 from pysat.formula import WCNF
 from pysat.solvers import Cadical195
 
-from .circuits.graph import writer_names
+from .anatomy import INPUT, OUT, writer_names
+from .config import default
 from .errors import ClueflowError
 from .io import read_parquet_metadata, write_json, write_parquet
-from .logic import INPUT, OUT, Formula, LogicalCircuit, read_circuit, read_dimacs
+from .logic import Formula, LogicalCircuit, read_circuit, read_dimacs
 
 CATEGORIES = ("forget", "conflict", "retain", "safe")
 
@@ -120,7 +121,8 @@ def graph_nodes(circuit_path: str | Path) -> list[str]:
 
 
 def run_solve(cnf: str | Path, wcnf: str | Path, forget_circuit: str | Path, retain_circuits: Iterable[str | Path],
-              out_parquet: str | Path, out_json: str | Path, *, enumerate_limit: int = 0) -> dict[str, Any]:
+              out_parquet: str | Path, out_json: str | Path, *,
+              enumerate_limit: int = default("logic.enumerate_limit")) -> dict[str, Any]:
     """File-level step: DIMACS files + circuits → assignment parquet + JSON summary (with conflict annotations)."""
     forget = read_circuit(forget_circuit)
     retains = [read_circuit(p) for p in retain_circuits]

@@ -24,6 +24,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from .anatomy import module_type
 from .io import atomic_path, read_table, write_table, write_text
 
 SUMMARY_COLUMNS = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU",
@@ -58,9 +59,12 @@ def privacy(summaries: pd.DataFrame) -> pd.DataFrame:
         summaries[["run", "pair", *TABLE6_COLUMNS]], on=["run", "pair"]).rename(columns={"forget_efficacy": "FE"})
 
 
+RESULT_TABLES = {"table1": "overview", "table2": "overview", "table6": "privacy"}  # methods × pairs, by layout
+
+
 def result_table(kind: str, summaries: pd.DataFrame) -> pd.DataFrame:
     """``table6`` in the privacy layout, ``table1`` / ``table2`` in the overview layout."""
-    return privacy(summaries) if kind == "table6" else overview(summaries)
+    return privacy(summaries) if RESULT_TABLES[kind] == "privacy" else overview(summaries)
 
 
 def neuron_shares(assignments: dict[tuple[str, str, str], str | Path], methods: dict[str, str] | None = None
@@ -162,17 +166,6 @@ def forget_ratio_figure(summaries: pd.DataFrame, ratios: dict[str, float], path:
     axes[0].legend()
     save_figure(fig, path)
     return df
-
-
-MODULE_TYPES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
-                "down_proj": "down", "c_attn": "qkv", "query_key_value": "qkv", "c_proj": "o|down",
-                "dense": "o", "c_fc": "up", "dense_h_to_4h": "up", "dense_4h_to_h": "down"}
-
-
-def module_type(name: str) -> str:
-    """State-dict name → module type (``model.layers.3.self_attn.q_proj.weight`` → ``q``)."""
-    parts = name.split(".")
-    return MODULE_TYPES.get(parts[-2], parts[-2]) if len(parts) >= 2 else name
 
 
 def mask_distribution(masks: dict[str, dict[str, "object"]]) -> pd.DataFrame:

@@ -29,7 +29,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..data.schema import read_set
+from ..anatomy import parse_receiver
+from ..config import default
+from ..data.schema import read_set, set_name
 from ..errors import ClueflowError
 from ..io import read_parquet_metadata, read_table, write_json, write_parquet
 from ..models import load_model, load_tokenizer
@@ -136,23 +138,25 @@ def _write_circuit(edges: pd.DataFrame, summary: dict[str, Any], seconds: float,
 
 
 def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str | Path, out_json: str | Path, *,
-                method: str = "eap_dual", edge_fraction: float = 0.05, n_examples: int = 48, batch_size: int = 8,
-                options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit", dtype: str = "float32",
-                trust_remote_code: bool = False) -> dict[str, Any]:
+                method: str = default("circuits.method"), edge_fraction: float = default("circuits.edge_fraction"),
+                n_examples: int = default("circuits.n_examples"), batch_size: int = default("circuits.batch_size"),
+                options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit",
+                dtype: str = default("model.dtype"), trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: filtered data set + model → circuit parquet + JSON summary."""
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     rows = _circuit_rows(data_path, tok, split=split, n_examples=n_examples, seed=seed)
     model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     edges, summary, seconds = discover(model, tok, rows, method=method, edge_fraction=edge_fraction,
                                        batch_size=batch_size, options=options, seed=seed)
-    summary.update(set=read_parquet_metadata(data_path).get("set", Path(data_path).stem), seed=seed, split=split,
+    summary.update(set=set_name(data_path), seed=seed, split=split,
                    example_ids=rows["id"].tolist())
     return _write_circuit(edges, summary, seconds, out_parquet, out_json)
 
 
 def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: str | Path,
-                   out_parquet: str | Path, out_json: str | Path, *, edge_fraction: float, batch_size: int = 8,
-                   dtype: str = "float32", trust_remote_code: bool = False) -> dict[str, Any]:
+                   out_parquet: str | Path, out_json: str | Path, *, edge_fraction: float,
+                   batch_size: int = default("circuits.batch_size"), dtype: str = default("model.dtype"),
+                   trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: the circuits of an existing circuit file re-selected at ``edge_fraction`` from its
     scores (no new attribution), with gate labels and faithfulness measured on the same examples."""
     started = time.perf_counter()
@@ -195,7 +199,7 @@ def summarize(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ClueflowError(f"missing column(s) {sorted(missing)}", file=path, field="columns")
     inc = edges[edges["in_noising"] | edges["in_denoising"]].copy()
-    inc["layer"] = inc["dst"].str.extract(r"^[am](\d+)")[0].fillna("logits")
+    inc["layer"] = [str(layer) if layer is not None else "logits" for _, layer, _ in map(parse_receiver, inc["dst"])]
     table = inc.groupby("layer").agg(noising=("in_noising", "sum"), denoising=("in_denoising", "sum"),
                                      AND=("gate", lambda g: int((g == "AND").sum())),
                                      OR=("gate", lambda g: int((g == "OR").sum())),

@@ -18,10 +18,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ..config import default
 from ..io import read_parquet_metadata, write_json, write_parquet
 from ..models import load_model, load_tokenizer
 from ..scoring import score_continuations
-from .schema import read_set
+from .schema import read_set, set_name
 
 KEEP_MODES = ("clean", "both", "all")
 
@@ -84,14 +85,14 @@ def filter_set(model, tok, df: pd.DataFrame, *, set_name: str, keep: str = "clea
 
 
 def run_filter(data_path: str | Path, model_dir: str | Path, out_path: str | Path, accuracy_path: str | Path, *,
-               keep: str = "clean", batch_size: int = 32, dtype: str = "float32",
+               keep: str = default("filter.keep"), batch_size: int = default("filter.batch_size"),
+               dtype: str = default("model.dtype"),
                trust_remote_code: bool = False) -> list[dict[str, Any]]:
     """File-level filter step: read a data set, score it with the model, write kept rows + accuracy JSON."""
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     df = read_set(data_path, tokenizer=tok)
     model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    set_name = read_parquet_metadata(data_path).get("set", Path(data_path).stem)
-    kept, records = filter_set(model, tok, df, set_name=set_name, keep=keep, batch_size=batch_size)
+    kept, records = filter_set(model, tok, df, set_name=set_name(data_path), keep=keep, batch_size=batch_size)
     if kept.empty:  # recorded, not fatal: the set still has a base accuracy; a stage that reads it will refuse
         print(f"warning: {data_path}: the base model answers no example correctly (keep={keep})")
     write_parquet(out_path, kept, metadata={**read_parquet_metadata(data_path), "filter": keep,

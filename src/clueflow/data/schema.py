@@ -109,3 +109,13 @@ def read_set(path: str | Path, *, tokenizer=None) -> pd.DataFrame:
     df = read_table(path, what="data set")
     validate_frame(df, file=path, tokenizer=tokenizer)
     return df
+
+
+def set_name(path: str | Path) -> str:
+    """The data set's name, as recorded in the file's metadata when it was built (never taken from the path)."""
+    from ..io import read_parquet_metadata
+
+    name = read_parquet_metadata(path).get("set")
+    if not isinstance(name, str) or not name:
+        raise ClueflowError("no set name in the file's metadata (rebuild the data set)", file=path, field="set")
+    return name

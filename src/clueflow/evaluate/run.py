@@ -40,10 +40,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..circuits.graph import build_graph
+from ..config import default
 from ..data.filter import correctness
-from ..data.schema import read_set
+from ..data.schema import read_set, set_name
 from ..errors import ClueflowError
 from ..io import write_json, write_parquet
+from ..layout import pair_name
 from ..masks import maskable
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_prompt
@@ -112,15 +114,16 @@ def _rows(df: pd.DataFrame, subset: str, correct: pd.Series) -> pd.DataFrame:
 def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str | Path,
                    retain_paths: list[str | Path], general_paths: dict[str, str | Path], out_parquet: str | Path,
                    out_json: str | Path, *, run: str, forget_ratio: float, seed: int = 0,
-                   standard_tasks: list[str] = (), k: float = 0.2, max_new_tokens: int = 16, batch_size: int = 32,
-                   general_limit: int | None = None, dtype: str = "float32",
+                   standard_tasks: list[str] = (), k: float = default("evaluate.k"),
+                   max_new_tokens: int = default("evaluate.max_new_tokens"),
+                   batch_size: int = default("evaluate.batch_size"), general_limit: int | None = None,
+                   dtype: str = default("model.dtype"),
                    trust_remote_code: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
 
     def labelled(path):
-        df = read_set(path)
-        return df.assign(set=Path(path).name.split(".")[0])
+        return read_set(path).assign(set=set_name(path))
 
     full = labelled(forget_path)
     forget = forget_rows(full, forget_ratio, seed)
@@ -164,7 +167,8 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
 
     table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)
     summary = summarize(table, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
-    summary.update(run=run, pair=Path(out_parquet).stem, unlearned_parameter=share,
+    pair = pair_name(set_name(forget_path), [set_name(p) for p in retain_paths])
+    summary.update(run=run, pair=pair, unlearned_parameter=share,
                    seconds=round(time.perf_counter() - started, 2))
     write_parquet(out_parquet, table, metadata=dict(run=run, model_dir=str(model_dir), k=k, seed=seed))
     write_json(out_json, summary)

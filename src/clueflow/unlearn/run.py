@@ -7,7 +7,7 @@
 * ``train_log.parquet``: one row per optimizer step — stage, epoch, step, skipped, loss, forget_loss,
   retain_loss (null without a retain term), grad_norm (before clipping, trainable entries only), lr, seconds;
 * ``masks/{stage}.safetensors``: each stage's mask, in the mask-file format (absent for full fine-tuning);
-* ``unlearn.json``: run, method, options, settings, seed, forget/retain example counts, per-stage trainable
+* ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, per-stage trainable
   entries and unlearned-parameter share, wall seconds.
 
 The directory appears complete or not at all (written beside the target, then renamed).
@@ -24,9 +24,10 @@ import pandas as pd
 import torch
 
 from ..circuits.graph import build_graph
-from ..data.schema import read_set
+from ..data.schema import read_set, set_name
 from ..errors import ClueflowError
 from ..io import atomic_path, write_json, write_parquet
+from ..layout import pair_name
 from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from .batches import Batches, examples
@@ -43,7 +44,7 @@ def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
 
 def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path],
                 out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
-                seed: int = 0, masks_dir: str | Path | None = None, dtype: str = "float32",
+                seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = "float32",
                 trust_remote_code: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
@@ -59,8 +60,8 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     graph = build_graph(model)
     clue_masks = None
-    if masks_dir is not None:
-        clue_masks = {k: load_masks(Path(masks_dir) / f"{k}.safetensors", model) for k in ("forget", "conflict")}
+    if masks is not None:  # the pair's CLUE mask files: {"forget": path, "conflict": path}
+        clue_masks = {k: load_masks(masks[k], model) for k in ("forget", "conflict")}
 
     def batches(df, kind, salt):
         return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
@@ -75,7 +76,8 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     except ValueError as err:
         raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
     log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"])
-    summary = dict(run=run, method=method, options=options, settings=settings, seed=seed,
+    pair = pair_name(set_name(forget_path), [set_name(p) for p in retain_paths])
+    summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
                    n_forget=len(forget_df), n_retain=len(retain_df),
                    stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, lr=s.lr, retain_weight=s.retain_weight,
                                 optimizer=s.optimizer, full_model=s.mask is None,
@@ -91,15 +93,15 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     return summary
 
 
-def runs_table(summaries: list[str | Path]) -> pd.DataFrame:
-    """One row per unlearning run: wall time, steps, trainable share, final losses."""
+def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
+    """One row per unlearning run (a checkpoint directory): wall time, steps, trainable share, final losses."""
     rows = []
-    for path in summaries:
-        s = json.loads(Path(path).read_text())
-        log = pd.read_parquet(Path(path).parent / "train_log.parquet")
+    for ckpt in checkpoints:
+        s = json.loads((Path(ckpt) / "unlearn.json").read_text())
+        log = pd.read_parquet(Path(ckpt) / "train_log.parquet")
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
-        rows.append(dict(run=s["run"], method=s["method"], pair=Path(path).parent.name, seconds=s["seconds"],
+        rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seconds=s["seconds"],
                          steps=len(trained), n_forget=s["n_forget"],
                          unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),
                                                  default=0.0),

@@ -6,28 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ... import anatomy
 from ...circuits.graph import Graph
 from ..batches import Batches
 from ..losses import IGNORE, nll
 
-MLP_OUT = ("down_proj", "c_proj", "dense_4h_to_h")  # llama-like, GPT-2, GPT-NeoX
-
-
-def mlp_out(mlp: nn.Module) -> nn.Module:
-    """The MLP's output projection, whose input coordinates are the MLP neurons."""
-    for name in MLP_OUT:
-        if hasattr(mlp, name):
-            return getattr(mlp, name)
-    raise ValueError(f"no MLP output projection among {MLP_OUT} in {type(mlp).__name__}")
-
-
-def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor, shape) -> torch.Tensor:
-    """Mask of ``neurons``' output weights: columns of a Linear [d, d_ff], rows of a GPT-2 Conv1D [d_ff, d]."""
-    mask = torch.zeros(shape, dtype=torch.bool)
-    if type(mlp_out(graph.layers[layer].mlp)).__name__ == "Conv1D":
-        mask[neurons] = True
-    else:
-        mask[:, neurons] = True
+def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Tensor:
+    """Mask of ``neurons``' output weights (the input features of the layer's MLP output projection)."""
+    out = graph.layers[layer].mlp_out
+    mask = torch.zeros(out.weight.shape, dtype=torch.bool)
+    mask[anatomy.input_index(out, neurons)] = True
     return mask
 
 
@@ -64,7 +52,7 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, steps: int = 
     the baseline is zero activation at that position, and the attributions of all neurons sum to
     f(β) − f(0) up to the Riemann error.
     """
-    outs = [mlp_out(layer.mlp) for layer in graph.layers]
+    outs = [layer.mlp_out for layer in graph.layers]
     totals = [None] * len(outs)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from . import METHODS, Context
-from .attribution import mlp_out, neuron_columns, neuron_ig
+from .attribution import neuron_columns, neuron_ig
 
 
 def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -15,8 +15,7 @@ def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.
     masks = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
     names = {id(p): n for n, p in params.items()}
     for l, neurons in enumerate(selected):
-        w = mlp_out(ctx.graph.layers[l].mlp).weight
-        masks[names[id(w)]] = neuron_columns(ctx.graph, l, neurons, w.shape)
+        masks[names[id(ctx.graph.layers[l].mlp_out.weight)]] = neuron_columns(ctx.graph, l, neurons)
     return masks
 
 

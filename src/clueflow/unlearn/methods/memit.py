@@ -11,7 +11,6 @@ import torch
 
 from ...scoring import encode_continuation, encode_prompt
 from . import METHODS, Context
-from .attribution import mlp_out
 
 
 def _prompts(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,7 +71,7 @@ def memit(ctx: Context):
     window, n = int(ctx.options.get("window", 3)), len(effects)
     peak = int(effects.argmax())
     lo = max(0, min(peak - window // 2, n - window))
-    chosen = {id(mlp_out(ctx.graph.layers[l].mlp)) for l in range(lo, min(n, lo + window))}
+    chosen = {id(ctx.graph.layers[l].mlp_out) for l in range(lo, min(n, lo + window))}
     masks = {}
     for name, p in ctx.maskable().items():
         owner = name.rsplit(".", 1)[0]

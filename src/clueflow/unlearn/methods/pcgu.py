@@ -1,19 +1,19 @@
 """PCGU (Yu et al. 2023) for causal LMs: partitions are the weight vectors of output units (rows of a Linear
-[out, in], columns of a GPT-2 Conv1D; a bias is one partition); a partition's score is the cosine between its
+[out, in], columns of a GPT-2 Conv1D, see :mod:`clueflow.anatomy`; a bias is one partition); a partition's score is the cosine between its
 forget and retain gradients; the lowest-cosine partitions are selected until the entry budget is met."""
 
 from __future__ import annotations
 
 import torch
 
+from ... import anatomy
 from . import METHODS, Context
 from .attribution import gradients
 
 
-def _units(name: str, g: torch.Tensor, conv1d: bool) -> torch.Tensor:
-    if g.dim() == 1:
-        return g[None]
-    return g.T if conv1d else g
+def _units(g: torch.Tensor, module) -> torch.Tensor:
+    """One row per partition: the whole bias, or each output unit's weights."""
+    return g[None] if g.dim() == 1 else anatomy.out_in(module, g)
 
 
 @METHODS.register("pcgu", options=("ratio", "loss"))
@@ -21,10 +21,10 @@ def pcgu(ctx: Context):
     params = ctx.maskable()
     g_f = gradients(ctx.model, params, ctx.data.forget)
     g_r = gradients(ctx.model, params, ctx.data.retain)
-    conv = {n for n, m in ctx.model.named_modules() if type(m).__name__ == "Conv1D" for n in [f"{n}.weight"]}
+    owner = anatomy.param_modules(ctx.model)
     parts = []  # (cosine, name, unit index, entries)
     for n in params:
-        f, r = _units(n, g_f[n], n in conv), _units(n, g_r[n], n in conv)
+        f, r = _units(g_f[n], owner[n]), _units(g_r[n], owner[n])
         cos = torch.nn.functional.cosine_similarity(f.float(), r.float(), dim=1, eps=1e-12)
         parts += [(float(c), n, i, f.shape[1]) for i, c in enumerate(cos)]
     parts.sort(key=lambda t: t[0])
@@ -36,9 +36,7 @@ def pcgu(ctx: Context):
         m = masks[n]
         if m.dim() == 1:
             m[:] = True
-        elif n in conv:
-            m[:, i] = True
         else:
-            m[i] = True
+            m[anatomy.output_index(owner[n], i)] = True
         used += size
     return [ctx.stage("finetune", masks)]

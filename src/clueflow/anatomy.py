@@ -1,0 +1,295 @@
+"""Model anatomy: the one module that knows how each supported architecture is built and how its parts are named.
+
+Everything else (circuits, logic, masks, unlearning methods, evaluation, tables) asks here for
+
+* **node and receiver names** — writers ``input``, heads ``a{l}.h{h}``, MLPs ``m{l}``, and ``out`` (the logits
+  as a logic node); receivers ``a{l}.h{h}.q``, ``a{l}.kv{g}.k``, ``a{l}.kv{g}.v``, ``m{l}``, ``logits`` —
+  formatted by :func:`head` / :func:`mlp` / …, parsed by :func:`parse_node` / :func:`parse_receiver`, and the
+  GQA mapping of a receiver to the node(s) it feeds (:func:`receiver_nodes`; query head ``h`` uses KV head
+  ``h // n_rep``, as HF's ``repeat_kv``);
+* **the modules of each layer** (:func:`describe`): pre-attention norm, the projection module(s) holding q/k/v and
+  each head's slice of them, output projection, pre-MLP norm, the MLP and its output projection, the final norm;
+* **storage orientation**: ``nn.Linear`` stores ``[out, in]``, GPT-2's ``Conv1D`` ``[in, out]``;
+  :func:`output_index` / :func:`input_index` / :func:`out_in` hide the difference;
+* **module types** of state-dict names (``…q_proj.weight`` → ``q``) for tables and figures.
+
+A new architecture is one function registered with ``@ARCHITECTURES.register(model_type, ...)`` returning an
+:class:`Anatomy`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .errors import ClueflowError
+
+if TYPE_CHECKING:  # annotations only: tables and the CLI read names here without importing torch
+    import torch
+    from torch import nn
+
+INPUT, OUT, LOGITS = "input", "out", "logits"
+
+
+# ---- names -------------------------------------------------------------------------------------------------
+def head(layer: int, h: int) -> str:
+    return f"a{layer}.h{h}"
+
+
+def mlp(layer: int) -> str:
+    return f"m{layer}"
+
+
+def attn_receivers(layer: int, n_heads: int, n_kv_heads: int) -> list[str]:
+    """Layer ``layer``'s attention receivers: q per query head, then k and v per KV head."""
+    return ([f"{head(layer, h)}.q" for h in range(n_heads)] + [f"a{layer}.kv{g}.k" for g in range(n_kv_heads)]
+            + [f"a{layer}.kv{g}.v" for g in range(n_kv_heads)])
+
+
+def writer_names(n_layers: int, n_heads: int) -> list[str]:
+    """``input``, then per layer its heads and its MLP (computation order)."""
+    names = [INPUT]
+    for layer in range(n_layers):
+        names += [head(layer, h) for h in range(n_heads)] + [mlp(layer)]
+    return names
+
+
+def receiver_names(n_layers: int, n_heads: int, n_kv_heads: int) -> list[str]:
+    names = []
+    for layer in range(n_layers):
+        names += attn_receivers(layer, n_heads, n_kv_heads) + [mlp(layer)]
+    return names + [LOGITS]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A parsed node name: ``kind`` is ``input``, ``head``, ``mlp`` or ``out``; ``layer``/``head`` where it has one."""
+
+    kind: str
+    layer: int | None = None
+    head: int | None = None
+
+
+_NODE = re.compile(r"^(?:a(\d+)\.h(\d+)|m(\d+))$")
+_RECEIVER = re.compile(r"^(?:a(\d+)\.(?:h(\d+)\.q|kv(\d+)\.([kv]))|m(\d+))$")
+
+
+def parse_node(name: str) -> Node:
+    if name in (INPUT, OUT):
+        return Node(name)
+    m = _NODE.match(name)
+    if not m:
+        raise ValueError(f"not a node name: {name!r} (input, out, a<layer>.h<head> or m<layer>)")
+    if m[3] is not None:
+        return Node("mlp", int(m[3]))
+    return Node("head", int(m[1]), int(m[2]))
+
+
+def parse_receiver(name: str) -> tuple[str, int | None, int | None]:
+    """``(kind, layer, index)``: kind ``q`` (index = query head), ``k``/``v`` (index = KV head), ``mlp``,
+    ``logits``."""
+    if name == LOGITS:
+        return LOGITS, None, None
+    m = _RECEIVER.match(name)
+    if not m:
+        raise ValueError(f"not a receiver name: {name!r}")
+    if m[5] is not None:
+        return "mlp", int(m[5]), None
+    if m[2] is not None:
+        return "q", int(m[1]), int(m[2])
+    return m[4], int(m[1]), int(m[3])
+
+
+def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
+    """The node(s) a receiver feeds: q → its head; a KV head's k/v → every query head of its group; an MLP
+    input → the MLP; ``logits`` → ``out``."""
+    kind, layer, index = parse_receiver(receiver)
+    if kind == LOGITS:
+        return [OUT]
+    if kind == "mlp":
+        return [mlp(layer)]
+    if kind == "q":
+        return [head(layer, index)]
+    n_rep = n_heads // n_kv_heads
+    return [head(layer, h) for h in range(index * n_rep, (index + 1) * n_rep)]
+
+
+# ---- storage orientation -----------------------------------------------------------------------------------
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's ``Conv1D`` stores its weight ``[in, out]`` (``nn.Linear``: ``[out, in]``)."""
+    return type(module).__name__ == "Conv1D"
+
+
+def output_index(module: nn.Module, units) -> tuple:
+    """Index into ``module.weight`` (or a tensor of its shape) selecting the output units ``units``."""
+    return (slice(None), units) if is_conv1d(module) else (units, slice(None))
+
+
+def input_index(module: nn.Module, features) -> tuple:
+    """Index into ``module.weight`` selecting the input features ``features``."""
+    return (features, slice(None)) if is_conv1d(module) else (slice(None), features)
+
+
+def out_in(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A tensor of ``module.weight``'s shape viewed ``[out, in]``."""
+    return t.T if is_conv1d(module) else t
+
+
+def per_head_out_weight(out_proj: nn.Module, n_heads: int, head_dim: int, d_model: int) -> torch.Tensor:
+    """The output projection's weight as ``[H, head_dim, d_model]``: head h's slice maps its values to the
+    residual."""
+    w = out_proj.weight
+    if is_conv1d(out_proj):  # [in, out]: head h owns rows h·hd..(h+1)·hd
+        return w.reshape(n_heads, head_dim, d_model)
+    return w.reshape(d_model, n_heads, head_dim).permute(1, 2, 0)  # [out, in]: head h owns columns
+
+
+# ---- per-architecture structure ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Projection:
+    """One attention receiver's slice: ``module(...)[..., cols] = norm(x) @ weight.T + bias``."""
+
+    module: nn.Module
+    cols: slice  # output units of ``module``
+    weight: torch.Tensor  # [head_dim, d_model], "out x in": a detached view of the module's weight
+    bias: torch.Tensor | None
+
+
+@dataclass
+class Layer:
+    attn_norm: nn.Module
+    projections: list[nn.Module]  # the modules whose outputs hold q/k/v (1 if fused, 3 if separate)
+    receivers: list[Projection]  # q heads, then k KV heads, then v KV heads
+    out_proj: nn.Module
+    mlp_norm: nn.Module
+    mlp: nn.Module
+    mlp_out: nn.Module  # the MLP's output projection; its input features are the MLP neurons
+
+
+@dataclass
+class Anatomy:
+    model_type: str
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_model: int
+    parallel_residual: bool
+    layers: list[Layer]
+    first_layer: nn.Module
+    final_norm: nn.Module
+
+
+class _Architectures:
+    """model_type → structure function; several model types may share one function."""
+
+    def __init__(self):
+        self._items: dict[str, Callable[[nn.Module, "_Dims"], Anatomy]] = {}
+
+    def register(self, *model_types: str):
+        def deco(fn):
+            for t in model_types:
+                if t in self._items:
+                    raise ValueError(f"architecture {t!r} registered twice")
+                self._items[t] = fn
+            return fn
+        return deco
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def get(self, model_type: str):
+        if model_type not in self._items:
+            raise ClueflowError(f"unsupported architecture {model_type!r} (supported: {', '.join(self._items)})",
+                                field="model")
+        return self._items[model_type]
+
+
+ARCHITECTURES = _Architectures()
+
+
+@dataclass(frozen=True)
+class _Dims:
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_model: int
+
+    def blocks(self, start: int, n: int, step: int | None = None) -> list[slice]:
+        step = self.head_dim if step is None else step
+        return [slice(start + i * step, start + i * step + self.head_dim) for i in range(n)]
+
+
+def _slices(module: nn.Module, blocks: list[slice]) -> list[Projection]:
+    w = out_in(module, module.weight.detach())
+    b = module.bias.detach() if module.bias is not None else None
+    return [Projection(module, s, w[s], b[s] if b is not None else None) for s in blocks]
+
+
+@ARCHITECTURES.register("llama", "mistral", "qwen2", "qwen3")
+def _llama_like(model: nn.Module, d: _Dims) -> Anatomy:
+    """Pre-norm blocks with separate q/k/v/o Linear layers and a gated MLP."""
+    core, layers = model.model, []
+    for layer in core.layers:
+        at = layer.self_attn
+        receivers = (_slices(at.q_proj, d.blocks(0, d.n_heads)) + _slices(at.k_proj, d.blocks(0, d.n_kv_heads))
+                     + _slices(at.v_proj, d.blocks(0, d.n_kv_heads)))
+        layers.append(Layer(layer.input_layernorm, [at.q_proj, at.k_proj, at.v_proj], receivers, at.o_proj,
+                            layer.post_attention_layernorm, layer.mlp, layer.mlp.down_proj))
+    return Anatomy(model.config.model_type, d.n_heads, d.n_kv_heads, d.head_dim, d.d_model, False, layers,
+                   core.layers[0], core.norm)
+
+
+@ARCHITECTURES.register("gpt2")
+def _gpt2(model: nn.Module, d: _Dims) -> Anatomy:
+    """Conv1D everywhere, fused QKV ``[q | k | v]`` in ``c_attn``."""
+    core, layers = model.transformer, []
+    for layer in core.h:
+        c_attn = layer.attn.c_attn
+        m = d.d_model
+        receivers = _slices(c_attn, d.blocks(0, d.n_heads) + d.blocks(m, d.n_heads) + d.blocks(2 * m, d.n_heads))
+        layers.append(Layer(layer.ln_1, [c_attn], receivers, layer.attn.c_proj, layer.ln_2, layer.mlp,
+                            layer.mlp.c_proj))
+    return Anatomy("gpt2", d.n_heads, d.n_heads, d.head_dim, d.d_model, False, layers, core.h[0], core.ln_f)
+
+
+@ARCHITECTURES.register("gpt_neox")
+def _gpt_neox(model: nn.Module, d: _Dims) -> Anatomy:
+    """Fused QKV viewed ``[b, s, H, 3·hd]``: per head ``[q_h | k_h | v_h]``; optional parallel residual."""
+    core, layers = model.gpt_neox, []
+    step = 3 * d.head_dim
+    for layer in core.layers:
+        qkv = layer.attention.query_key_value
+        receivers = _slices(qkv, d.blocks(0, d.n_heads, step) + d.blocks(d.head_dim, d.n_heads, step)
+                            + d.blocks(2 * d.head_dim, d.n_heads, step))
+        layers.append(Layer(layer.input_layernorm, [qkv], receivers, layer.attention.dense,
+                            layer.post_attention_layernorm, layer.mlp, layer.mlp.dense_4h_to_h))
+    return Anatomy("gpt_neox", d.n_heads, d.n_heads, d.head_dim, d.d_model, bool(model.config.use_parallel_residual),
+                   layers, core.layers[0], core.final_layer_norm)
+
+
+def describe(model: nn.Module) -> Anatomy:
+    """``model``'s structure; a clear one-line error for an unsupported architecture."""
+    cfg = model.config
+    n_heads, d_model = cfg.num_attention_heads, cfg.hidden_size
+    dims = _Dims(n_heads, getattr(cfg, "num_key_value_heads", None) or n_heads,
+                 getattr(cfg, "head_dim", None) or d_model // n_heads, d_model)
+    return ARCHITECTURES.get(cfg.model_type)(model, dims)
+
+
+def param_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """State-dict parameter name → the module that owns it."""
+    return {f"{m}.{p}" if m else p: module for m, module in model.named_modules()
+            for p, _ in module.named_parameters(recurse=False)}
+
+
+# ---- module types ------------------------------------------------------------------------------------------
+MODULE_TYPES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
+                "down_proj": "down", "c_attn": "qkv", "query_key_value": "qkv", "c_proj": "o|down",
+                "dense": "o", "c_fc": "up", "dense_h_to_4h": "up", "dense_4h_to_h": "down"}
+
+
+def module_type(name: str) -> str:
+    """State-dict name → module type (``model.layers.3.self_attn.q_proj.weight`` → ``q``)."""
+    parts = name.split(".")
+    return MODULE_TYPES.get(parts[-2], parts[-2]) if len(parts) >= 2 else name

@@ -1,0 +1,233 @@
+"""The experiment plan: a validated config and everything the workflow derives from it.
+
+:meth:`Plan.from_config` runs every check — the schema (unknown keys, types, ranges; defaults filled in), the data
+set specs, the unlearning runs' methods and options, and the cross-field rules below — and raises one
+:class:`ClueflowError` (``<file>: <field>: <message>``) on the first defect. ``rules/common.smk`` and
+``clueflow config validate`` both build a plan, so they accept and reject exactly the same configs with the same
+line.
+
+Derived: the pairs (each retain set, and all of them combined), the runs and the registered method of each, the
+pairs each run is trained on, the checkpoints, fig3's growing retain pairs, the shared pair of each sweep figure,
+the general-utility sets and lm-eval tasks, which runs read CLUE masks and from which circuit family, each step's
+parameters, and the workflow's targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .circuits.discover import method_options
+from .config import merge, read_config, validate_config
+from .data.build import check_spec
+from .errors import ClueflowError
+from .layout import BASE, RESIZED, Family, Layout, Pair
+from .tables import RESULT_TABLES
+from .unlearn.methods import check_runs, needs_clue_masks, run_spec
+
+ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
+RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6")  # tables and figures that list runs
+FIG3_RUN = "clue"  # fig3 shows this run trained against 1..k retain sets
+
+
+@dataclass
+class Plan:
+    config: dict[str, Any]
+    file: str
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], file: str = "config") -> "Plan":
+        """Check ``config`` (filling defaults in place) and derive the plan."""
+        validate_config(config, file=file)
+        for name, spec in config["datasets"].items():
+            check_spec(name, spec, file=file)
+        check_runs(config["unlearn"], file=file)
+        plan = cls(config, str(file))
+        plan._check()
+        return plan
+
+    def error(self, field: str, message: str) -> ClueflowError:
+        return ClueflowError(message, file=self.file, field=field)
+
+    # ---- sets and pairs ----------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        return self.config["model"]["name"]
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.config["datasets"])
+
+    @property
+    def forget(self) -> str:
+        return self.config["forget"]
+
+    @property
+    def sets_in_use(self) -> list[str]:
+        """The forget set, then the retain sets: every set that gets a circuit."""
+        return [self.forget, *self.config["retain"]]
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """The forget set against each retain set, then against all of them (``logic.combined``)."""
+        retain = self.config["retain"]
+        pairs = [Pair(self.forget, (r,)) for r in retain]
+        if self.config["logic"]["combined"] and len(retain) > 1:
+            pairs.append(Pair(self.forget, tuple(retain)))
+        return pairs
+
+    @property
+    def general_sets(self) -> list[str]:
+        """General-utility sets that are data sets of the config (run as local lm-eval tasks)."""
+        return [s for s in self._general() if s in self.config["datasets"]]
+
+    @property
+    def standard_tasks(self) -> list[str]:
+        """General-utility names that are not data sets: lm-eval task names."""
+        return [s for s in self._general() if s not in self.config["datasets"]]
+
+    def _general(self) -> list[str]:
+        general = self.config["evaluate"]["general"]
+        return [s for s in self.datasets if s not in self.sets_in_use] if general is None else general
+
+    # ---- runs ----------------------------------------------------------------------------------------------
+    @property
+    def runs(self) -> list[str]:
+        return sorted(self.config["unlearn"]["methods"])
+
+    def run_spec(self, run: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """(registered method, options, settings) of ``run``."""
+        return run_spec(self.config["unlearn"], run)
+
+    @property
+    def run_methods(self) -> dict[str, str]:
+        return {r: self.run_spec(r)[0] for r in self.runs}
+
+    def run_pairs(self, run: str) -> list[Pair]:
+        """The pairs ``run`` is trained on: its own ``pairs``, else the section's, else every pair."""
+        own = self.config["unlearn"]["methods"][run].get("pairs", self.config["unlearn"]["pairs"])
+        return self.pairs if own is None else [Pair.of(self.forget, p) for p in own]
+
+    @property
+    def checkpoints(self) -> list[tuple[str, Pair]]:
+        return [(run, pair) for run in self.runs for pair in self.run_pairs(run)]
+
+    def reads_clue_masks(self, run: str) -> bool:
+        method, options, _ = self.run_spec(run)
+        return needs_clue_masks(method, options)
+
+    def mask_source(self, run: str) -> tuple[Family, dict[str, Any]]:
+        """The circuit family a run's CLUE masks come from, with its path fields: the configured circuits, or
+        circuits re-selected at the run's own ``edge_fraction`` (fig4's sweep)."""
+        fraction = self.config["unlearn"]["methods"][run].get("edge_fraction")
+        if fraction is None or fraction == self.config["circuits"]["edge_fraction"]:
+            return BASE, {}
+        return RESIZED, {"fraction": float(fraction)}
+
+    # ---- tables and figures ------------------------------------------------------------------------------
+    def table_runs(self, name: str) -> list[str]:
+        return list(self.config["tables"][name])
+
+    @property
+    def fig3_pairs(self) -> list[Pair]:
+        """CLUE against the first 1, 2, …, k retain sets of ``tables.fig3``."""
+        sets = self.config["tables"]["fig3"]
+        return [Pair(self.forget, tuple(sets[:k + 1])) for k in range(len(sets))]
+
+    def sweep_pair(self, name: str) -> Pair | None:
+        """The first pair every run of sweep figure ``name`` is trained on (None for an empty sweep)."""
+        runs = self.table_runs(name)
+        if not runs:
+            return None
+        shared = [p for p in self.run_pairs(runs[0]) if all(p in self.run_pairs(r) for r in runs)]
+        if not shared:
+            raise self.error(f"tables.{name}", "the runs share no pair")
+        return shared[0]
+
+    def evaluations(self, runs: list[str], pairs_of=None, origin: bool = True) -> list[tuple[str, Pair]]:
+        """(run, pair) of the evaluations a table of ``runs`` reads, the base model's on each pair first."""
+        pairs_of = pairs_of or self.run_pairs
+        entries = [(r, p) for r in runs for p in pairs_of(r)]
+        if origin:
+            entries = [(ORIGIN, p) for p in dict.fromkeys(p for _, p in entries)] + entries
+        return entries
+
+    # ---- step parameters (what each rule passes to its library function) -------------------------------
+    def model_params(self) -> dict[str, Any]:
+        m = self.config["model"]
+        # the seed only matters for random tiny models; keep it out of the params otherwise
+        seed = self.config["seed"] if m["source"].startswith("tiny:") else None
+        return dict(source=m["source"], dtype=m["dtype"], trust_remote_code=m["trust_remote_code"],
+                    revision=m["revision"], seed=seed)
+
+    def dataset_seed(self, name: str) -> int:
+        return self.config["datasets"][name].get("seed", self.config["seed"])
+
+    def circuit_params(self) -> dict[str, Any]:
+        """Only what the configured method uses, so that editing another method's options reruns nothing."""
+        c = self.config["circuits"]
+        keys = ("method", "edge_fraction", "n_examples", "batch_size")
+        return {**{k: c[k] for k in keys}, "options": method_options(c)}
+
+    def unlearn_params(self, run: str) -> dict[str, Any]:
+        method, options, settings = self.run_spec(run)
+        return dict(run=run, method=method, options=options, settings=settings)
+
+    def evaluate_params(self, run: str) -> dict[str, Any]:
+        u = self.config["unlearn"]
+        ratio = u["forget_ratio"] if run == ORIGIN else self.run_spec(run)[2]["forget_ratio"]
+        return dict(forget_ratio=ratio, standard_tasks=self.standard_tasks,
+                    **{k: v for k, v in self.config["evaluate"].items() if k != "general"})
+
+    # ---- targets -------------------------------------------------------------------------------------------
+    def tables(self) -> list[str]:
+        return [n for n in (*RESULT_TABLES, "table3") if self.config["tables"][n]]
+
+    def figures(self) -> list[str]:
+        return [n for n in ("fig3", "fig4", "fig6") if self.config["tables"][n]] + ["fig7"]
+
+    def targets(self, layout: Layout) -> list[str]:
+        model = self.model
+        out = [layout.table(model=model, name=n, ext=e) for n in ("base_accuracy", "circuits", "localization")
+               for e in ("parquet", "md")]
+        out += [layout.filtered(model=model, set=s) for s in self.sets_in_use]
+        out += [layout.table(model=model, name="unlearn_runs", ext=e) for e in ("parquet", "md")]
+        out += [layout.table(model=model, name=n, ext=e) for n in self.tables() for e in ("parquet", "md", "csv")]
+        return out + [layout.figure(model=model, name=n) for n in self.figures()]
+
+    # ---- cross-field checks --------------------------------------------------------------------------------
+    def _check(self) -> None:
+        cfg, runs = self.config, self.runs
+        if ORIGIN in cfg["unlearn"]["methods"]:
+            raise self.error(f"unlearn.methods.{ORIGIN}", "the name is reserved for the base model")
+        for run, pair in self.checkpoints:
+            self._check_pair(pair, f"unlearn.methods.{run}.pairs")
+        for name in RUN_TABLES:
+            for run in cfg["tables"][name]:
+                if run not in cfg["unlearn"]["methods"]:
+                    raise self.error(f"tables.{name}", f"{run!r} is not a run (keys of unlearn.methods: "
+                                                       f"{', '.join(runs)})")
+        for pair in self.fig3_pairs:
+            self._check_pair(pair, "tables.fig3")
+        if self.fig3_pairs and (FIG3_RUN not in runs or self.run_spec(FIG3_RUN)[0] != "clue"):
+            raise self.error("tables.fig3", f"needs a run {FIG3_RUN!r} of method clue in unlearn.methods")
+        for name in ("fig4", "fig6"):
+            self.sweep_pair(name)
+        for run in cfg["tables"]["fig4"]:
+            if not self.reads_clue_masks(run):
+                raise self.error("tables.fig4", f"{run!r} does not train on CLUE masks")
+
+    def _check_pair(self, pair: Pair, field: str) -> None:
+        for r in pair.retains:
+            if r not in self.config["datasets"] or r == self.forget:
+                raise self.error(field, f"{r!r} is not a retain candidate (a key of datasets other than the "
+                                        f"forget set)")
+
+
+def load_plan(*paths) -> Plan:
+    """The plan of config files ``paths``, later ones merged over earlier ones (as Snakemake's ``configfile:``
+    and ``--configfile``)."""
+    config: dict[str, Any] = {}
+    for path in paths:
+        config = merge(config, read_config(path))
+    return Plan.from_config(config, file=", ".join(map(str, paths)))

@@ -1,0 +1,22 @@
+import json
+from pathlib import Path
+
+from common import keyed, logged
+
+from clueflow import tables
+from clueflow.io import write_table
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
+with logged(snakemake.log[0]):
+    i, p, out = snakemake.input, snakemake.params, snakemake.output
+    runs = {run: read(path) for run, path in keyed(p.runs, i.runs).items()}
+    circuits = {}
+    for (run, name), path in keyed(p.entries, i.circuits).items():
+        circuits.setdefault(run, {})[name] = read(path)
+    sweep = tables.sparsity_sweep(runs, read(i.origin), circuits, p.forget)
+    tables.sparsity_figure(sweep, out.figure)
+    write_table(sweep, out.parquet)
