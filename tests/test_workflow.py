@@ -96,31 +96,69 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
                                        "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
                                        "circuit_resized": 2 * len(sizes), "circuit_after": 2 * len(after),
-                                       "cnf": n_pairs + len(fig3) + len(sizes) + len(after),
-                                       "solve": n_pairs + len(fig3) + len(sizes) + len(after),
-                                       "masks": n_pairs + len(fig3) + len(sizes), "localization_table": 1,
+                                       "cnf": n_pairs + len(fig3), "cnf_resized": len(sizes), "cnf_after": len(after),
+                                       "solve": n_pairs + len(fig3), "solve_resized": len(sizes),
+                                       "solve_after": len(after), "masks": n_pairs + len(fig3),
+                                       "masks_resized": len(sizes), "localization_table": 1,
                                        "unlearn": checkpoints + len(fig3), "unlearn_table": 1,
                                        "evaluate": checkpoints + len(fig3) + len(unlearn["pairs"]),  # + origin
                                        "table": 3, "table3": 1, "fig3": 1, "fig4": 1, "fig6": 1, "fig7": 1}
 
 
-@pytest.mark.parametrize("edit, key", [
+def _runs(c, **runs):
+    c["unlearn"]["methods"].update(runs)
+
+
+# Every cross-field rule of the plan, and one schema error of each kind: the CLI check and the workflow's start-up
+# give the same line.
+CONFIG_ERRORS = [
     (lambda c: c["model"].update(sorce="tiny:gpt2"), "model.sorce"),
     (lambda c: c["datasets"]["ioi"].update(generater="ioi"), "datasets.ioi.generater"),
-    (lambda c: c.update(retain=["sentiment", "missing_set"]), "retain"),
-    (lambda c: c["datasets"]["capitals"].update(options={"form": ["mc"]}), "datasets.capitals.options.form"),
-    (lambda c: c["tables"].update(table3=["nope"]), "tables.table3"),
-    (lambda c: c["tables"].update(fig4=["ga"]), "tables.fig4"),
     (lambda c: c["unlearn"]["methods"]["clue_e1"].update(edge_fraction=2.0), "unlearn.methods.clue_e1.edge_fraction"),
-])
-def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, edit, key):
+    (lambda c: c.update(forget="missing_set"), "forget"),
+    (lambda c: c.update(retain=["sentiment", "missing_set"]), "retain"),
+    (lambda c: c.update(retain=["sentiment", "capitals"]), "retain"),
+    (lambda c: c["datasets"]["ioi"].update(splits={"circuit": 0.8, "train": 0.5}), "datasets.ioi.splits"),
+    (lambda c: c["datasets"]["ioi"].update(generator="iio"), "datasets.ioi.generator"),
+    (lambda c: c["datasets"]["capitals"].update(options={"form": ["mc"]}), "datasets.capitals.options.form"),
+    (lambda c: _runs(c, x={"method": "nope"}), "unlearn.methods.x.method"),
+    (lambda c: _runs(c, x={"method": "ga", "options": {"ratio": 0.1}}), "unlearn.methods.x.options.ratio"),
+    (lambda c: _runs(c, origin={"method": "ga"}), "unlearn.methods.origin"),
+    (lambda c: _runs(c, x={"method": "ga", "pairs": ["capitals"]}), "unlearn.methods.x.pairs"),
+    (lambda c: _runs(c, x={"method": "ga", "pairs": ["sentiment+nope"]}), "unlearn.methods.x.pairs"),
+    (lambda c: c["tables"].update(table3=["nope"]), "tables.table3"),
+    (lambda c: c["tables"].update(table1=["clue", "nope"]), "tables.table1"),
+    (lambda c: c["tables"].update(fig3=["sentiment", "capitals"]), "tables.fig3"),
+    (lambda c: (c["unlearn"]["methods"].pop("clue"), c["tables"].update(table1=["ga"], table2=[], table3=[],
+                                                                          table6=[], fig4=[])), "tables.fig3"),
+    (lambda c: _runs(c, ga_i={"method": "ga", "pairs": ["ioi"]}) or c["tables"].update(fig6=["ga_r2", "ga_i"]),
+     "tables.fig6"),
+    (lambda c: c["tables"].update(fig4=["ga"]), "tables.fig4"),
+]
+
+
+@pytest.mark.parametrize("edit, key", CONFIG_ERRORS)
+def test_bad_config_same_line_from_cli_and_workflow_before_any_job(tmp_path, edit, key):
     cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
     edit(cfg)
     workdir_with(tmp_path, cfg)
+    cli = subprocess.run([sys.executable, "-m", "clueflow.cli", "config", "validate", "config.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1, cli.stderr
+    line = cli.stderr.strip().removeprefix("clueflow: ")
+    assert line.startswith(f"config.yaml: {key}: "), line
     proc = snakemake(tmp_path, "all", "--cores", "1", check=False)
     assert proc.returncode != 0
-    assert f"config.yaml: {key}: " in proc.stdout + proc.stderr
+    assert f"invalid configuration: {line}" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_valid_config_passes_cli_and_workflow(tmp_path):
+    workdir_with(tmp_path, TINY_CONFIG)
+    cli = subprocess.run([sys.executable, "-m", "clueflow.cli", "config", "validate", "config.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0 and "3 pairs, 5 runs, 11 checkpoints" in cli.stdout, cli.stdout + cli.stderr
+    snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
 
 
 def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
@@ -198,7 +236,8 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     workdir_with(tmp_path, cfg)
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
-                                          "circuit": 1, "circuit_table": 1, "cnf": 2 + 2, "solve": 2 + 2, "masks": 2,
+                                          "circuit": 1, "circuit_table": 1, "cnf": 2, "cnf_after": 2, "solve": 2,
+                                          "solve_after": 2, "masks": 2,
                                           "localization_table": 1, "unlearn": 2 * (len(TINY_RUNS) - 2),
                                           "unlearn_table": 1, "evaluate": 2 * (len(TINY_RUNS) - 2) + 2, "table": 3,
                                           "fig3": 1, "fig7": 1,  # + origin; fig4 and fig6 are on sentiment only
@@ -215,6 +254,21 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
                                           "evaluate": len(pairs), "table": 1}
     assert set(re.findall(r"run=(\w+)", changed.stdout)) == {"random"}
     assert "table=table1" in changed.stdout
+    # code hashes follow imports: editing the module that decides which parameters are maskable (a copy of the
+    # package, put first on the path) reruns what imports it, directly or not: masks, unlearning, evaluation,
+    # fig7 and everything downstream; not the model, data, circuit, CNF or solver jobs of the base circuits
+    workdir_with(tmp_path, TINY_CONFIG)
+    package = tmp_path / "pkg"
+    shutil.copytree(REPO / "src", package, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    masks_py = package / "clueflow" / "masks.py"
+    masks_py.write_text(masks_py.read_text().replace('"""Every parameter of the attention', '"""Every parameter of the  attention'))
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "all", "--dry-run", "--cores", "1"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rerun = job_counts(proc.stdout)
+    assert {"masks", "masks_resized", "unlearn", "evaluate", "fig7"} <= set(rerun)
+    assert not {"model", "data_build", "data_filter", "circuit", "circuit_resized", "cnf", "solve"} & set(rerun)
 
 
 def test_killed_run_resumes_to_byte_identical_artifacts(tmp_path):
