@@ -19,7 +19,8 @@ from test_workflow import SNAKEMAKE, TINY_CONFIG, workdir_with
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
-GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "masks", "unlearn", "evaluate"}
+GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "masks", "masks_resized", "unlearn",
+             "evaluate"}
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
 # One forget and one retain set: 10 jobs, every kind of rule up to the localization table.

@@ -115,6 +115,7 @@ CONFIG_ERRORS = [
     (lambda c: c["model"].update(sorce="tiny:gpt2"), "model.sorce"),
     (lambda c: c["datasets"]["ioi"].update(generater="ioi"), "datasets.ioi.generater"),
     (lambda c: c["unlearn"]["methods"]["clue_e1"].update(edge_fraction=2.0), "unlearn.methods.clue_e1.edge_fraction"),
+    (lambda c: c["circuits"].update(method="eap_duall"), "circuits.method"),
     (lambda c: c.update(forget="missing_set"), "forget"),
     (lambda c: c.update(retain=["sentiment", "missing_set"]), "retain"),
     (lambda c: c.update(retain=["sentiment", "capitals"]), "retain"),

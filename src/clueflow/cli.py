@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     circ = stages.add_parser("circuits", help="circuit stage").add_subparsers(dest="cmd", required=True)
     p = circ.add_parser("build", help="noising + denoising circuits of one filtered data set")
     _required(p, "--data", "--model-dir", "--out", "--summary")
-    p.add_argument("--method", default=default("circuits.method"), choices=choices("circuits.method"))
+    p.add_argument("--method", default=default("circuits.method"), help="a registered circuit method")
     p.add_argument("--ig-steps", type=int, default=default("circuits.ig_steps"), help="eap_ig integration steps")
     p.add_argument("--steps", type=int, default=default("circuits.edge_pruning.steps"),
                    help="edge_pruning optimisation steps")

@@ -5,11 +5,10 @@ parameter, keyed by its state-dict name and with its shape; True = the unlearnin
 Maskable are the attention projections (q/k/v/o, fused QKV) and the MLP parameters; embeddings and norms are
 never masked and do not appear. A head ``a{l}.h{h}`` owns
 
-* the q rows of head h, the k and v rows of its **KV head** ``h // n_rep`` (shared with the other query heads of
-  the group under GQA), and the output projection's **columns** h·hd..(h+1)·hd (``nn.Linear`` stores
-  ``[out, in]``); GPT-2's ``Conv1D`` stores ``[in, out]``, so there the QKV slices are columns of ``c_attn`` and
-  the output slice is rows of ``c_proj``; GPT-NeoX's fused QKV holds ``[q_h | k_h | v_h]`` per head (the slices
-  and orientations come from :mod:`clueflow.anatomy`);
+* the output units of its q slice, of its **KV head**'s k and v slices (``h // n_rep``, shared with the other
+  query heads of the group under GQA) and the output projection's **input features** h·hd..(h+1)·hd — rows or
+  columns depending on how each architecture stores its weights, fused QKV included: the slices and
+  orientations come from :mod:`clueflow.anatomy`;
 * the matching bias entries. An MLP node ``m{l}`` owns its whole MLP.
 
 Optional base mask (``base: wanda``, off by default): the official CLUE code starts every mask from a WANDA mask

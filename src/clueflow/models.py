@@ -97,7 +97,7 @@ def byte_tokenizer():
 
 
 def tiny_model(arch: str, *, seed: int = 0, vocab_size: int = 319):
-    """A random model with the shapes that matter later: GQA Llama, GPT-2 (Conv1D, fused QKV), GPT-NeoX."""
+    """A random model with the shapes that matter later: GQA Llama, GPT-2 (transposed weights, fused QKV), GPT-NeoX."""
     from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
 
     common = dict(vocab_size=vocab_size, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,

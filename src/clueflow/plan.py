@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .circuits.attribution import METHODS as CIRCUIT_METHODS
 from .circuits.discover import method_options
 from .config import merge, read_config, validate_config
 from .data.build import check_spec
@@ -41,6 +42,7 @@ class Plan:
         validate_config(config, file=file)
         for name, spec in config["datasets"].items():
             check_spec(name, spec, file=file)
+        CIRCUIT_METHODS.get(config["circuits"]["method"], file=file, field="circuits.method")
         check_runs(config["unlearn"], file=file)
         plan = cls(config, str(file))
         plan._check()

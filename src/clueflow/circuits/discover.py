@@ -143,6 +143,7 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
                 options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit",
                 dtype: str = default("model.dtype"), trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: filtered data set + model → circuit parquet + JSON summary."""
+    METHODS.get(method, field="circuits.method")  # before any model is loaded
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     rows = _circuit_rows(data_path, tok, split=split, n_examples=n_examples, seed=seed)
     model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)

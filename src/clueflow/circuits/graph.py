@@ -11,9 +11,9 @@ edges from heads of its own layer. Every receiver therefore reads a *prefix* of 
 Per-receiver cut points (used by attribution and by edge patching): a receiver's input is the residual ``x``
 entering its norm; the receiver sees ``norm(x)`` through its own weight slice. :class:`Projection` describes,
 for each attention receiver, which output columns of which projection module belong to it and the
-``[head_dim, d_model]`` weight slice (and bias) that produces them, so Linear (Llama/Mistral/Qwen2), GPT-2's
-``Conv1D`` with fused QKV and GPT-NeoX's per-head interleaved QKV all look the same to the algorithms. Which
-modules those are, per architecture, and every node and receiver name come from :mod:`clueflow.anatomy`.
+``[head_dim, d_model]`` weight slice (and bias) that produces them, so separate, fused and per-head interleaved
+QKV projections in either storage orientation all look the same to the algorithms. Which modules those are,
+per architecture, and every node and receiver name come from :mod:`clueflow.anatomy`.
 """
 
 from __future__ import annotations

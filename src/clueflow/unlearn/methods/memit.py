@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import anatomy
 from ...scoring import encode_continuation, encode_prompt
 from . import METHODS, Context
 
@@ -72,9 +73,7 @@ def memit(ctx: Context):
     peak = int(effects.argmax())
     lo = max(0, min(peak - window // 2, n - window))
     chosen = {id(ctx.graph.layers[l].mlp_out) for l in range(lo, min(n, lo + window))}
-    masks = {}
-    for name, p in ctx.maskable().items():
-        owner = name.rsplit(".", 1)[0]
-        module = ctx.model.get_submodule(owner)
-        masks[name] = torch.full(p.shape, id(module) in chosen, dtype=torch.bool)
+    owner = anatomy.param_modules(ctx.model)
+    masks = {name: torch.full(p.shape, id(owner[name]) in chosen, dtype=torch.bool)
+             for name, p in ctx.maskable().items()}
     return [ctx.stage("finetune", masks)]

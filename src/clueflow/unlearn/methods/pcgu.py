@@ -1,6 +1,7 @@
-"""PCGU (Yu et al. 2023) for causal LMs: partitions are the weight vectors of output units (rows of a Linear
-[out, in], columns of a GPT-2 Conv1D, see :mod:`clueflow.anatomy`; a bias is one partition); a partition's score is the cosine between its
-forget and retain gradients; the lowest-cosine partitions are selected until the entry budget is met."""
+"""PCGU (Yu et al. 2023) for causal LMs: partitions are the weight vectors of output units (the rows of each
+weight viewed ``[out, in]`` whatever its storage orientation, :func:`clueflow.anatomy.out_in`; a bias is one
+partition); a partition's score is the cosine between its forget and retain gradients; the lowest-cosine
+partitions are selected until the entry budget is met."""
 
 from __future__ import annotations
 
