@@ -4,12 +4,24 @@
 from pathlib import Path
 
 from clueflow.codehash import code_hash
+from clueflow.config import read_config
 from clueflow.errors import ClueflowError
-from clueflow.layout import AFTER, BASE, MASK_KINDS, RESIZED, Layout, Pair
+from clueflow.layout import (
+    AFTER,
+    BASE,
+    MASK_KINDS,
+    MODEL_NAME,
+    RESIZED,
+    RETAINS,
+    Layout,
+    Pair,
+)
 from clueflow.plan import FIG3_RUN, ORIGIN, Plan
 from clueflow.tables import RESULT_TABLES
 
 try:
+    for _file in workflow.configfiles:
+        read_config(_file)  # duplicate keys and aliases, which Snakemake's own YAML reading lets pass
     PLAN = Plan.from_config(
         config, file=", ".join(map(str, workflow.configfiles)) or "config"
     )
@@ -20,10 +32,10 @@ L = Layout()
 
 wildcard_constraints:
     run="|".join([ORIGIN, *PLAN.runs]),
-    model=r"[A-Za-z0-9._-]+",
+    model=MODEL_NAME,
     set="|".join(PLAN.datasets),
     forget="|".join(PLAN.datasets),
-    retains=r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*",
+    retains=RETAINS,
     fraction=r"[0-9.e-]+",
 
 

@@ -115,6 +115,28 @@ def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
     return [head(layer, h) for h in range(index * n_rep, (index + 1) * n_rep)]
 
 
+def edge_problem(src: str, dst: str, n_layers: int, n_heads: int, n_kv_heads: int) -> str | None:
+    """Why ``src → dst`` is not an edge of a graph of this size, or None. A writer feeds only receivers that read
+    the residual stream after it was computed, so edges point forward and no set of them forms a cycle."""
+    try:
+        w = parse_node(src)
+        kind, layer, index = parse_receiver(dst)
+    except ValueError as err:
+        return str(err)
+    if w.kind == "out":
+        return "'out' is not a writer"
+    if (w.layer is not None and w.layer >= n_layers) or (w.head is not None and w.head >= n_heads):
+        return f"no node {src!r} in a graph of {n_layers} layers × {n_heads} heads"
+    if (layer is not None and layer >= n_layers) or (kind == "q" and index >= n_heads) or (
+            kind in ("k", "v") and index >= n_kv_heads):
+        return f"no receiver {dst!r} in a graph of {n_layers} layers × {n_heads} heads ({n_kv_heads} KV)"
+    written = 0 if w.kind == "input" else 2 * w.layer + (1 if w.kind == "head" else 2)  # computation order
+    reads_up_to = 2 * n_layers if kind == LOGITS else 2 * layer + (1 if kind == "mlp" else 0)
+    if written > reads_up_to:
+        return f"{src!r} is computed after {dst!r} reads the residual stream"
+    return None
+
+
 # ---- storage orientation -----------------------------------------------------------------------------------
 def is_conv1d(module: nn.Module) -> bool:
     """GPT-2's ``Conv1D`` stores its weight ``[in, out]`` (``nn.Linear``: ``[out, in]``)."""

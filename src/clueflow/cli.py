@@ -37,8 +37,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import choices, default
-from .errors import ClueflowError
+from .config import check_value, choices, default, key_schema
+from .errors import ClueflowError, first_line
+from .layout import CHECKPOINT_SUMMARY, MODEL_PROVENANCE
 from .tables import RESULT_TABLES
 
 
@@ -169,9 +170,9 @@ def _cmd_solve_run(args) -> None:
 
 
 def _assignment(path):
-    from .io import read_table
+    from .solve import read_assignment
 
-    return read_table(path, what="assignment")
+    return read_assignment(path)
 
 
 def _cmd_solve_summary(args) -> None:
@@ -189,7 +190,7 @@ def _cmd_solve_explain(args) -> None:
     from .logic import read_dimacs
     from .solve import explain
 
-    print("\n".join(explain(args.node, read_dimacs(args.wcnf), _assignment(args.assignment))))
+    print("\n".join(explain(args.node, read_dimacs(args.wcnf, "wcnf"), _assignment(args.assignment))))
 
 
 def _cmd_masks_build(args) -> None:
@@ -301,13 +302,45 @@ def _cmd_unlearn_table(args) -> None:
     print(df.to_markdown(index=False, floatfmt=".3f"))
 
 
+def _key(dotted: str):
+    """An argparse type for a flag that sets config key ``dotted``: the schema's type and range."""
+    spec = key_schema(dotted)
+    cast = int if spec.get("type") == "integer" else float
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}")
+        problem = check_value(dotted, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = cast.__name__
+    return parse
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, dotted: str, **kw) -> None:
+    """A flag with the type, range and default of config key ``dotted``."""
+    parser.add_argument(flag, type=_key(dotted), default=default(dotted), **kw)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``clueflow: <command>: <message>``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"clueflow: {self.prog}: {message}\n")
+
+
 def _required(parser: argparse.ArgumentParser, *flags: str) -> None:
     for flag in flags:
         parser.add_argument(flag, required=True, type=Path)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clueflow", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="clueflow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     stages = parser.add_subparsers(dest="stage", required=True)
 
     cfg = stages.add_parser("config", help="configuration").add_subparsers(dest="cmd", required=True)
@@ -322,12 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=default("model.dtype"), choices=choices("model.dtype"))
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--revision")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_model_materialize)
+    p.add_argument("--seed", type=_key("seed"), default=0)
+    p.set_defaults(func=_cmd_model_materialize, outputs={"out": MODEL_PROVENANCE})
     p = model.add_parser("generate", help="greedy generation from a checkpoint directory")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--max-new-tokens", type=_key("evaluate.max_new_tokens"), default=20)
     p.set_defaults(func=_cmd_model_generate)
 
     data = stages.add_parser("data", help="data stage").add_subparsers(dest="cmd", required=True)
@@ -336,16 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", required=True)
     p.add_argument("--model-dir", required=True, type=Path, help="checkpoint whose tokenizer defines alignment")
     _required(p, "--out")
-    p.set_defaults(func=_cmd_data_build)
+    p.set_defaults(func=_cmd_data_build, outputs={"out": None})
     p = data.add_parser("filter", help="keep examples the base model answers correctly; record accuracy")
     _required(p, "--data", "--model-dir", "--out", "--accuracy")
     p.add_argument("--keep", default=default("filter.keep"), choices=choices("filter.keep"))
-    p.add_argument("--batch-size", type=int, default=default("filter.batch_size"))
-    p.set_defaults(func=_cmd_data_filter)
+    _flag(p, "--batch-size", "filter.batch_size")
+    p.set_defaults(func=_cmd_data_filter, outputs={"out": None, "accuracy": None})
     p = data.add_parser("accuracy-table", help="gather per-set accuracy JSON files into one table")
     p.add_argument("accuracy", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown")
-    p.set_defaults(func=_cmd_data_accuracy_table)
+    p.set_defaults(func=_cmd_data_accuracy_table, outputs={"parquet": None, "markdown": None})
     p = data.add_parser("show", help="summarize a data-set parquet file")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_data_show)
@@ -354,33 +387,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = circ.add_parser("build", help="noising + denoising circuits of one filtered data set")
     _required(p, "--data", "--model-dir", "--out", "--summary")
     p.add_argument("--method", default=default("circuits.method"), help="a registered circuit method")
-    p.add_argument("--ig-steps", type=int, default=default("circuits.ig_steps"), help="eap_ig integration steps")
-    p.add_argument("--steps", type=int, default=default("circuits.edge_pruning.steps"),
-                   help="edge_pruning optimisation steps")
-    p.add_argument("--edge-fraction", type=float, default=default("circuits.edge_fraction"))
-    p.add_argument("--n-examples", type=int, default=default("circuits.n_examples"))
-    p.add_argument("--batch-size", type=int, default=default("circuits.batch_size"))
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_circuits_build)
+    _flag(p, "--ig-steps", "circuits.ig_steps", help="eap_ig integration steps")
+    _flag(p, "--steps", "circuits.edge_pruning.steps", help="edge_pruning optimisation steps")
+    _flag(p, "--edge-fraction", "circuits.edge_fraction")
+    _flag(p, "--n-examples", "circuits.n_examples")
+    _flag(p, "--batch-size", "circuits.batch_size")
+    p.add_argument("--seed", type=_key("seed"), default=0)
+    p.set_defaults(func=_cmd_circuits_build, outputs={"out": None, "summary": None})
     p = circ.add_parser("summary", help="node/edge/gate counts per layer of a circuit file")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_circuits_summary)
     p = circ.add_parser("table", help="gather circuit summaries into one table")
     p.add_argument("summaries", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown")
-    p.set_defaults(func=_cmd_circuits_table)
+    p.set_defaults(func=_cmd_circuits_table, outputs={"parquet": None, "markdown": None})
     p = circ.add_parser("resize", help="re-select a circuit file's circuits at another size from its scores")
     _required(p, "--circuit", "--data", "--model-dir", "--out", "--summary")
-    p.add_argument("--edge-fraction", type=float, required=True)
-    p.add_argument("--batch-size", type=int, default=default("circuits.batch_size"))
-    p.set_defaults(func=_cmd_circuits_resize)
+    p.add_argument("--edge-fraction", type=_key("circuits.edge_fraction"), required=True)
+    _flag(p, "--batch-size", "circuits.batch_size")
+    p.set_defaults(func=_cmd_circuits_resize, outputs={"out": None, "summary": None})
 
     cnf = stages.add_parser("cnf", help="CNF stage").add_subparsers(dest="cmd", required=True)
     p = cnf.add_parser("build", help="DIMACS Φ (.cnf) and MaxSAT (.wcnf) of a forget circuit vs retain circuits")
     _required(p, "--forget")
     p.add_argument("--retain", required=True, nargs="+", type=Path)
     _required(p, "--cnf", "--wcnf")
-    p.set_defaults(func=_cmd_cnf_build)
+    p.set_defaults(func=_cmd_cnf_build, outputs={"cnf": None, "wcnf": None})
     p = cnf.add_parser("summary", help="variables, clauses and gate groups of a DIMACS file")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_cnf_summary)
@@ -390,9 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--cnf", "--wcnf", "--forget")
     p.add_argument("--retain", required=True, nargs="+", type=Path)
     _required(p, "--out", "--summary")
-    p.add_argument("--enumerate", type=int, default=default("logic.enumerate_limit"),
-                   help="optimal solutions to enumerate (stability)")
-    p.set_defaults(func=_cmd_solve_run)
+    _flag(p, "--enumerate", "logic.enumerate_limit", help="optimal solutions to enumerate (stability)")
+    p.set_defaults(func=_cmd_solve_run, outputs={"out": None, "summary": None})
     p = slv.add_parser("summary", help="categories per layer and module type of an assignment")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_solve_summary)
@@ -406,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--assignment", "--model-dir", "--forget-out", "--conflict-out", "--stats")
     p.add_argument("--base", default=default("masks.base"), choices=choices("masks.base"))
     p.add_argument("--calibration", type=Path, help="forget data set (parquet) for the WANDA base")
-    p.set_defaults(func=_cmd_masks_build)
+    p.set_defaults(func=_cmd_masks_build, outputs={"forget_out": None, "conflict_out": None, "stats": None})
     p = msk.add_parser("summary", help="selected entries per parameter type of a mask file")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_masks_summary)
@@ -418,13 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain", required=True, nargs="+", type=Path)
     p.add_argument("--forget-mask", type=Path, help="the pair's CLUE forget mask (forget.safetensors)")
     p.add_argument("--conflict-mask", type=Path, help="the pair's CLUE conflict mask (conflict.safetensors)")
-    p.set_defaults(func=_cmd_unlearn_run)
+    p.set_defaults(func=_cmd_unlearn_run, outputs={"out": CHECKPOINT_SUMMARY})
     p = unl.add_parser("methods", help="registered unlearning methods and their options")
     p.set_defaults(func=_cmd_unlearn_methods)
     p = unl.add_parser("table", help="gather unlearning runs into one table")
     p.add_argument("checkpoints", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown")
-    p.set_defaults(func=_cmd_unlearn_table)
+    p.set_defaults(func=_cmd_unlearn_table, outputs={"parquet": None, "markdown": None})
 
     ev = stages.add_parser("evaluate", help="evaluation stage").add_subparsers(dest="cmd", required=True)
     p = ev.add_parser("run", help="evaluate one model on one forget/retain pair (per-example parquet + summary)")
@@ -433,12 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--general", nargs="*", type=Path, default=[], help="built-in sets run as local lm-eval tasks")
     p.add_argument("--task", nargs="*", default=[], help="standard lm-eval task names (need their data)")
     p.add_argument("--run", default="origin")
-    p.add_argument("--forget-ratio", type=float, default=default("unlearn.forget_ratio"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=float, default=default("evaluate.k"))
-    p.add_argument("--max-new-tokens", type=int, default=default("evaluate.max_new_tokens"))
-    p.add_argument("--batch-size", type=int, default=default("evaluate.batch_size"))
-    p.set_defaults(func=_cmd_evaluate_run)
+    _flag(p, "--forget-ratio", "unlearn.forget_ratio")
+    p.add_argument("--seed", type=_key("seed"), default=0)
+    _flag(p, "--k", "evaluate.k")
+    _flag(p, "--max-new-tokens", "evaluate.max_new_tokens")
+    _flag(p, "--batch-size", "evaluate.batch_size")
+    p.set_defaults(func=_cmd_evaluate_run, outputs={"out": None, "summary": None})
     p = ev.add_parser("tasks", help="write lm-eval task YAMLs for built-in sets (their test split)")
     p.add_argument("sets", nargs="+", type=Path)
     _required(p, "--out")
@@ -449,21 +480,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=sorted(RESULT_TABLES))
     p.add_argument("summaries", nargs="+", type=Path)
     _required(p, "--parquet", "--markdown", "--csv")
-    p.set_defaults(func=_cmd_tables_table)
+    p.set_defaults(func=_cmd_tables_table, outputs={"parquet": None, "markdown": None, "csv": None})
     p = tab.add_parser("table3", help="forget/conflict node shares before and after unlearning")
     p.add_argument("--entry", nargs=4, action="append", required=True, metavar=("RUN", "PAIR", "BEFORE", "AFTER"),
                    help="a run, its pair, and the assignment files before and after unlearning")
     _required(p, "--parquet", "--markdown", "--csv")
-    p.set_defaults(func=_cmd_tables_table3)
+    p.set_defaults(func=_cmd_tables_table3, outputs={"parquet": None, "markdown": None, "csv": None})
     return parser
 
 
+def _paths(value) -> list[Path]:
+    if isinstance(value, Path):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _paths(v)]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .io import check_target, command_inputs
+
     args = build_parser().parse_args(argv)
+    outputs = getattr(args, "outputs", {})
+    inputs = [p for dest, value in vars(args).items() if dest not in outputs for p in _paths(value)]
     try:
-        args.func(args)
+        with command_inputs(inputs):
+            for dest, marker in outputs.items():  # at start, not after hours of work
+                check_target(getattr(args, dest), directory=marker is not None, marker=marker)
+            args.func(args)
     except ClueflowError as err:
         print(f"clueflow: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a defect no reader caught: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"clueflow: unexpected {type(err).__name__}: {first_line(err)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -6,6 +6,7 @@ Errors are one line and name the file and the dotted key, e.g.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import ClueflowError
+from .errors import ClueflowError, first_line
+from .layout import MODEL_NAME, NAME, RETAINS
 
 
 @lru_cache(maxsize=1)
@@ -23,10 +25,15 @@ def _schema_text() -> str:
 
 
 def schema() -> dict[str, Any]:
-    return yaml.safe_load(_schema_text())
+    """The config schema, with the name patterns of :mod:`clueflow.layout` (the wildcard constraints use the same)."""
+    text = _schema_text()
+    for placeholder, pattern in (("@model@", MODEL_NAME), ("@retains@", RETAINS), ("@name@", NAME)):
+        text = text.replace(placeholder, pattern.replace("\\", "\\\\"))
+    return yaml.safe_load(text)
 
 
-def _key(dotted: str) -> dict[str, Any]:
+def key_schema(dotted: str) -> dict[str, Any]:
+    """The schema of one config key (``circuits.edge_fraction``)."""
     node = schema()
     for part in dotted.split("."):
         node = node["properties"][part]
@@ -36,12 +43,21 @@ def _key(dotted: str) -> dict[str, Any]:
 def default(dotted: str) -> Any:
     """The schema's default of a config key (``circuits.edge_fraction``): the one source of every step's defaults
     (library functions and CLI flags)."""
-    return _key(dotted)["default"]
+    return key_schema(dotted)["default"]
+
+
+def check_value(dotted: str, value: Any) -> str | None:
+    """Why ``value`` is not allowed for config key ``dotted`` (type, range, finiteness), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    spec = {k: v for k, v in key_schema(dotted).items() if k not in ("default", "description")}
+    err = next(jsonschema.Draft202012Validator(spec).iter_errors(value), None)
+    return None if err is None else err.message
 
 
 def choices(dotted: str) -> list[Any]:
     """The values the schema allows for an enumerated config key (``filter.keep``)."""
-    return list(_key(dotted)["enum"])
+    return list(key_schema(dotted)["enum"])
 
 
 def _defaults_validator():
@@ -72,10 +88,19 @@ def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
         return _dotted(err.absolute_path), "give exactly one of 'generator' or 'loader'"
     if err.validator == "required":
         return _dotted(err.absolute_path), err.message
+    if err.validator == "pattern" and err.validator_value in _NAME_RULES:
+        return _dotted(err.absolute_path), f"{err.instance!r} is not a valid name: {_NAME_RULES[err.validator_value]}"
     if err.validator == "type" and isinstance(err.instance, str) and _is_number(err.instance):
         return _dotted(err.absolute_path), (f"{err.message} (YAML reads {err.instance} as text: write it with a "
                                             f"decimal point, e.g. 1.0e-5)")
     return _dotted(err.absolute_path), f"{err.message}"
+
+
+_NAME_RULES = {  # names become path components: say what is allowed, not the regex
+    f"^{MODEL_NAME}$": "letters, digits, '.', '_' and '-', starting with a letter or a digit",
+    f"^{NAME}$": "letters and digits, words joined by single underscores (no '.', '/', spaces or '__')",
+    f"^{RETAINS}$": "data-set names (letters and digits, words joined by single underscores) joined by '+'",
+}
 
 
 def _is_number(text: str) -> bool:
@@ -119,15 +144,37 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without duplicate keys (the last one would silently win) and without aliases (a few hundred bytes of
+    nested aliases expand to billions of nodes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed, line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.YAMLError(f"duplicate key {key!r}, line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """A config file's mapping, unvalidated (:class:`clueflow.plan.Plan` validates)."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.load(path.read_text(), Loader=_StrictLoader)
     except FileNotFoundError:
         raise ClueflowError("config file does not exist", file=path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ClueflowError(f"cannot read the config file ({type(err).__name__})", file=path) from None
     except yaml.YAMLError as err:
-        raise ClueflowError(f"invalid YAML: {str(err).splitlines()[0]}", file=path) from None
+        raise ClueflowError(f"invalid YAML: {first_line(err)}", file=path) from None
     if not isinstance(config, dict):
         raise ClueflowError("config must be a mapping", file=path)
     return config

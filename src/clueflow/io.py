@@ -1,7 +1,10 @@
-"""Atomic artifact writing: every file or directory appears complete or not at all.
+"""Atomic artifact writing: every file or directory appears complete or not at all, and replaces only what it owns.
 
 A writer produces ``<name>.tmp-<pid>-<random>`` next to the target and renames it into place, so a job
-killed mid-write leaves only a temp file that no rule declares as output.
+killed mid-write leaves only a temp file that no rule declares as output. Before anything is written the target
+is checked (:func:`check_target`): never the working directory or one of its parents, a repository root, an
+input of the running command (:func:`command_inputs`), a directory where a file is written, or an existing
+directory that is not an artifact of the same kind (recognised by its provenance file, ``marker``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,50 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+_INPUTS: list[Path] = []  # inputs of the running command: never a write target
+REPOSITORY_MARKERS = (".git", "Snakefile", "pyproject.toml")
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds."""
+def command_inputs(paths) -> Iterator[None]:
+    """Declare the running command's inputs: while the block runs, no writer may replace them or a folder that
+    holds them."""
+    added = [Path(p).resolve() for p in paths]
+    _INPUTS.extend(added)
+    try:
+        yield
+    finally:
+        del _INPUTS[len(_INPUTS) - len(added):]
+
+
+def check_target(target: str | Path, *, directory: bool = False, marker: str | None = None) -> None:
+    """Refuse a write target this writer does not own (one-line :class:`ClueflowError` naming it)."""
+    from .errors import ClueflowError
+
+    path = Path(target).resolve()
+    cwd = Path.cwd().resolve()
+    if path == cwd or path in cwd.parents:
+        raise ClueflowError("refusing to write over the working directory or one of its parents", file=target)
+    if any((path / m).exists() for m in REPOSITORY_MARKERS):
+        raise ClueflowError("refusing to write over a repository root", file=target)
+    for inp in _INPUTS:
+        if path == inp or path in inp.parents:
+            raise ClueflowError("refusing to write over an input of this command", file=target)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not directory and (path.is_dir() or not path.is_file()):
+        raise ClueflowError("refusing to replace a directory (or other non-file) with a file", file=target)
+    if directory and not (path.is_dir() and marker and (path / marker).is_file()):
+        raise ClueflowError(f"refusing to replace an existing path that is not an artifact of this kind (no {marker} "
+                            f"in it): remove it yourself or choose another path", file=target)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, *, directory: bool = False, marker: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds. A directory
+    artifact is recognised by its provenance file ``marker``: an existing target is replaced only if it has one."""
     target = Path(target)
+    check_target(target, directory=directory, marker=marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-{os.getpid()}-"
     if directory:
@@ -40,6 +83,9 @@ def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path
         os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
+        if directory and marker and not (tmp / marker).is_file():
+            raise RuntimeError(f"directory artifact written without its provenance file {marker}")
+        check_target(target, directory=directory, marker=marker)  # again: the block may have run for hours
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -22,6 +22,11 @@ from typing import Any
 
 _FIELD = re.compile(r"\{(\w+)\}")
 PAIR_SEP, RETAIN_SEP = "__", "+"
+# Names that become path components, one pattern each for the config schema and the wildcard constraints: never
+# ".", "..", a separator or a space; set and run names never hold the pair separator "__".
+NAME = r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"  # data sets and runs
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+RETAINS = rf"{NAME}(?:\{RETAIN_SEP}{NAME})*"  # one retain set or several joined by "+"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ RESIZED = Family("resized", "edges-{fraction}/", "edges-{fraction}/")
 AFTER = Family("after", "after/{run}/{forget}__{retains}/", "after/{run}/")
 FAMILIES = {f.name: f for f in (BASE, RESIZED, AFTER)}
 MASK_KINDS = ("forget", "conflict")
+# provenance files that make a directory recognisable as an artifact of its kind (only such a directory is replaced)
+MODEL_PROVENANCE = "clueflow_model.json"
+CHECKPOINT_SUMMARY = "unlearn.json"
 
 
 def _value(key: str, value: Any) -> str:

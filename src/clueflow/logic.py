@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 
-from .anatomy import INPUT, OUT, receiver_nodes
+from .anatomy import INPUT, OUT, edge_problem, receiver_nodes
 from .config import default
 from .errors import ClueflowError
 from .io import read_parquet_metadata, read_table, write_text
@@ -58,13 +58,17 @@ def read_circuit(path: str | Path) -> LogicalCircuit:
     path = Path(path)
     edges = read_table(path, what="circuit", columns=["src", "dst", "gate"])
     meta = read_parquet_metadata(path)
-    for key in ("set", "n_heads", "n_kv_heads"):
+    for key in ("set", "n_layers", "n_heads", "n_kv_heads"):
         if key not in meta:
             raise ClueflowError(f"circuit metadata lacks {key!r} (rebuild the circuit)", file=path, field=key)
+    size = (meta["n_layers"], meta["n_heads"], meta["n_kv_heads"])
     gates: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for src, dst, gate in edges[edges["gate"].notna()].itertuples(index=False):
         if gate not in ("AND", "OR", "ADDER"):
             raise ClueflowError(f"unknown gate {gate!r} on edge {src} -> {dst}", file=path, field="gate")
+        problem = edge_problem(str(src), str(dst), *size)
+        if problem:
+            raise ClueflowError(f"edge {src} -> {dst}: {problem}", file=path, field="src")
         for node in receiver_nodes(dst, meta["n_heads"], meta["n_kv_heads"]):
             gates[node][gate].add(src)
     return LogicalCircuit(meta["set"], {t: {g: sorted(s) for g, s in sorted(gs.items())} for t, gs in sorted(gates.items())})
@@ -152,20 +156,29 @@ def to_dimacs(f: Formula, *, weighted: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_dimacs(path: str | Path) -> Formula:
-    """Parse a file written by :func:`to_dimacs` (or any DIMACS CNF/WCNF); one-line errors name file and line."""
+def read_dimacs(path: str | Path, kind: str | None = None) -> Formula:
+    """Parse a file written by :func:`to_dimacs` (or any DIMACS CNF/WCNF; ``kind`` = the one expected);
+    one-line errors name file and line."""
     path = Path(path)
     if not path.is_file():
         raise ClueflowError("DIMACS file does not exist", file=path)
     f = Formula()
     header = None
     pending: list[int] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    var_lines: list[tuple[int, int]] = []  # (index, line number)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ClueflowError("not a DIMACS text file (undecodable bytes)", file=path) from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
         if tokens[0] == "c":
             if len(tokens) >= 5 and tokens[1] == "var":
+                if not tokens[2].isdigit():
+                    raise ClueflowError(f"line {lineno}: bad variable index {tokens[2]!r}", file=path, field="c var")
+                var_lines.append((int(tokens[2]), lineno))
                 f.var_names.append((tokens[3], tokens[4]))
                 f.index[(tokens[3], tokens[4])] = int(tokens[2])
             elif len(tokens) >= 2 and tokens[1] in ("forget", "retain", "formula"):
@@ -174,8 +187,11 @@ def read_dimacs(path: str | Path) -> Formula:
                 f.comments[len(f.hard)].append(" ".join(tokens[1:]))
             continue
         if tokens[0] == "p":
-            if header is not None or len(tokens) < 4 or tokens[1] not in ("cnf", "wcnf"):
+            if (header is not None or len(tokens) != {"cnf": 4, "wcnf": 5}.get(tokens[1])
+                    or not all(t.isdigit() for t in tokens[2:])):
                 raise ClueflowError(f"line {lineno}: bad problem line {line!r}", file=path, field="p")
+            if kind is not None and tokens[1] != kind:
+                raise ClueflowError(f"a {tokens[1]} file where a {kind} file is expected", file=path, field="p")
             header = tokens[1:]
             continue
         if header is None:
@@ -192,6 +208,9 @@ def read_dimacs(path: str | Path) -> Formula:
                 if not clause:
                     raise ClueflowError(f"line {lineno}: weighted clause without a weight", file=path, field="clause")
                 weight, clause = clause[0], clause[1:]
+                if weight <= 0:
+                    raise ClueflowError(f"line {lineno}: clause weight {weight} is not positive", file=path,
+                                        field="clause")
                 if weight >= int(header[3]):
                     f.hard.append(clause)
                 else:
@@ -209,6 +228,11 @@ def read_dimacs(path: str | Path) -> Formula:
     worst = max((abs(x) for c in f.hard + [c for _, c in f.soft] for x in c), default=0)
     if worst > n_vars:
         raise ClueflowError(f"variable {worst} exceeds the {n_vars} announced", file=path, field="p")
+    for index, lineno in var_lines:
+        if not 1 <= index <= n_vars:
+            raise ClueflowError(f"line {lineno}: variable {index} is outside 1..{n_vars}", file=path, field="c var")
+    if len({i for i, _ in var_lines}) != len(var_lines):
+        raise ClueflowError("a variable is named twice in the 'c var' lines", file=path, field="c var")
     return f
 
 

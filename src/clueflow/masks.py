@@ -33,6 +33,7 @@ from .circuits.graph import Graph, build_graph
 from .config import default
 from .errors import ClueflowError
 from .io import atomic_path, write_json
+from .solve import read_assignment
 from .models import load_model, load_tokenizer
 
 
@@ -118,6 +119,11 @@ def load_masks(path: str | Path, model: nn.Module | None = None) -> dict[str, to
                                     file=path, field=name)
             if m.dtype != torch.bool:
                 raise ClueflowError(f"mask dtype {m.dtype} is not bool", file=path, field=name)
+        expected = set(maskable(model, build_graph(model)))
+        if set(masks) != expected:
+            missing = sorted(expected - set(masks))
+            raise ClueflowError(f"not the model's maskable parameters: {len(missing)} missing (e.g. {missing[:1]}), "
+                                f"{len(set(masks) - expected)} not maskable", file=path, field="keys")
     return masks
 
 
@@ -157,9 +163,9 @@ def run_masks(assignment_path: str | Path, model_dir: str | Path, forget_out: st
               wanda_ratio: float = default("masks.wanda_ratio"), calibration: str | Path | None = None,
               n_calibration: int = default("masks.n_calibration")) -> dict[str, Any]:
     """File-level step: assignment + model → forget/conflict masks + statistics JSON."""
-    table = pd.read_parquet(assignment_path)
     model = load_model(model_dir)
     graph = build_graph(model)
+    table = read_assignment(assignment_path, nodes=graph.writers)
     base_masks = None
     if base == "wanda":
         if calibration is None:

@@ -25,11 +25,12 @@ import torch
 from safetensors import SafetensorError
 
 from .errors import ClueflowError, first_line
-from .io import atomic_path
+from .io import atomic_path, check_target
+from .layout import MODEL_PROVENANCE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY_ARCHS = ("llama", "gpt2", "gpt_neox")
-PROVENANCE = "clueflow_model.json"
+PROVENANCE = MODEL_PROVENANCE
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,12 @@ def materialize(source: str, out_dir: str | Path, *, dtype: str = "float32", tru
     """Write the model named by ``source`` to ``out_dir`` as an HF checkpoint (atomically)."""
     if dtype not in DTYPES:
         raise ClueflowError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}", field="model.dtype")
+    check_target(out_dir, directory=True, marker=PROVENANCE)  # before the model is fetched
     src = resolve_source(source)
     model, tok = _load_from_source(src, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                                    revision=revision, seed=seed)
     out_dir = Path(out_dir)
-    with atomic_path(out_dir, directory=True) as tmp:
+    with atomic_path(out_dir, directory=True, marker=PROVENANCE) as tmp:
         save_checkpoint(model, tok, tmp)
         provenance = dict(source=source, kind=src.kind, location=src.location, gguf_file=src.gguf_file,
                           dtype=dtype, revision=revision, seed=seed, architecture=model.config.model_type,

@@ -14,6 +14,7 @@ parameters, and the workflow's targets.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ class Plan:
     @classmethod
     def from_config(cls, config: dict[str, Any], file: str = "config") -> "Plan":
         """Check ``config`` (filling defaults in place) and derive the plan."""
+        _check_finite(config, file)
         validate_config(config, file=file)
         for name, spec in config["datasets"].items():
             check_spec(name, spec, file=file)
@@ -218,6 +220,26 @@ class Plan:
         for run in cfg["tables"]["fig4"]:
             if not self.reads_clue_masks(run):
                 raise self.error("tables.fig4", f"{run!r} does not train on CLUE masks")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Values the schema cannot relate to each other."""
+        cfg = self.config
+        n_forget = cfg["datasets"][self.forget]["n"]
+        for run in self.runs:
+            method, _, settings = self.run_spec(run)
+            where = f"unlearn.methods.{run}" if "forget_ratio" in cfg["unlearn"]["methods"][run] else "unlearn"
+            if settings["forget_ratio"] > 1 and settings["forget_ratio"] > n_forget:
+                raise self.error(f"{where}.forget_ratio", f"{settings['forget_ratio']:g} forget examples, but the "
+                                                          f"forget set {self.forget!r} has n = {n_forget}")
+            if method != "clue" and settings["epochs"] == 0:  # CLUE's schedule is its stage options
+                field = f"unlearn.methods.{run}" if "epochs" in cfg["unlearn"]["methods"][run] else "unlearn"
+                raise self.error(f"{field}.epochs", f"run {run!r} would train for 0 epochs (its checkpoint would "
+                                                    f"be the base model)")
+        for name in cfg["evaluate"]["general"] or []:
+            if name in self.sets_in_use:
+                raise self.error("evaluate.general", f"{name!r} is the forget or a retain set, not a general-"
+                                                     f"utility task")
 
     def _check_pair(self, pair: Pair, field: str) -> None:
         for r in pair.retains:
@@ -233,3 +255,15 @@ def load_plan(*paths) -> Plan:
     for path in paths:
         config = merge(config, read_config(path))
     return Plan.from_config(config, file=", ".join(map(str, paths)))
+
+
+def _check_finite(node: Any, file: str, path: tuple = ()) -> None:
+    """No NaN or infinity anywhere (YAML reads ``.inf`` and ``.nan`` as numbers; JSON schema lets them pass)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ClueflowError(f"{node} is not a finite number", file=file, field=".".join(map(str, path)))
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, file, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, file, (*path, i))

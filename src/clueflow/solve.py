@@ -28,10 +28,10 @@ from pysat.examples.rc2 import RC2
 from pysat.formula import WCNF
 from pysat.solvers import Cadical195
 
-from .anatomy import INPUT, OUT, writer_names
+from .anatomy import INPUT, OUT, parse_node, writer_names
 from .config import default
 from .errors import ClueflowError
-from .io import read_parquet_metadata, write_json, write_parquet
+from .io import read_parquet_metadata, read_table, write_json, write_parquet
 from .logic import Formula, LogicalCircuit, read_circuit, read_dimacs
 
 CATEGORIES = ("forget", "conflict", "retain", "safe")
@@ -126,7 +126,7 @@ def run_solve(cnf: str | Path, wcnf: str | Path, forget_circuit: str | Path, ret
     """File-level step: DIMACS files + circuits → assignment parquet + JSON summary (with conflict annotations)."""
     forget = read_circuit(forget_circuit)
     retains = [read_circuit(p) for p in retain_circuits]
-    table, summary = solve(read_dimacs(cnf), read_dimacs(wcnf), forget, retains, graph_nodes(forget_circuit),
+    table, summary = solve(read_dimacs(cnf, "cnf"), read_dimacs(wcnf, "wcnf"), forget, retains, graph_nodes(forget_circuit),
                            enumerate_limit=enumerate_limit)
     conflicts = table[table["category"] == "conflict"]
     summary.update(forget=forget.name, retain=[r.name for r in retains],
@@ -181,3 +181,33 @@ def _name(f: Formula, lit: int) -> str:
 
 def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and pd.isna(v)) else str(int(bool(v)))
+
+
+CATEGORIES = ("forget", "conflict", "retain", "safe")
+
+
+def read_assignment(path: str | Path, nodes: Iterable[str] | None = None) -> pd.DataFrame:
+    """An assignment file, checked: node and category columns, known node names and categories, and (given the
+    graph's ``nodes``) exactly those nodes."""
+    table = read_table(path, what="assignment")
+    for col in ("node", "category"):
+        if col not in table.columns:
+            raise ClueflowError(f"missing column {col!r}", file=path, field=col)
+    unknown = sorted(set(table["category"]) - set(CATEGORIES))
+    if unknown:
+        raise ClueflowError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown[:3]} (known: "
+                            f"{', '.join(CATEGORIES)})", file=path, field="category")
+    for node in table["node"]:
+        try:
+            parse_node(node)
+        except (ValueError, TypeError):
+            raise ClueflowError(f"{node!r} is not a node name", file=path, field="node") from None
+    if table["node"].duplicated().any():
+        raise ClueflowError(f"node {table['node'][table['node'].duplicated()].iloc[0]!r} appears twice", file=path,
+                            field="node")
+    if nodes is not None:
+        missing, extra = set(nodes) - set(table["node"]), set(table["node"]) - set(nodes)
+        if missing or extra:
+            raise ClueflowError(f"not the model's graph: missing {sorted(missing)[:3]}, unknown {sorted(extra)[:3]}",
+                                file=path, field="node")
+    return table

@@ -25,7 +25,7 @@ from typing import Iterable
 import pandas as pd
 
 from .anatomy import module_type
-from .io import atomic_path, read_table, write_table, write_text
+from .io import atomic_path, write_table, write_text
 
 SUMMARY_COLUMNS = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU",
                    "unlearned_parameter": "unlearned_parameter"}
@@ -71,9 +71,11 @@ def neuron_shares(assignments: dict[tuple[str, str, str], str | Path], methods: 
                   ) -> pd.DataFrame:
     """table3 from assignment files keyed by (kind, run, pair), kind ``before`` / ``after``: the share of the graph's
     heads and MLPs (the input node excluded) in each category before and after unlearning."""
+    from .solve import read_assignment  # here: the CLI imports this module at start, the solver only for table3
+
     rows: dict[tuple[str, str], dict] = {}
     for (kind, run, pair), path in assignments.items():
-        table = read_table(path, what="assignment")
+        table = read_assignment(path)
         nodes = table[table["node"] != "input"]
         row = rows.setdefault((run, pair), dict(run=run, method=(methods or {}).get(run, run), pair=pair,
                                                 nodes=len(nodes)))

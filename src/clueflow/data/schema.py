@@ -39,6 +39,8 @@ FORMATS = ("cloze", "choice", "mc")
 COLUMNS = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer", "choices", "label",
            "text", "refusal")
 REQUIRED_STR = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer")
+MAX_PROMPT_CHARS = 8192  # a longer prompt is almost surely not a benchmark item (and would be a huge allocation)
+MIN_TEXT_CHARS = 8  # MIA and GA score the text's tokens after the first: a few characters give no signal
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -73,6 +75,19 @@ def validate_frame(df: pd.DataFrame, *, file: str | Path, tokenizer=None) -> Non
             value = getattr(row, col)
             if not isinstance(value, str) or not value:
                 raise ClueflowError(f"{where}: must be a non-empty string, got {value!r}", file=file, field=col)
+            if col in ("prompt", "corrupted_prompt") and not value.strip():
+                raise ClueflowError(f"{where}: the prompt is blank", file=file, field=col)
+            if col in ("prompt", "corrupted_prompt") and len(value) > MAX_PROMPT_CHARS:
+                raise ClueflowError(f"{where}: {len(value)} characters, more than the {MAX_PROMPT_CHARS} allowed",
+                                    file=file, field=col)
+        for col in ("text", "refusal"):
+            value = getattr(row, col)
+            if value is not None and not (isinstance(value, float) and pd.isna(value)):
+                if not isinstance(value, str):
+                    raise ClueflowError(f"{where}: must be a string or null, got {value!r}", file=file, field=col)
+                if col == "text" and len(value.strip()) < MIN_TEXT_CHARS:
+                    raise ClueflowError(f"{where}: text {value!r} is too short to score (< {MIN_TEXT_CHARS} "
+                                        f"characters)", file=file, field=col)
         if row.split not in SPLITS:
             raise ClueflowError(f"{where}: {row.split!r} is not one of {SPLITS}", file=file, field="split")
         if row.format not in FORMATS:
@@ -84,8 +99,10 @@ def validate_frame(df: pd.DataFrame, *, file: str | Path, tokenizer=None) -> Non
             choices = list(row.choices) if row.choices is not None else []
             if len(choices) < 2:
                 raise ClueflowError(f"{where}: {row.format} rows need >= 2 choices", file=file, field="choices")
-            if pd.isna(row.label) or not 0 <= int(row.label) < len(choices):
-                raise ClueflowError(f"{where}: label {row.label!r} out of range for {len(choices)} choices",
+            if pd.isna(row.label) or float(row.label) != int(row.label):
+                raise ClueflowError(f"{where}: label {row.label} is not an integer", file=file, field="label")
+            if not 0 <= int(row.label) < len(choices):
+                raise ClueflowError(f"{where}: label {int(row.label)} out of range for {len(choices)} choices",
                                     file=file, field="label")
             if choices[int(row.label)] != row.answer:
                 raise ClueflowError(f"{where}: answer {row.answer!r} != choices[label] {choices[int(row.label)]!r}",

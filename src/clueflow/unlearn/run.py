@@ -26,13 +26,15 @@ import torch
 from ..circuits.graph import build_graph
 from ..data.schema import read_set, set_name
 from ..errors import ClueflowError
-from ..io import atomic_path, write_json, write_parquet
-from ..layout import pair_name
+from ..io import atomic_path, check_target, write_json, write_parquet
+from ..layout import CHECKPOINT_SUMMARY, pair_name
 from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from .batches import Batches, examples
 from .methods import METHODS, Context
 from .trainer import UnlearnData, train
+
+SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
 
 def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
     """The train split, subsampled as the official code's ``forget_ratio``: > 1 a count, ≤ 1 a fraction."""
@@ -47,6 +49,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                 seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = "float32",
                 trust_remote_code: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
+    check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
     impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     full = read_set(forget_path, tokenizer=tok)
@@ -83,13 +86,13 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                                 optimizer=s.optimizer, full_model=s.mask is None,
                                 **({} if s.mask is None else mask_stats(s.mask, model))) for s in stages],
                    seconds=round(time.perf_counter() - started, 2))
-    with atomic_path(out_dir, directory=True) as tmp:
+    with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
         save_checkpoint(model, tok, tmp)
         for s in stages:
             if s.mask is not None:
                 save_masks(s.mask, tmp / "masks" / f"{s.name}.safetensors")
         write_parquet(tmp / "train_log.parquet", pd.DataFrame(log), metadata=dict(run=run, method=method))
-        write_json(tmp / "unlearn.json", summary)
+        write_json(tmp / SUMMARY, summary)
     return summary
 
 
@@ -97,7 +100,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
     """One row per unlearning run (a checkpoint directory): wall time, steps, trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
-        s = json.loads((Path(ckpt) / "unlearn.json").read_text())
+        s = json.loads((Path(ckpt) / SUMMARY).read_text())
         log = pd.read_parquet(Path(ckpt) / "train_log.parquet")
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
