@@ -103,12 +103,13 @@ def _writers(a):
                           "--csv", r / "t.csv"], None),
         "data accuracy-table": (["data", "accuracy-table", r / "acc.json", "--parquet", "OUT", "--markdown",
                                  r / "t.md"], None),
+        "evaluate tasks": (["evaluate", "tasks", a["ioi"], "--out", "OUT"], "into"),
     }
 
 
 WRITERS = ["model materialize", "data build", "data filter", "circuits build", "circuits resize", "circuits table",
            "cnf build", "solve run", "masks build", "unlearn run", "evaluate run", "tables table",
-           "data accuracy-table"]
+           "data accuracy-table", "evaluate tasks"]
 # where the output is aimed: the working directory, its parent, a repository root, an existing unrelated directory
 # (with files in it), and one of the command's own inputs
 TARGETS = ["working directory", "parent directory", "repository root", "unrelated directory", "an input"]
@@ -132,7 +133,9 @@ def _target(kind, a, work):
     return None  # an input: chosen per command below
 
 
-WRITE_CASES = [(c, t) for c in WRITERS for t in TARGETS if (c, t) != ("model materialize", "an input")]  # no input
+# materialize reads no file; evaluate tasks writes its own files into a folder, which may hold others
+WRITE_CASES = [(c, t) for c in WRITERS for t in TARGETS
+               if (c, t) not in (("model materialize", "an input"), ("evaluate tasks", "unrelated directory"))]
 
 
 @pytest.mark.parametrize("command, target", WRITE_CASES)
@@ -221,6 +224,20 @@ VALUES = [
     ("config that is binary", _config(raw=b"\xff\xfe\x00seed"), "edited.yaml"),
     ("batch_size 0", _config(lambda c: c["unlearn"].update(batch_size=0)), "unlearn.batch_size"),
     ("unknown option for a method", _config(_runs(ga={"options": {"ratoi": 0.1}})), "unlearn.methods.ga.options"),
+    ("option of the wrong type (stage1: 3)", _config(_runs(clue={"options": {"stage1": 3}})),
+     "unlearn.methods.clue.options.stage1: 3 is not a mapping"),
+    ("option outside its values", _config(_runs(s={"method": "simu", "options": {"neurons": "both"}})),
+     "unlearn.methods.s.options.neurons"),
+    ("ratio that is neither a number nor 'clue'", _config(_runs(w={"method": "wagle", "options": {"ratio": "half"}})),
+     "unlearn.methods.w.options.ratio"),
+    ("integer option given a fraction", _config(_runs(d={"method": "depn", "options": {"steps": 2.5}})),
+     "unlearn.methods.d.options.steps: 2.5 is not an integer"),
+    ("boolean option given 1", _config(_runs(clue={"options": {"swap": 1}})), "unlearn.methods.clue.options.swap"),
+    ("generator option outside its values", _config(lambda c: c["datasets"]["capitals"].update(
+        options={"mc_scoring": "letters"})), "datasets.capitals.options.mc_scoring"),
+    ("loader option of the wrong type", _config(lambda c: c["datasets"].update(
+        s={"loader": "sst2", "n": 3, "options": {"path": 3}})), "datasets.s.options.path"),
+    ("unknown lm-eval task", _config(lambda c: c.update(evaluate={"general": ["arc_easyy"]})), "evaluate.general"),
 ]
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .config import check_value, choices, default, key_schema
 from .errors import ClueflowError, first_line
+from .io import INTO, check_target, command_inputs
 from .layout import CHECKPOINT_SUMMARY, MODEL_PROVENANCE
 from .tables import RESULT_TABLES
 
@@ -473,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("tasks", help="write lm-eval task YAMLs for built-in sets (their test split)")
     p.add_argument("sets", nargs="+", type=Path)
     _required(p, "--out")
-    p.set_defaults(func=_cmd_evaluate_tasks)
+    p.set_defaults(func=_cmd_evaluate_tasks, outputs={"out": INTO})
 
     tab = stages.add_parser("tables", help="tables stage").add_subparsers(dest="cmd", required=True)
     p = tab.add_parser("table", help="table1 / table2 / table6 from evaluation summaries")
@@ -498,8 +499,6 @@ def _paths(value) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .io import check_target, command_inputs
-
     args = build_parser().parse_args(argv)
     outputs = getattr(args, "outputs", {})
     inputs = [p for dest, value in vars(args).items() if dest not in outputs for p in _paths(value)]

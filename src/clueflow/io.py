@@ -42,6 +42,9 @@ def command_inputs(paths) -> Iterator[None]:
         del _INPUTS[len(_INPUTS) - len(added):]
 
 
+INTO = "into"  # a ``marker`` meaning: a folder the command writes its own files into (it may exist and hold others)
+
+
 def check_target(target: str | Path, *, directory: bool = False, marker: str | None = None) -> None:
     """Refuse a write target this writer does not own (one-line :class:`ClueflowError` naming it)."""
     from .errors import ClueflowError
@@ -56,6 +59,10 @@ def check_target(target: str | Path, *, directory: bool = False, marker: str | N
         if path == inp or path in inp.parents:
             raise ClueflowError("refusing to write over an input of this command", file=target)
     if not path.exists() and not path.is_symlink():
+        return
+    if marker == INTO:
+        if not path.is_dir():
+            raise ClueflowError("exists and is not a directory", file=target)
         return
     if not directory and (path.is_dir() or not path.is_file()):
         raise ClueflowError("refusing to replace a directory (or other non-file) with a file", file=target)

@@ -22,6 +22,7 @@ from .circuits.attribution import METHODS as CIRCUIT_METHODS
 from .circuits.discover import method_options
 from .config import merge, read_config, validate_config
 from .data.build import check_spec
+from .evaluate.lmeval import unknown_tasks
 from .errors import ClueflowError
 from .layout import BASE, RESIZED, Family, Layout, Pair
 from .tables import RESULT_TABLES
@@ -240,6 +241,10 @@ class Plan:
             if name in self.sets_in_use:
                 raise self.error("evaluate.general", f"{name!r} is the forget or a retain set, not a general-"
                                                      f"utility task")
+        unknown = unknown_tasks(self.standard_tasks) if self.standard_tasks else []
+        if unknown:
+            raise self.error("evaluate.general", f"{unknown[0]!r} is neither a data set of this config nor an lm-eval "
+                                                 f"task")
 
     def _check_pair(self, pair: Pair, field: str) -> None:
         for r in pair.retains:

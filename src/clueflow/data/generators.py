@@ -49,7 +49,7 @@ def mc_prompt(question: str, options: Sequence[str]) -> str:
     return "\n".join([question] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + ["Answer:"])
 
 
-@GENERATORS.register("capitals", options=('forms', 'mc_scoring'))
+@GENERATORS.register("capitals", options={"forms": list, "mc_scoring": ("text", "letter")})
 def capitals(ctx: GenContext) -> Iterator[Row]:
     """Country → capital, the default forget knowledge. Options: ``forms`` (subset of ``[cloze, mc]``),
     ``mc_scoring`` (``text``: score the option texts, for small models; ``letter``: score `` A``..`` D``)."""
@@ -106,7 +106,7 @@ def ioi(ctx: GenContext) -> Iterator[Row]:
                    choices=choices, label=0)
 
 
-@GENERATORS.register("induction", options=('length',))
+@GENERATORS.register("induction", options={"length": int})
 def induction(ctx: GenContext) -> Iterator[Row]:
     """A random word sequence, then its prefix again: the next word is copied from the first occurrence.
     The counterfactual changes that word in the first occurrence. Option ``length`` (default 6)."""
@@ -121,7 +121,7 @@ def induction(ctx: GenContext) -> Iterator[Row]:
                        corrupted_answer=f" {other}")
 
 
-@GENERATORS.register("arithmetic", options=('max_operand',))
+@GENERATORS.register("arithmetic", options={"max_operand": int})
 def arithmetic(ctx: GenContext) -> Iterator[Row]:
     """``{a} plus {b} equals`` → `` {a+b}``; the counterfactual changes ``b``. Option ``max_operand`` (20)."""
     hi = int(ctx.options.get("max_operand", 20))
@@ -178,7 +178,7 @@ def boolean(ctx: GenContext) -> Iterator[Row]:
                        label=choices.index(f" {value(vals)}"))
 
 
-@GENERATORS.register("reverse", options=('length', 'shots'))
+@GENERATORS.register("reverse", options={"length": int, "shots": int})
 def reverse(ctx: GenContext) -> Iterator[Row]:
     """Reverse a list of digits after ``shots`` worked examples (default 3); the counterfactual changes the
     list's last digit, which is the answer's first. Option ``length`` (default 3)."""

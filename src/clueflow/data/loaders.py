@@ -230,7 +230,13 @@ def _mc(ctx, rows: list[Row], topic: Callable[[Row], str], scoring: str, distrac
                    label=label, **fact)
 
 
-@LOADERS.register("wmdp", options=('path', 'hub', 'hub_config', 'hub_split', 'subset', 'mc_scoring', 'topic', 'distractor_path', 'distractor_hub', 'distractor_hub_config', 'distractor_hub_split', 'corpus_path', 'corpus_hub', 'corpus_hub_config', 'corpus_hub_split'))
+def _source(prefix: str) -> dict[str, type]:
+    """The options naming a file or a hub data set (``<prefix>path``, ``<prefix>hub``, ...)."""
+    return dict.fromkeys((f"{prefix}path", f"{prefix}hub", f"{prefix}hub_config", f"{prefix}hub_split"), str)
+
+
+@LOADERS.register("wmdp", options={**_source(""), "subset": ("cyber", "bio"), "mc_scoring": MC_SCORINGS, "topic": str,
+                                   **_source("distractor_"), **_source("corpus_")})
 def wmdp(ctx) -> Iterator[Row]:
     """WMDP forget set. Columns ``question``, ``choices`` (4 option texts), ``answer`` (index).
 
@@ -261,7 +267,7 @@ def wmdp(ctx) -> Iterator[Row]:
     yield from _mc(ctx, rows, lambda r: topic, scoring, distractors, forget=True)
 
 
-@LOADERS.register("mmlu", options=('path', 'hub', 'hub_config', 'hub_split', 'mc_scoring', 'distractor_path', 'distractor_hub', 'distractor_hub_config', 'distractor_hub_split'))
+@LOADERS.register("mmlu", options={**_source(""), "mc_scoring": MC_SCORINGS, **_source("distractor_")})
 def mmlu(ctx) -> Iterator[Row]:
     """MMLU. Columns ``question``, ``subject`` (``high_school_biology`` → topic "high school biology"),
     ``choices``, ``answer`` (index). Options ``mc_scoring`` and ``distractor_path``/``distractor_hub`` as for
@@ -287,7 +293,7 @@ def _binary_choice(ctx, items: list[tuple], prompt: Callable[[tuple], str], choi
                        corrupted_answer=choices[other[-1]], choices=list(choices), label=x[-1])
 
 
-@LOADERS.register("sst2", options=('path', 'hub', 'hub_config', 'hub_split'))
+@LOADERS.register("sst2", options=_source(""))
 def sst2(ctx) -> Iterator[Row]:
     """SST-2. Columns ``sentence``, ``label`` (1 = positive, 0 = negative; other labels, e.g. the test split's
     -1, are skipped). Prompt ``"Review: {sentence}\\nSentiment:"``, choices `` negative``/`` positive``."""
@@ -297,7 +303,7 @@ def sst2(ctx) -> Iterator[Row]:
                               lambda x: f"Review: {x[0]}\nSentiment:", SST2_CHOICES)
 
 
-@LOADERS.register("rte", options=('path', 'hub', 'hub_config', 'hub_split'))
+@LOADERS.register("rte", options=_source(""))
 def rte(ctx) -> Iterator[Row]:
     """RTE. Columns ``premise`` (or GLUE's ``sentence1``), ``hypothesis`` (or ``sentence2``), ``label``
     (0 = entailment, 1 = not_entailment; others skipped). Prompt
@@ -317,7 +323,7 @@ def _swap(text: str, a: str, b: str) -> str | None:
     return pattern.sub(lambda m: b if m.group(1) == a else a, text)
 
 
-@LOADERS.register("winogrande", options=('path', 'hub', 'hub_config', 'hub_split'))
+@LOADERS.register("winogrande", options=_source(""))
 def winogrande(ctx) -> Iterator[Row]:
     """Winogrande. Columns ``sentence`` (with a ``_`` blank), ``option1``, ``option2``, ``answer`` (the *string*
     ``"1"``/``"2"`` on the hub; converted with ``int``, rows without an answer skipped).
@@ -345,7 +351,7 @@ def winogrande(ctx) -> Iterator[Row]:
 # PKU-SafeRLHF
 
 
-@LOADERS.register("pku_saferlhf", options=('path', 'hub', 'hub_config', 'hub_split'))
+@LOADERS.register("pku_saferlhf", options=_source(""))
 def pku_saferlhf(ctx) -> Iterator[Row]:
     """PKU-SafeRLHF forget set. Columns ``prompt``, ``response_0``, ``response_1``, ``is_response_0_safe``,
     ``is_response_1_safe``; rows without an unsafe response are skipped (if both are unsafe, one is drawn).

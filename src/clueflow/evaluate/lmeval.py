@@ -16,7 +16,17 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ..io import check_target
+
 TASK_PREFIX = "clueflow_"
+
+
+def unknown_tasks(names: list[str]) -> list[str]:
+    """The names that are neither an lm-eval task nor a group in lm-eval's own index (read once, a few seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager().all_tasks)
+    return [n for n in names if n not in known]
 _METRIC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 
 
@@ -41,6 +51,8 @@ def write_tasks(sets: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str,
                 data["choices"] = [list(c) for c in rows["choices"]]
                 data["label"] = rows["label"].astype(int).to_numpy()
                 config.update(output_type="multiple_choice", doc_to_choice="{{choices}}", doc_to_target="label")
+            for path in (out_dir / f"{task}.parquet", out_dir / f"{task}.yaml"):
+                check_target(path)  # never over an input of the command
             data.to_parquet(out_dir / f"{task}.parquet", index=False)
             (out_dir / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             tasks[task] = name

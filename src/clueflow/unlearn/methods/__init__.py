@@ -1,6 +1,6 @@
 """Unlearning methods, registered by name: each turns a :class:`Context` into the trainer's stages.
 
-A method is one small module here: a function decorated with ``@METHODS.register(name, options=(...))`` that
+A method is one small module here: a function decorated with ``@METHODS.register(name, options={...})`` that
 returns ``list[Stage]``. Localization baselines compute a mask in the same format as CLUE's mask files (one
 bool tensor per maskable parameter, see :mod:`clueflow.masks`) and fine-tune through the same trainer.
 
@@ -22,11 +22,14 @@ from torch import nn
 
 from ...circuits.graph import Graph
 from ...masks import maskable
-from ...registry import Registry
+from ...registry import NUMBER, Registry
 from ..batches import Batches
+from ..losses import FORGET_LOSSES
 from ..trainer import Stage, UnlearnData
 
 METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning method")
+LOSSES = tuple(FORGET_LOSSES)  # the ``loss`` option of a method
+RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the maskable entries, or CLUE's count
 SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "epochs", "loss", "retain_weight", "weight_decay",
             "npo_beta", "grad_clip")
 

@@ -17,7 +17,7 @@ STAGE_DEFAULTS = {
 STAGE_KEYS = ("mask", "epochs", "loss", "lr", "retain_weight")
 
 
-@METHODS.register("clue", options=("stage1", "stage2", "swap"))
+@METHODS.register("clue", options={"stage1": dict, "stage2": dict, "swap": bool})
 def clue(ctx: Context):
     masks = {**ctx.clue_masks, "union": ctx.clue_union(), "all": None}
     stages = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import METHODS, Context
+from . import LOSSES, METHODS, RATIO, Context
 
 
 def _counts(ctx: Context) -> dict[str, int]:
@@ -27,12 +27,12 @@ def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
     return out
 
 
-@METHODS.register("random", options=("ratio", "loss"))
+@METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES})
 def random(ctx: Context):
     g = torch.Generator().manual_seed(ctx.seed)
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: torch.rand(p.shape, generator=g)))]
 
 
-@METHODS.register("magnitude", options=("ratio", "loss"))
+@METHODS.register("magnitude", options={"ratio": RATIO, "loss": LOSSES})
 def magnitude(ctx: Context):
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: p.detach().abs().float()))]

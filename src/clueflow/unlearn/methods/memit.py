@@ -11,7 +11,7 @@ import torch
 
 from ... import anatomy
 from ...scoring import encode_continuation, encode_prompt
-from . import METHODS, Context
+from . import LOSSES, METHODS, Context
 
 
 def _prompts(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,7 +66,7 @@ def layer_effects(ctx: Context, batch_size: int = 16) -> torch.Tensor:
     return effects / max(len(df), 1)
 
 
-@METHODS.register("memit", options=("window", "loss"))
+@METHODS.register("memit", options={"window": int, "loss": LOSSES})
 def memit(ctx: Context):
     effects = layer_effects(ctx)
     window, n = int(ctx.options.get("window", 3)), len(effects)

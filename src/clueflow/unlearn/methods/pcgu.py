@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ... import anatomy
-from . import METHODS, Context
+from . import LOSSES, METHODS, RATIO, Context
 from .attribution import gradients
 
 
@@ -17,7 +17,7 @@ def _units(g: torch.Tensor, module) -> torch.Tensor:
     return g[None] if g.dim() == 1 else anatomy.out_in(module, g)
 
 
-@METHODS.register("pcgu", options=("ratio", "loss"))
+@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES})
 def pcgu(ctx: Context):
     params = ctx.maskable()
     g_f = gradients(ctx.model, params, ctx.data.forget)

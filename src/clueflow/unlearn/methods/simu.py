@@ -7,7 +7,8 @@ Sophia by default (``optimizer: adamw`` to switch)."""
 
 from __future__ import annotations
 
-from . import METHODS, Context
+from ...registry import NUMBER
+from . import LOSSES, METHODS, Context
 from .attribution import neuron_ig
 from .depn import neuron_masks
 
@@ -16,7 +17,8 @@ def _critical(scores, t):
     return [s > t * s.max() for s in scores]
 
 
-@METHODS.register("simu", options=("threshold", "neurons", "steps", "optimizer", "rho", "loss"))
+@METHODS.register("simu", options={"threshold": NUMBER, "neurons": ("with_dual", "forget_only"), "steps": int,
+                                  "optimizer": ("sophia", "adamw"), "rho": NUMBER, "loss": LOSSES})
 def simu(ctx: Context):
     steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
     crit_f = _critical(neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, steps=steps, target="logprob"), t)

@@ -3,11 +3,12 @@ maskable entries, or CLUE's count by default), then forget + λ·retain fine-tun
 
 from __future__ import annotations
 
-from . import METHODS, Context, top_entries
+from ...registry import NUMBER
+from . import LOSSES, METHODS, RATIO, Context, top_entries
 from .attribution import gradients
 
 
-@METHODS.register("wagle", options=("ratio", "mu", "loss"))
+@METHODS.register("wagle", options={"ratio": RATIO, "mu": NUMBER, "loss": LOSSES})
 def wagle(ctx: Context):
     params = ctx.maskable()
     g_f = gradients(ctx.model, params, ctx.data.forget)
