@@ -20,8 +20,9 @@ from clueflow.plan import FIG3_RUN, ORIGIN, Plan
 from clueflow.tables import RESULT_TABLES
 
 try:
+    # duplicate keys and aliases, which Snakemake's own YAML reading lets pass
     for _file in workflow.configfiles:
-        read_config(_file)  # duplicate keys and aliases, which Snakemake's own YAML reading lets pass
+        read_config(_file)
     PLAN = Plan.from_config(
         config, file=", ".join(map(str, workflow.configfiles)) or "config"
     )

@@ -27,6 +27,7 @@ from .errors import ClueflowError
 from .layout import BASE, RESIZED, Family, Layout, Pair
 from .tables import RESULT_TABLES
 from .unlearn.methods import check_runs, needs_clue_masks, run_spec
+from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
 RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6")  # tables and figures that list runs
@@ -42,13 +43,15 @@ class Plan:
     def from_config(cls, config: dict[str, Any], file: str = "config") -> "Plan":
         """Check ``config`` (filling defaults in place) and derive the plan."""
         _check_finite(config, file)
+        # a forget_ratio the user wrote must fit the forget set; the default adapts to a small set
+        ratio_given = isinstance(config.get("unlearn"), dict) and "forget_ratio" in config["unlearn"]
         validate_config(config, file=file)
         for name, spec in config["datasets"].items():
             check_spec(name, spec, file=file)
         CIRCUIT_METHODS.get(config["circuits"]["method"], file=file, field="circuits.method")
         check_runs(config["unlearn"], file=file)
         plan = cls(config, str(file))
-        plan._check()
+        plan._check(ratio_given)
         return plan
 
     def error(self, field: str, message: str) -> ClueflowError:
@@ -201,7 +204,7 @@ class Plan:
         return out + [layout.figure(model=model, name=n) for n in self.figures()]
 
     # ---- cross-field checks --------------------------------------------------------------------------------
-    def _check(self) -> None:
+    def _check(self, ratio_given: bool) -> None:
         cfg, runs = self.config, self.runs
         if ORIGIN in cfg["unlearn"]["methods"]:
             raise self.error(f"unlearn.methods.{ORIGIN}", "the name is reserved for the base model")
@@ -221,19 +224,25 @@ class Plan:
         for run in cfg["tables"]["fig4"]:
             if not self.reads_clue_masks(run):
                 raise self.error("tables.fig4", f"{run!r} does not train on CLUE masks")
-        self._check_values()
+        self._check_values(ratio_given)
 
-    def _check_values(self) -> None:
+    def _check_values(self, ratio_given: bool) -> None:
         """Values the schema cannot relate to each other."""
         cfg = self.config
         n_forget = cfg["datasets"][self.forget]["n"]
         for run in self.runs:
-            method, _, settings = self.run_spec(run)
-            where = f"unlearn.methods.{run}" if "forget_ratio" in cfg["unlearn"]["methods"][run] else "unlearn"
-            if settings["forget_ratio"] > 1 and settings["forget_ratio"] > n_forget:
+            method, options, settings = self.run_spec(run)
+            own = "forget_ratio" in cfg["unlearn"]["methods"][run]
+            where = f"unlearn.methods.{run}" if own else "unlearn"
+            if (own or ratio_given) and settings["forget_ratio"] > 1 and settings["forget_ratio"] > n_forget:
                 raise self.error(f"{where}.forget_ratio", f"{settings['forget_ratio']:g} forget examples, but the "
                                                           f"forget set {self.forget!r} has n = {n_forget}")
-            if method != "clue" and settings["epochs"] == 0:  # CLUE's schedule is its stage options
+            if method == "clue":  # CLUE's schedule is its stage options
+                stages = {s: {**d, **options.get(s, {})} for s, d in CLUE_STAGES.items()}
+                if all(st["epochs"] == 0 for st in stages.values()):
+                    raise self.error(f"unlearn.methods.{run}.options", f"run {run!r} would train for 0 epochs in "
+                                                                       f"both stages")
+            elif settings["epochs"] == 0:
                 field = f"unlearn.methods.{run}" if "epochs" in cfg["unlearn"]["methods"][run] else "unlearn"
                 raise self.error(f"{field}.epochs", f"run {run!r} would train for 0 epochs (its checkpoint would "
                                                     f"be the base model)")

@@ -40,6 +40,8 @@ def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
     """The train split, subsampled as the official code's ``forget_ratio``: > 1 a count, ≤ 1 a fraction."""
     train_rows = df[df["split"] == "train"]
     n = int(ratio) if ratio > 1 else int(round(ratio * len(train_rows)))
+    if n > len(train_rows):  # the config check refuses a count above the built set; filtering can leave fewer
+        print(f"warning: forget_ratio asks for {n} forget examples; the train split has {len(train_rows)}")
     n = max(1, min(n, len(train_rows)))
     return train_rows.sample(n=n, random_state=seed).sort_index() if n < len(train_rows) else train_rows
 
