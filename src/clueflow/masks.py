@@ -102,7 +102,8 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
         save_file({k: v.contiguous() for k, v in masks.items()}, str(tmp), metadata={"format": "clueflow-mask-v1"})
 
 
-def load_masks(path: str | Path, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+def load_masks(path: str | Path, model: nn.Module | None = None, *, graph: Graph | None = None
+               ) -> dict[str, torch.Tensor]:
     """Read a mask file; with a model, check every key and shape against its parameters."""
     path = Path(path)
     try:
@@ -119,7 +120,7 @@ def load_masks(path: str | Path, model: nn.Module | None = None) -> dict[str, to
                                     file=path, field=name)
             if m.dtype != torch.bool:
                 raise ClueflowError(f"mask dtype {m.dtype} is not bool", file=path, field=name)
-        expected = set(maskable(model, build_graph(model)))
+        expected = set(maskable(model, graph or build_graph(model)))
         if set(masks) != expected:
             missing = sorted(expected - set(masks))
             raise ClueflowError(f"not the model's maskable parameters: {len(missing)} missing (e.g. {missing[:1]}), "

@@ -66,7 +66,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     graph = build_graph(model)
     clue_masks = None
     if masks is not None:  # the pair's CLUE mask files: {"forget": path, "conflict": path}
-        clue_masks = {k: load_masks(masks[k], model) for k in ("forget", "conflict")}
+        clue_masks = {k: load_masks(masks[k], model, graph=graph) for k in ("forget", "conflict")}
 
     def batches(df, kind, salt):
         return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
