@@ -73,11 +73,6 @@ def retain_circuits(family):
     ]
 
 
-def pair_params(wildcards):
-    pair = pair_of(wildcards)
-    return dict(forget=pair.forget, retains=list(pair.retains))
-
-
 def unlearn_inputs(wildcards):
     """The pair's filtered retain sets, and its CLUE masks (from the run's circuit family) for runs that read them."""
     family, source = PLAN.mask_source(wildcards.run)

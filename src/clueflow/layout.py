@@ -8,7 +8,7 @@ path::
     Layout().circuit(model="m", set="ioi")      # 'results/circuits/m/ioi.parquet'
     Layout().masks(pair=Pair("capitals", ("sentiment",)), kind="forget")   # {model} left as a wildcard
 
-Circuits and everything localized from them come in three named **families** (:data:`FAMILIES`): ``base`` (the
+Circuits and everything localized from them come in three named **families**: ``base`` (the
 configured circuits), ``resized`` (the same scores re-selected at another edge fraction: fig4's sweep, wildcard
 ``{fraction}``) and ``after`` (circuits found again on the unlearned checkpoint of ``{run}`` on a pair: table3).
 Nothing parses a path back into identities: the plan passes set, pair, run and model explicitly.
@@ -75,7 +75,6 @@ class Family:
 BASE = Family("base", "", "")
 RESIZED = Family("resized", "edges-{fraction}/", "edges-{fraction}/")
 AFTER = Family("after", "after/{run}/{forget}__{retains}/", "after/{run}/")
-FAMILIES = {f.name: f for f in (BASE, RESIZED, AFTER)}
 MASK_KINDS = ("forget", "conflict")
 # provenance files that make a directory recognisable as an artifact of its kind (only such a directory is replaced)
 MODEL_PROVENANCE = "clueflow_model.json"

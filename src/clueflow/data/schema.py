@@ -128,6 +128,13 @@ def read_set(path: str | Path, *, tokenizer=None) -> pd.DataFrame:
     return df
 
 
+def pair_of_files(forget_path: str | Path, retain_paths) -> str:
+    """The pair name of a forget set file and its retain set files (from their metadata)."""
+    from ..layout import pair_name
+
+    return pair_name(set_name(forget_path), [set_name(p) for p in retain_paths])
+
+
 def set_name(path: str | Path) -> str:
     """The data set's name, as recorded in the file's metadata when it was built (never taken from the path)."""
     from ..io import read_parquet_metadata

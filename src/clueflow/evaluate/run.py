@@ -42,10 +42,9 @@ from tqdm.auto import tqdm
 from ..circuits.graph import build_graph
 from ..config import default
 from ..data.filter import correctness
-from ..data.schema import read_set, set_name
+from ..data.schema import pair_of_files, read_set, set_name
 from ..errors import ClueflowError
 from ..io import write_json, write_parquet
-from ..layout import pair_name
 from ..masks import maskable
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_prompt
@@ -167,7 +166,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
 
     table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)
     summary = summarize(table, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
-    pair = pair_name(set_name(forget_path), [set_name(p) for p in retain_paths])
+    pair = pair_of_files(forget_path, retain_paths)
     summary.update(run=run, pair=pair, unlearned_parameter=share,
                    seconds=round(time.perf_counter() - started, 2))
     write_parquet(out_parquet, table, metadata=dict(run=run, model_dir=str(model_dir), k=k, seed=seed))

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from ..circuits.graph import build_graph
-from ..data.schema import read_set, set_name
+from ..data.schema import pair_of_files, read_set
 from ..errors import ClueflowError
 from ..io import atomic_path, check_target, write_json, write_parquet
-from ..layout import CHECKPOINT_SUMMARY, pair_name
+from ..layout import CHECKPOINT_SUMMARY
 from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from .batches import Batches, examples
@@ -81,7 +81,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     except ValueError as err:
         raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
     log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"])
-    pair = pair_name(set_name(forget_path), [set_name(p) for p in retain_paths])
+    pair = pair_of_files(forget_path, retain_paths)
     summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
                    n_forget=len(forget_df), n_retain=len(retain_df),
                    stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, lr=s.lr, retain_weight=s.retain_weight,
