@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from .errors import ClueflowError, first_line
+from .devices import DEVICE_PATTERN
 from .layout import MODEL_NAME, NAME, RETAINS
 
 
@@ -27,7 +28,8 @@ def _schema_text() -> str:
 def schema() -> dict[str, Any]:
     """The config schema, with the name patterns of :mod:`clueflow.layout` (the wildcard constraints use the same)."""
     text = _schema_text()
-    for placeholder, pattern in (("@model@", MODEL_NAME), ("@retains@", RETAINS), ("@name@", NAME)):
+    for placeholder, pattern in (("@model@", MODEL_NAME), ("@retains@", RETAINS), ("@name@", NAME),
+                                 ("@device@", DEVICE_PATTERN)):
         text = text.replace(placeholder, pattern.replace("\\", "\\\\"))
     return yaml.safe_load(text)
 

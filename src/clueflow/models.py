@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from .devices import resolve_device
 from .errors import ClueflowError, first_line
 from .io import atomic_path, check_target
 from .layout import MODEL_PROVENANCE
@@ -198,8 +199,9 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False):
-    """Load a checkpoint directory (safetensors only) in eval mode."""
+def load_model(path: str | Path, *, dtype: str = "float32", device: str | torch.device = "auto",
+               trust_remote_code: bool = False):
+    """Load a checkpoint directory (safetensors only) in eval mode, on ``device`` (see :mod:`clueflow.devices`)."""
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
@@ -211,4 +213,4 @@ def load_model(path: str | Path, *, dtype: str = "float32", device: str = "cpu",
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise ClueflowError(f"cannot load weights: {first_line(err)}", file=path) from None
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
