@@ -2,11 +2,27 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Device-parametrized stage tests run on every device this machine has (CI: the CPU; benchmarks/gpu_check.sh
+# runs the same tests on CUDA). Each is compared with the fp32 CPU reference.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+DTYPES = ["float32", "bfloat16"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(params=DTYPES)
+def dtype(request):
+    return request.param
 
 
 @pytest.fixture(scope="session")
