@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -35,6 +36,10 @@ class Batch:
 
     def inputs(self, which: str) -> dict[str, torch.Tensor]:
         return {"input_ids": self.clean if which == "clean" else self.corrupted, "attention_mask": self.mask}
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The same batch with every tensor on ``device`` (where the model is)."""
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def logit_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
