@@ -10,10 +10,9 @@ rule circuit:
         L.log("circuit", "{model}/{set}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("circuit")
     resources:
-        mem_mb=mem_mb(16000),
-        runtime=120,
-        gpu=1,
+        **stage_resources("circuit"),
     params:
         circuits=PLAN.circuit_params(),
         seed=dataset_seed,
@@ -54,9 +53,9 @@ rule circuit_resized:
         L.log("circuit_resized", "{model}/{fraction}/{set}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("circuit_resized")
     resources:
-        mem_mb=mem_mb(8000),
-        gpu=1,
+        **stage_resources("circuit_resized"),
     params:
         edge_fraction=lambda wc: float(wc.fraction),
         batch_size=config["circuits"]["batch_size"],

@@ -17,6 +17,7 @@ from clueflow.layout import (
     Pair,
 )
 from clueflow.plan import FIG3_RUN, ORIGIN, Plan
+from clueflow.resources import clear_user_errors, job_resources, user_error_marker
 from clueflow.tables import RESULT_TABLES
 
 try:
@@ -40,14 +41,73 @@ wildcard_constraints:
     fraction=r"[0-9.e-]+",
 
 
+# Cluster layout (clueflow.resources sizes every job): tables and figures read a few small parquet files for
+# seconds, so they run on the submit host instead of each waiting for a scheduler slot; CNF and SAT do real CPU
+# work per pair and stay on compute nodes, each pair's cnf -> solve chain as one job of a "logic_<family>" group
+# (the profile's group-components bundles several pairs into one submission).
+localrules:
+    base_accuracy,
+    circuit_table,
+    unlearn_table,
+    localization_table,
+    table,
+    table3,
+    fig3,
+    fig4,
+    fig6,
+    fig7,
+
+
+onstart:
+    # a job that stopped on a user error in an earlier run is tried again: its input may have been fixed
+    clear_user_errors(L.logs)
+
+
 def script_code(name):
     """Hash of the package modules workflow script ``name`` imports, followed through their imports."""
     return code_hash(Path(workflow.basedir) / "workflow_scripts" / f"{name}.py")
 
 
-def mem_mb(base):
-    """Memory that grows with each attempt (a retried job gets more)."""
-    return lambda wildcards, attempt: base * attempt
+def stage_resources(stage):
+    """A rule's cluster resources, derived per job and attempt by clueflow.resources from the model's size and
+    the stage's work (memory and runtime grow with each attempt; a retry of a user error is the smallest job).
+    """
+    keys = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")
+    return {key: job_resource(stage, key) for key in keys}
+
+
+def job_resource(stage, key):
+    def value(wildcards, attempt, rulename):
+        # None (a CPU job's gpu) makes Snakemake drop the resource
+        return sized(stage, wildcards, attempt, rulename).snakemake().get(key)
+
+    return value
+
+
+def stage_threads(stage):
+    """Inside a cluster job: the CPUs it asked for (torch uses them); local runs keep one thread per job so that
+    jobs run side by side on the given cores as before."""
+    if not workflow.remote_exec:
+        return 1
+    return lambda wildcards, attempt, rulename: sized(
+        stage, wildcards, attempt, rulename
+    ).cpus
+
+
+def sized(stage, wildcards, attempt, rulename):
+    failed = attempt > 1 and user_error_marker(log_of(rulename, wildcards)).exists()
+    model = L.model(model=wildcards.model)
+    return job_resources(stage, config, model, fields(wildcards), attempt, failed)
+
+
+def log_of(rulename, wildcards):
+    return workflow.get_rule(rulename).log[0].apply_wildcards(wildcards)
+
+
+def logic_group(family):
+    """One group per circuit family: grouping across families would make a group depend on itself (base masks ->
+    checkpoint -> circuits after)."""
+    return f"logic_{family.name}"
 
 
 def fields(wildcards):

@@ -8,9 +8,9 @@ rule data_build:
         L.log("data_build", "{model}/{set}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("data_build")
     resources:
-        mem_mb=mem_mb(4000),
-        runtime=30,
+        **stage_resources("data_build"),
     params:
         spec=dataset_spec,
         seed=dataset_seed,
@@ -31,10 +31,9 @@ rule data_filter:
         L.log("data_filter", "{model}/{set}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("filter")
     resources:
-        mem_mb=mem_mb(8000),
-        runtime=60,
-        gpu=1,
+        **stage_resources("filter"),
     params:
         keep=config["filter"]["keep"],
         batch_size=config["filter"]["batch_size"],

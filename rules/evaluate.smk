@@ -9,10 +9,9 @@ rule evaluate:
         L.log("evaluate", "{model}/{run}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("evaluate")
     resources:
-        gpu=1,
-        mem_mb=mem_mb(16000),
-        runtime=60,
+        **stage_resources("evaluate"),
     params:
         run="{run}",
         general_sets=PLAN.general_sets,

@@ -8,8 +8,12 @@ rule cnf:
         wcnf=L.wcnf(),
     log:
         L.log("cnf", "{model}/{forget}__{retains}"),
+    group:
+        logic_group(BASE)
     conda:
         "../envs/clueflow.yaml"
+    resources:
+        **stage_resources("logic"),
     params:
         prefer_fewer_forget=config["logic"]["prefer_fewer_forget"],
         code=script_code("cnf"),
@@ -27,6 +31,8 @@ use rule cnf as cnf_resized with:
         wcnf=L.wcnf(RESIZED),
     log:
         L.log("cnf_resized", "{model}/{fraction}/{forget}__{retains}"),
+    group:
+        logic_group(RESIZED)
 
 
 # ... and for circuits found again on a run's checkpoint (table3).
@@ -39,3 +45,5 @@ use rule cnf as cnf_after with:
         wcnf=L.wcnf(AFTER),
     log:
         L.log("cnf_after", "{model}/{run}/{forget}__{retains}"),
+    group:
+        logic_group(AFTER)

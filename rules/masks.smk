@@ -12,9 +12,9 @@ rule masks:
         L.log("masks", "{model}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("masks")
     resources:
-        mem_mb=mem_mb(8000),
-        gpu=1,
+        **stage_resources("masks"),
     params:
         masks=config["masks"],
         code=script_code("masks"),

@@ -6,9 +6,9 @@ rule model:
         L.log("model", "{model}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("model")
     resources:
-        mem_mb=mem_mb(8000),
-        runtime=30,
+        **stage_resources("model"),
     params:
         model=PLAN.model_params(),
         code=script_code("model"),

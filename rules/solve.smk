@@ -10,8 +10,12 @@ rule solve:
         summary=L.assignment_summary(),
     log:
         L.log("solve", "{model}/{forget}__{retains}"),
+    group:
+        logic_group(BASE)
     conda:
         "../envs/clueflow.yaml"
+    resources:
+        **stage_resources("logic"),
     params:
         enumerate_limit=config["logic"]["enumerate_limit"],
         code=script_code("solve"),
@@ -30,6 +34,8 @@ use rule solve as solve_resized with:
         summary=L.assignment_summary(RESIZED),
     log:
         L.log("solve_resized", "{model}/{fraction}/{forget}__{retains}"),
+    group:
+        logic_group(RESIZED)
 
 
 use rule solve as solve_after with:
@@ -43,3 +49,5 @@ use rule solve as solve_after with:
         summary=L.assignment_summary(AFTER),
     log:
         L.log("solve_after", "{model}/{run}/{forget}__{retains}"),
+    group:
+        logic_group(AFTER)

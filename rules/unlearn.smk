@@ -10,10 +10,9 @@ rule unlearn:
         L.log("unlearn", "{model}/{run}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
+    threads: stage_threads("unlearn")
     resources:
-        gpu=1,
-        mem_mb=mem_mb(16000),
-        runtime=120,
+        **stage_resources("unlearn"),
     params:
         spec=lambda wc: PLAN.unlearn_params(wc.run),
         seed=config["seed"],

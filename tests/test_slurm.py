@@ -15,12 +15,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from clueflow import resources as R
+from clueflow.config import read_config
+from clueflow.plan import Plan
 from test_workflow import SNAKEMAKE, TINY_CONFIG, workdir_with
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
 GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "masks", "masks_resized", "unlearn",
              "evaluate"}
+# the stage clueflow.resources sizes each cluster rule as (rules/*.smk: stage_resources)
+RULE_STAGES = {"model": "model", "data_build": "data_build", "data_filter": "filter", "circuit": "circuit",
+               "circuit_after": "circuit", "circuit_resized": "circuit_resized", "masks": "masks",
+               "masks_resized": "masks", "unlearn": "unlearn", "evaluate": "evaluate",
+               **{f"{r}{f}": "logic" for r in ("cnf", "solve") for f in ("", "_resized", "_after")}}
+KEYS = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")  # what the SLURM plugin submits
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
 # One forget and one retain set: 10 jobs, every kind of rule up to the localization table.
@@ -32,30 +41,52 @@ SMALL_CONFIG["unlearn"]["methods"]["ga_r2"]["pairs"] = ["sentiment"]
 SMALL_CONFIG["tables"]["fig3"] = ["sentiment"]
 
 
-def rule_resources(dry_run_output: str) -> dict[str, dict[str, str]]:
-    """rule name -> its resources as printed by a dry run (first job of each rule)."""
-    found, rule = {}, None
+def rule_jobs(dry_run_output: str) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """rule name -> (wildcards, resources) of its first job as printed by a dry run."""
+    found, rule, wildcards = {}, None, {}
     for line in dry_run_output.splitlines():
-        if m := re.match(r"(?:local)?rule (\w+):", line):
-            rule = m[1]
+        if m := re.match(r"\s*(?:local)?rule (\w+):", line):
+            rule, wildcards = m[1], {}
+        elif m := re.match(r"\s+wildcards: (.*)", line):
+            wildcards = dict(kv.split("=", 1) for kv in m[1].split(", "))
         elif (m := re.match(r"\s+resources: (.*)", line)) and rule and rule not in found:
-            found[rule] = dict(kv.split("=", 1) for kv in m[1].split(", "))
+            found[rule] = wildcards, dict(kv.split("=", 1) for kv in m[1].split(", "))
     return found
 
 
-def test_profile_dry_run_puts_model_stages_on_a_gpu(tmp_path):
-    """Needs no cluster: the profile parses, model stages ask for a GPU, CPU stages do not."""
+def test_profile_dry_run_sizes_every_job_from_the_model(tmp_path, monkeypatch):
+    """Needs no cluster: the profile parses; every job asks for what clueflow.resources derives for its stage
+    (model stages one GPU on the GPU partition, CPU jobs the CPU partition); tables and figures are local."""
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    env = {**os.environ, "CLUEFLOW_SLURM_PARTITION": "gpu"}
+    monkeypatch.setenv(R.GPU_PARTITION_ENV, "gpu")
+    monkeypatch.setenv(R.CPU_PARTITION_ENV, "cpu")
     proc = subprocess.run([*SNAKEMAKE, "--profile", str(PROFILE), "--directory", str(tmp_path), "all", "--dry-run"],
-                          capture_output=True, text=True, timeout=300, env=env)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    resources = rule_resources(proc.stdout)
-    assert {"model", "data_build", "cnf", "solve", "localization_table", *GPU_RULES} <= set(resources)
-    for rule, res in resources.items():
-        assert res.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, res)
-        assert res["slurm_partition"] == "gpu", (rule, res)
-    assert resources["circuit"]["mem_mb"] == "16000" and resources["cnf"]["mem_mb"] == "4000"
+    jobs = rule_jobs(proc.stdout)
+    assert set(RULE_STAGES) <= set(jobs)
+    cfg = Plan.from_config(read_config(tmp_path / "config.yaml")).config
+    for rule, stage in RULE_STAGES.items():
+        wildcards, printed = jobs[rule]
+        want = R.job_resources(stage, cfg, tmp_path / "results/models/none", wildcards).snakemake()
+        assert {k: printed.get(k) for k in KEYS} == {k: str(want[k]) if k in want else None for k in KEYS}, rule
+    assert {r for r, (_, res) in jobs.items() if res.get("gpu") == "1"} == GPU_RULES
+
+
+def test_user_error_is_not_retried(tmp_path):
+    """A job that stops on a user error is retried as the smallest CPU job, which repeats the line at once."""
+    config = copy.deepcopy(SMALL_CONFIG)
+    config["datasets"]["sst"] = {"loader": "sst2", "n": 4, "options": {"path": "missing.jsonl"}}
+    workdir = workdir_with(tmp_path, config)
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "results/data/tiny-llama/sst.parquet",
+                           "--cores", "1", "--retries", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    attempts = re.findall(r"rule data_build:\n(?:    .*\n)*?    resources: (.*)", proc.stdout + proc.stderr)
+    sizes = [dict(kv.split("=", 1) for kv in a.split(", ")) for a in attempts]
+    assert [(s["mem_mb"], s["runtime"]) for s in sizes] == [("3200", "30"), ("2000", "10"), ("2000", "10")]
+    line = "clueflow: missing.jsonl: datasets.sst.options.path: data file does not exist"
+    log = workdir / "logs/data_build/tiny-llama/sst.log"
+    assert set(log.read_text().splitlines()) == {line}  # the last attempt: the line, nothing run
 
 
 def cluster_problem() -> str | None:
@@ -114,15 +145,17 @@ def test_tiny_workflow_runs_through_slurm(tmp_path):
     for name in ("forget", "conflict"):
         assert (workdir / f"results/masks/tiny-llama/capitals__sentiment/{name}.safetensors").stat().st_size > 0
 
-    # every job went through sbatch, with the profile's resources
+    # every cluster job went through sbatch with its derived resources; cnf -> solve of the pair is one group job,
+    # the localization table ran on the submit host
     jobs = slurm_jobs(workdir)
     rules = [re.match(r"rule_(\w+?)(?:_wildcards_|$)", j.get("Comment", ""))[1] for j in jobs]
-    expected = {"model": 1, "data_build": 2, "data_filter": 2, "circuit": 2, "cnf": 1, "solve": 1, "masks": 1,
-                "localization_table": 1}
+    expected = {"model": 1, "data_build": 2, "data_filter": 2, "circuit": 2, "logic_base": 1, "masks": 1}
     assert {r: rules.count(r) for r in set(rules)} == expected, output[-4000:]
     for rule, job in zip(rules, jobs):
         assert job["JobState"] == "COMPLETED", job
         assert (job.get("TresPerJob") == "gres:gpu:1") == (rule in GPU_RULES), (rule, job)
-    assert {j["MinMemoryNode"] for r, j in zip(rules, jobs) if r == "circuit"} == {"16000M"}
+    cfg = Plan.from_config(read_config(workdir / "config.yaml")).config
+    circuit = R.job_resources("circuit", cfg, workdir / "results/models/tiny-llama")
+    assert {j["MinMemoryNode"] for r, j in zip(rules, jobs) if r == "circuit"} == {f"{circuit.mem_mb}M"}
     logs = (workdir / ".snakemake/slurm_logs").rglob("*.log")  # rule_<name>/<wildcards>/<job id>.log
     assert sorted(p.stem for p in logs) == sorted(j["JobId"] for j in jobs)

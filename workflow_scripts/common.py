@@ -5,6 +5,7 @@ import sys
 import traceback
 
 from clueflow.errors import ClueflowError
+from clueflow.resources import user_error_marker
 
 
 @contextlib.contextmanager
@@ -15,16 +16,24 @@ def logged(log_path, threads=None):
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
+    marker = user_error_marker(log_path)
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        if marker.is_file():  # this job's previous attempt stopped on a user error: a retry cannot fix the input
+            user_error(log, marker.read_text().strip())
         try:
             yield
         except ClueflowError as err:
-            print(f"clueflow: {err}", file=log)
-            sys.stderr.write(f"clueflow: {err}\n")
-            sys.exit(1)
+            marker.write_text(f"clueflow: {err}\n")
+            user_error(log, f"clueflow: {err}")
         except Exception:
             traceback.print_exc(file=log)
             raise
+
+
+def user_error(log, line):
+    print(line, file=log)
+    sys.stderr.write(f"{line}\n")
+    sys.exit(1)
 
 
 def keyed(keys, paths):
