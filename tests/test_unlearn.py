@@ -2,23 +2,27 @@
 write an entry outside their mask, CLUE runs its stages in order on the right masks, checkpoints load."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from clueflow.data.build import write_set
+from clueflow.errors import ClueflowError
 from clueflow.masks import build_masks, load_masks, save_masks
 from clueflow.models import load_model, load_tokenizer
+from clueflow.plan import Plan
 from clueflow.unlearn.batches import Batches, examples
 from clueflow.unlearn.methods import METHODS
 from clueflow.unlearn.run import forget_rows, run_unlearn
-from clueflow.unlearn.trainer import reference_logprobs
+from clueflow.unlearn.trainer import Stage, UnlearnData, reference_logprobs, train
 
 # GA as the forget loss of the localization methods: on a random tiny model only GA/NPO must lower the forget
 # likelihood (PO raises the refusal's, which is what its test checks).
 SETTINGS = dict(forget_ratio=8, batch_size=4, max_length=48, lr=3e-3, epochs=3, loss="ga", retain_weight=0.3,
-                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0)
+                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None)
 FULL = {"ga", "npo", "po"}
 
 
@@ -44,11 +48,12 @@ def forget_logprob(model, setup, kind="forget") -> float:
     return float(reference_logprobs(model, b).mean())
 
 
-def run(setup, method, run_name=None, options=None, **settings):
+def run(setup, method, run_name=None, options=None, *, device="cpu", dtype="float32", **settings):
     out = setup["root"] / "ckpt" / (run_name or method)
     summary = run_unlearn(setup["model"], setup["forget"], setup["retain"], out, run=run_name or method,
                           method=method, options=options or {}, settings={**SETTINGS, **settings},
-                          masks={k: setup["masks"] / f"{k}.safetensors" for k in ("forget", "conflict")})
+                          masks={k: setup["masks"] / f"{k}.safetensors" for k in ("forget", "conflict")},
+                          device=device, dtype=dtype)
     return out, summary
 
 
@@ -65,6 +70,10 @@ def test_every_method_lowers_forget_likelihood_and_keeps_unmasked_entries_bit_id
     if method in FULL:
         assert not (out / "masks").exists() and summary["stages"][0]["full_model"]
         return
+    assert_moves_masked_entries_only(out, before, after)
+
+
+def assert_moves_masked_entries_only(out, before, after):
     union = None
     for f in (out / "masks").glob("*.safetensors"):
         m = load_masks(f, before)
@@ -73,6 +82,7 @@ def test_every_method_lowers_forget_likelihood_and_keeps_unmasked_entries_bit_id
     a, b = after.state_dict(), before.state_dict()
     moved = 0
     for name in b:
+        assert a[name].dtype == b[name].dtype, name
         if name in union:
             assert torch.equal(a[name][~union[name]], b[name][~union[name]]), name
             moved += int((a[name][union[name]] != b[name][union[name]]).sum())
@@ -131,3 +141,98 @@ def test_equal_sparsity_controls_match_clue_count_per_tensor(setup):
         m = load_masks(out / "masks" / "finetune.safetensors", model)
         assert {k: int(v.sum()) for k, v in m.items()} == {k: int((clue["forget"][k] | clue["conflict"][k]).sum())
                                                           for k in m}
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    """fp32 CPU runs: a CLUE-style masked run and a full-parameter one (NPO: its reference pass is on the device
+    too)."""
+    return {m: run(setup, m, f"{m}_reference", epochs=1)[0] for m in ("clue", "npo")}
+
+
+@pytest.mark.parametrize("method", ["clue", "npo"])
+def test_runs_on_an_explicit_device_and_dtype_match_the_fp32_cpu_reference(setup, reference, method, device, dtype):
+    out, summary = run(setup, method, f"{method}_{device}_{dtype}", epochs=1, device=device, dtype=dtype)
+    assert summary["dtype"] == dtype
+    log, ref_log = (pd.read_parquet(d / "train_log.parquet") for d in (out, reference[method]))
+    low = dtype != "float32"
+    torch.testing.assert_close(torch.tensor(log["loss"].to_numpy()), torch.tensor(ref_log["loss"].to_numpy()),
+                               rtol=3e-2 if low else 1e-5, atol=0.0 if low else 1e-5)
+    base, after = load_model(setup["model"], dtype=dtype), load_model(out, dtype=dtype)
+    ref_base, ref = load_model(setup["model"]), load_model(reference[method])
+    for name, b in base.state_dict().items():
+        moved = (after.state_dict()[name].float() - b.float()).reshape(-1)
+        ref_moved = (ref.state_dict()[name] - ref_base.state_dict()[name]).reshape(-1)
+        if ref_moved.any():  # the update has the reference's direction
+            assert torch.nn.functional.cosine_similarity(moved, ref_moved, dim=0) > (0.9 if low else 0.9999), name
+        else:
+            assert not moved.any(), name
+    if method == "clue":  # every entry outside the masks bit-identical in this dtype, the masked ones moved
+        assert_moves_masked_entries_only(out, base, after)
+
+
+def test_gradient_checkpointing_gives_the_same_losses_and_updates(setup):
+    rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
+    retain = pd.read_parquet(setup["retain"][0]).query("split == 'train'")
+    tok = setup["tok"]
+    results = []
+    for checkpointing in (False, True):
+        data = UnlearnData(forget=Batches(examples(tok, rows, "forget"), 4, pad_id=0, seed=0),
+                           refusal=Batches(examples(tok, rows, "refusal"), 4, pad_id=0, seed=0),
+                           retain=Batches(examples(tok, retain, "retain"), 4, pad_id=0, seed=1))
+        model = load_model(setup["model"])
+        calls, mlp = [], model.model.layers[0].mlp
+        mlp.forward = lambda *a, _run=mlp.forward, **k: calls.append(1) or _run(*a, **k)  # hooks skip recomputes
+        log = train(model, [Stage("full", None, loss="npo", epochs=2, lr=3e-3, retain_weight=0.3)], data,
+                    gradient_checkpointing=checkpointing)
+        results.append((log, model.state_dict(), len(calls)))
+    (log_a, sd_a, calls_a), (log_b, sd_b, calls_b) = results
+    assert calls_b > calls_a  # the layers ran again in the backward pass
+    assert not model.is_activation_checkpointing
+    for a, b in zip(log_a, log_b):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    for name in sd_a:
+        torch.testing.assert_close(sd_a[name], sd_b[name], rtol=1e-5, atol=1e-6)
+
+
+LORA = dict(r=2, alpha=4, dropout=0.0, target_modules="all-linear")
+
+
+def test_lora_route_trains_an_adapter_and_writes_a_plain_merged_checkpoint(setup):
+    from transformers import AutoModelForCausalLM
+
+    out, summary = run(setup, "ga", "ga_lora", lr=1e-2, lora=LORA)
+    after = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
+    before = load_model(setup["model"])
+    assert forget_logprob(after, setup) < forget_logprob(before, setup) - 0.05
+    a, b = after.state_dict(), before.state_dict()
+    assert a.keys() == b.keys()
+    linear = {n: m for n, m in before.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    for name in b:
+        module = linear.get(name.removesuffix(".weight"))
+        if module is None:  # embeddings, norms, the output head: not adapted
+            assert torch.equal(a[name], b[name]), name
+        else:  # changed only through the merged adapter: W + (alpha / r) B A, of rank <= r
+            delta = a[name] - b[name]
+            assert delta.abs().max() > 0 and torch.linalg.matrix_rank(delta, rtol=1e-3) <= LORA["r"], name
+    adapter = summary["stages"][0]["lora"]
+    assert adapter["r"] == LORA["r"] and adapter["alpha"] == LORA["alpha"]
+    assert adapter["trainable_parameters"] == sum(LORA["r"] * (m.in_features + m.out_features)
+                                                  for m in linear.values())
+
+
+def test_lora_is_refused_for_masked_methods_at_config_check():
+    def plan(section=None, **runs):
+        cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+        cfg["unlearn"].update(section or {})
+        for run, spec in runs.items():
+            cfg["unlearn"]["methods"][run].update(spec)
+        return Plan.from_config(cfg, file="my.yaml")
+
+    assert plan(ga={"lora": {"r": 4}}).run_spec("ga")[2]["lora"] == {"r": 4, "alpha": 16, "dropout": 0.0,
+                                                                      "target_modules": "all-linear"}
+    for section, runs, field in [({"lora": {"r": 4}}, {}, "unlearn.lora"),
+                                 ({}, {"wagle": {"lora": {}}}, "unlearn.methods.wagle.lora")]:
+        with pytest.raises(ClueflowError, match="LoRA is for the full-parameter methods") as err:
+            plan(section, **runs)
+        assert err.value.field == field and str(err.value).startswith(f"my.yaml: {field}: ")

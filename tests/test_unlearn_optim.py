@@ -1,9 +1,10 @@
 import pytest
 import torch
+from torch import nn
 
 from clueflow.masks import build_masks
 from clueflow.models import tiny_model
-from clueflow.unlearn.optim import MaskedAdamW
+from clueflow.unlearn.optim import MaskedAdamW, MaskedSophia
 
 
 def _train(model, opt, steps=5):
@@ -63,3 +64,70 @@ def test_refuses_empty_or_misshapen_masks():
         MaskedAdamW(params, {})
     with pytest.raises(ValueError, match="shape"):
         MaskedAdamW(params, {"transformer.h.0.mlp.c_fc.weight": torch.ones(2, 2, dtype=torch.bool)})
+
+
+OPTIMIZERS = [MaskedAdamW, MaskedSophia]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_moves_masked_entries_only_in_every_dtype(optimizer, dtype):
+    model = tiny_model("llama", seed=5).to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = build_masks(model, ["a0.h2", "m1"])
+    opt = optimizer(dict(model.named_parameters()), masks, lr=1e-2, weight_decay=0.1)
+    _train(model, opt, steps=3)
+    moved = 0
+    for name, value in model.state_dict().items():
+        m = masks.get(name, torch.zeros(value.shape, dtype=torch.bool))
+        assert value.dtype == dtype and torch.equal(value[~m], before[name][~m]), name
+        moved += int((value[m] != before[name][m]).sum())
+    assert moved > 0.5 * opt.trainable_entries
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_bf16_weights_follow_their_fp32_master_where_plain_bf16_updates_round_away(optimizer):
+    """500 steps of ~1e-5 each: every single step is below half a bf16 ulp of the weight (so an in-place bf16
+    update would never move it), but their sum is not; the bf16 weight is the fp32 run's weight, rounded."""
+    w16 = nn.Parameter(torch.ones(64, dtype=torch.bfloat16))
+    w32 = nn.Parameter(torch.ones(64))
+    mask = torch.arange(64) % 2 == 0
+    grad = torch.linspace(-1, 1, 64).to(torch.bfloat16)  # exactly representable in both dtypes
+    opts = [optimizer({"w": w}, {"w": mask}, lr=1e-5) for w in (w16, w32)]
+    for _ in range(500):
+        for w, opt in zip((w16, w32), opts):
+            w.grad = grad.to(w.dtype).clone()
+            opt.step()
+    assert torch.equal(w16[~mask], torch.ones(32, dtype=torch.bfloat16))
+    assert torch.equal(w16[mask], w32[mask].detach().to(torch.bfloat16))
+    assert torch.equal(opts[0].state[w16]["master"], w32[mask].detach())
+    assert (w16[mask] != 1).sum() > 16  # the sum of the steps is visible in bf16
+
+
+@pytest.mark.parametrize("dtype, partial, expected", [(torch.float32, True, 12), (torch.bfloat16, True, 16),
+                                                      (torch.float32, False, 8), (torch.bfloat16, False, 12)])
+def test_state_bytes_per_trainable_entry(dtype, partial, expected):
+    """Two fp32 moments (8 bytes), an int32 index for a partial mask (4), an fp32 master for bf16 weights (4)."""
+    w = nn.Parameter(torch.zeros(10, 10, dtype=dtype))
+    mask = torch.rand(10, 10, generator=torch.Generator().manual_seed(0)) < (0.5 if partial else 2)
+    for optimizer in OPTIMIZERS:
+        opt = optimizer({"w": w}, {"w": mask})
+        assert opt.trainable_entries == int(mask.sum())
+        assert opt.state_bytes_per_trainable_entry == expected
+
+
+def test_clip_norm_counts_trainable_entries_only_as_torch_does_on_masked_gradients():
+    a, b = tiny_model("llama", seed=6), tiny_model("llama", seed=6)
+    masks = build_masks(a, ["a1.h0", "m0"])
+    opt = MaskedAdamW(dict(a.named_parameters()), masks)
+    ids = torch.randint(0, 300, (2, 8), generator=torch.Generator().manual_seed(1))
+    for model in (a, b):
+        model(input_ids=ids, labels=ids).loss.backward()
+    trained = [n for n in masks if masks[n].any()]
+    params_a, params_b = dict(a.named_parameters()), dict(b.named_parameters())
+    for n in trained:
+        params_b[n].grad.mul_(masks[n])
+    expected = torch.nn.utils.clip_grad_norm_([params_b[n] for n in trained], 0.01)
+    torch.testing.assert_close(opt.clip_grad_norm_(0.01), expected)
+    for n in trained:
+        torch.testing.assert_close(params_a[n].grad[masks[n]], params_b[n].grad[masks[n]])

@@ -283,7 +283,8 @@ def _cmd_unlearn_run(args) -> None:
     masks = None if args.forget_mask is None else {"forget": args.forget_mask, "conflict": args.conflict_mask}
     s = run_unlearn(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
                     options=options, settings=settings, seed=cfg["seed"], masks=masks,
-                    dtype=cfg["model"]["dtype"], trust_remote_code=cfg["model"]["trust_remote_code"])
+                    dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
+                    trust_remote_code=cfg["model"]["trust_remote_code"])
     print(f"{args.out}: {s['method']} on {s['n_forget']} forget / {s['n_retain']} retain examples, {s['seconds']} s")
 
 

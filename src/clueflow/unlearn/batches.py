@@ -55,12 +55,14 @@ class Batch:
 
 
 class Batches:
-    """Right-padded batches over a fixed example list, reshuffled each epoch by a seeded generator."""
+    """Right-padded batches over a fixed example list, reshuffled each epoch by a seeded generator; built on the
+    CPU and moved to ``device`` (the model's) in one copy per tensor."""
 
-    def __init__(self, items: list[tuple[list[int], list[int]]], batch_size: int, *, pad_id: int, seed: int):
+    def __init__(self, items: list[tuple[list[int], list[int]]], batch_size: int, *, pad_id: int, seed: int,
+                 device: torch.device | str = "cpu"):
         if not items:
             raise ValueError("no examples")
-        self.items, self.batch_size, self.pad_id = items, batch_size, pad_id
+        self.items, self.batch_size, self.pad_id, self.device = items, batch_size, pad_id, torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -74,7 +76,7 @@ class Batches:
         for row, i in enumerate(index):
             x, y = self.items[i]
             ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        return Batch(ids, mask, labels, torch.tensor(index))
+        return Batch(*(t.to(self.device) for t in (ids, mask, labels, torch.tensor(index))))
 
     def in_order(self):
         for start in range(0, len(self.items), self.batch_size):

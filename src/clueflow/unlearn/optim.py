@@ -2,10 +2,16 @@
 
 "Masked" training in similar frameworks multiplies gradients by the mask, but decoupled weight decay and the
 optimizer's moments still move masked-out weights. Here an entry outside the mask is never written: for each
-parameter the optimizer keeps the flat indices of its trainable entries and state for those entries only, and
-updates exactly those entries (a fully trainable parameter takes a dense path with the same arithmetic).
-Parameters without a mask, or with an all-false one, are not touched at all. This is SIMU's "triple masking"
-(moments, curvature and weights all masked) by construction.
+parameter the optimizer keeps the flat indices of its trainable entries (int32 where the tensor allows) and state
+for those entries only, and updates exactly those entries (a fully trainable parameter takes a dense path with the
+same arithmetic). Parameters without a mask, or with an all-false one, are not touched at all. This is SIMU's
+"triple masking" (moments, curvature and weights all masked) by construction.
+
+The update is computed in fp32. A parameter stored in a lower precision (bf16, fp16) gets an fp32 master copy of
+its trainable entries, which the update changes and which is rounded into the weight after every step: a 1e-5
+step on a bf16 weight (8 bits of mantissa) would otherwise round away. State per trainable entry: the moments
+(8 bytes), the index (4, partial masks only) and the master (4, low-precision parameters only) — see
+:attr:`_MaskedOptimizer.state_bytes_per_trainable_entry`.
 """
 
 from __future__ import annotations
@@ -14,28 +20,70 @@ import torch
 from torch import nn
 
 
+def _gather(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    flat = t.reshape(-1)
+    return flat if idx is None else flat.index_select(0, idx)
+
+
 class _MaskedOptimizer(torch.optim.Optimizer):
-    """Gathers each parameter's trainable entries, lets :meth:`_update` change them, scatters them back."""
+    """Gathers each parameter's trainable entries, lets :meth:`_update` change them, scatters them back.
+
+    ``masks``: parameter name → bool mask of its shape (any device); ``None``: every parameter in ``named_params``
+    is fully trainable (full fine-tuning, a LoRA adapter)."""
 
     state_names: tuple[str, ...] = ()
 
-    def __init__(self, named_params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor], defaults: dict):
+    def __init__(self, named_params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None, defaults: dict):
         params, self.index = [], {}
         for name, p in named_params.items():
-            m = masks.get(name)
-            if m is None or not bool(m.any()):
-                continue
-            if tuple(m.shape) != tuple(p.shape):
-                raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, parameter {tuple(p.shape)}")
+            m = None if masks is None else masks.get(name)
+            if masks is not None:
+                if m is None or not bool(m.any()):
+                    continue
+                if tuple(m.shape) != tuple(p.shape):
+                    raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, parameter {tuple(p.shape)}")
             params.append(p)
-            self.index[p] = None if bool(m.all()) else m.reshape(-1).nonzero().squeeze(1).to(p.device)
+            if m is None or bool(m.all()):
+                self.index[p] = None
+            else:
+                kind = torch.int32 if p.numel() < 2**31 else torch.int64
+                self.index[p] = m.to(p.device).reshape(-1).nonzero().squeeze(1).to(kind)
         if not params:
             raise ValueError("no parameter has a non-empty mask: nothing to train")
         super().__init__(params, defaults)
+        with torch.no_grad():
+            for p, idx in self.index.items():  # allocated now, so their size is known before the first step
+                n = p.numel() if idx is None else len(idx)
+                self.state[p].update(step=0, **{k: torch.zeros(n, device=p.device) for k in self.state_names})
+                if p.dtype != torch.float32:
+                    self.state[p]["master"] = _gather(p, idx).float()
 
     @property
     def trainable_entries(self) -> int:
         return sum(p.numel() if idx is None else len(idx) for p, idx in self.index.items())
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes the optimizer holds for its parameters: moments, fp32 master values and indices."""
+        tensors = [t for p, idx in self.index.items() for t in (*self.state[p].values(), idx) if torch.is_tensor(t)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def state_bytes_per_trainable_entry(self) -> float:
+        return self.state_bytes / self.trainable_entries
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float | None) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` over the trainable entries only (entries outside a mask neither count
+        towards the norm nor need zeroing, as :meth:`step` never reads them); returns the norm before clipping."""
+        grads = [(p.grad, self.index[p]) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms = [torch.linalg.vector_norm(_gather(grad, idx), dtype=torch.float32) for grad, idx in grads]
+        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.tensor(0.0)
+        if max_norm is not None:
+            coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+            for grad, _ in grads:
+                grad.mul_(coef.to(grad.dtype))
+        return total
 
     def _update(self, w: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
         raise NotImplementedError
@@ -47,20 +95,15 @@ class _MaskedOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                idx = self.index[p]
-                flat = p.view(-1)
-                g = (p.grad.reshape(-1) if idx is None else p.grad.reshape(-1)[idx]).float()
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state.update({k: torch.zeros_like(g) for k in self.state_names})
+                idx, state = self.index[p], self.state[p]
                 state["step"] += 1
-                w = (flat if idx is None else flat[idx]).float()
-                self._update(w, g, state, group)
-                if idx is None:
-                    flat.copy_(w.to(p.dtype))
-                else:
-                    flat[idx] = w.to(p.dtype)
+                master = state.get("master")
+                w = master if master is not None else _gather(p.view(-1), idx)  # dense fp32: p's own storage
+                self._update(w, _gather(p.grad, idx).float(), state, group)
+                if idx is not None:
+                    p.view(-1)[idx] = w.to(p.dtype)
+                elif master is not None:
+                    p.view(-1).copy_(w)
         return loss
 
 

@@ -8,7 +8,8 @@
   retain_loss (null without a retain term), grad_norm (before clipping, trainable entries only), lr, seconds;
 * ``masks/{stage}.safetensors``: each stage's mask, in the mask-file format (absent for full fine-tuning);
 * ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, per-stage trainable
-  entries and unlearned-parameter share, wall seconds.
+  entries and unlearned-parameter share (or the merged LoRA adapter: r, alpha, dropout, target modules,
+  trainable parameters), dtype, wall seconds. The device is not recorded: it changes no result beyond round-off.
 
 The directory appears complete or not at all (written beside the target, then renamed).
 """
@@ -24,7 +25,9 @@ import pandas as pd
 import torch
 
 from ..circuits.graph import build_graph
+from ..config import default
 from ..data.schema import pair_of_files, read_set
+from ..devices import model_device
 from ..errors import ClueflowError
 from ..io import atomic_path, check_target, write_json, write_parquet
 from ..layout import CHECKPOINT_SUMMARY
@@ -48,8 +51,9 @@ def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
 
 def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path],
                 out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
-                seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = "float32",
-                trust_remote_code: bool = False) -> dict[str, Any]:
+                seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
+                device: str | torch.device = default("model.device"), trust_remote_code: bool = False
+                ) -> dict[str, Any]:
     started = time.perf_counter()
     check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
     impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
@@ -62,7 +66,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     if retain_df.empty:
         raise ClueflowError("no rows in the train split of any retain set", file=retain_paths[0], field="split")
     torch.manual_seed(seed)
-    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     graph = build_graph(model)
     clue_masks = None
     if masks is not None:  # the pair's CLUE mask files: {"forget": path, "conflict": path}
@@ -70,7 +74,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
 
     def batches(df, kind, salt):
         return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
-                       pad_id=tok.pad_token_id or 0, seed=seed + salt)
+                       pad_id=tok.pad_token_id or 0, seed=seed + salt, device=model_device(model))
 
     data = UnlearnData(forget=batches(forget_df, "forget", 0), refusal=batches(forget_df, "refusal", 0),
                        retain=batches(retain_df, "retain", 1))
@@ -80,19 +84,21 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
         stages = impl(ctx)
     except ValueError as err:
         raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
-    log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"])
+    log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
+                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"])
     pair = pair_of_files(forget_path, retain_paths)
     summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
                    n_forget=len(forget_df), n_retain=len(retain_df),
                    stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, lr=s.lr, retain_weight=s.retain_weight,
                                 optimizer=s.optimizer, full_model=s.mask is None,
-                                **({} if s.mask is None else mask_stats(s.mask, model))) for s in stages],
-                   seconds=round(time.perf_counter() - started, 2))
+                                **({} if s.mask is None else mask_stats(s.mask, model)),
+                                **({} if s.adapter is None else dict(lora=s.adapter))) for s in stages],
+                   dtype=dtype, seconds=round(time.perf_counter() - started, 2))
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
         save_checkpoint(model, tok, tmp)
         for s in stages:
             if s.mask is not None:
-                save_masks(s.mask, tmp / "masks" / f"{s.name}.safetensors")
+                save_masks({k: m.cpu() for k, m in s.mask.items()}, tmp / "masks" / f"{s.name}.safetensors")
         write_parquet(tmp / "train_log.parquet", pd.DataFrame(log), metadata=dict(run=run, method=method))
         write_json(tmp / SUMMARY, summary)
     return summary

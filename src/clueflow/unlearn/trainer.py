@@ -5,10 +5,15 @@ A stage minimises ``forget_loss(D_f) + retain_weight · nll(D_r)`` for ``epochs`
 (:mod:`.optim`): entries outside the mask are never written. Parameters outside the mask get no gradient
 (``requires_grad`` off), which is where a masked step saves time over a full one. Gradient clipping uses the
 norm over the trainable entries only.
+
+Memory options (the run's settings): ``gradient_checkpointing`` recomputes each layer's activations in the
+backward pass instead of keeping them; ``lora`` trains a full-model stage as a fresh peft LoRA adapter that is
+merged into the weights when the stage ends, so the checkpoint is a plain model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -32,11 +37,7 @@ class Stage:
     optimizer: str = "adamw"
     weight_decay: float = 0.0
     options: dict = field(default_factory=dict)  # extra optimizer arguments (e.g. Sophia's rho)
-
-    def masks_for(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        if self.mask is None:
-            return {n: torch.ones(p.shape, dtype=torch.bool) for n, p in model.named_parameters()}
-        return self.mask
+    adapter: dict | None = None  # set by the trainer: the LoRA adapter it trained and merged, if any
 
 
 @dataclass
@@ -46,19 +47,36 @@ class UnlearnData:
     retain: Batches | None
 
 
+def _logits(model: nn.Module, batch) -> torch.Tensor:
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+
+
 @torch.no_grad()
 def reference_logprobs(model: nn.Module, batches: Batches) -> torch.Tensor:
     """Sequence log-probability of every forget example under the starting model (NPO's reference)."""
-    out = torch.zeros(len(batches.items))
+    out = torch.zeros(len(batches.items), device=batches.device)
     for b in batches.in_order():
-        out[b.index] = sequence_logprob(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits,
-                                        b.labels).float()
+        out[b.index] = sequence_logprob(_logits(model, b), b.labels).float()
     return out
 
 
+@contextlib.contextmanager
+def lora_adapter(model: nn.Module, spec: dict):
+    """``model`` with a fresh LoRA adapter on ``spec``'s target modules (only the adapter trainable); the adapter
+    is merged into the weights on exit."""
+    from peft import LoraConfig, get_peft_model
+
+    net = get_peft_model(model, LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
+                                           target_modules=spec["target_modules"]))
+    try:
+        yield net
+    finally:
+        net.merge_and_unload()
+
 
 def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: float = 0.1,
-          grad_clip: float | None = 1.0) -> list[dict]:
+          grad_clip: float | None = 1.0, gradient_checkpointing: bool = False,
+          lora: dict | None = None) -> list[dict]:
     """Run the stages in order; return one log row per optimizer step."""
     needs_ref = any(s.loss == "npo" and s.epochs > 0 for s in stages)
     ref = reference_logprobs(model, data.forget) if needs_ref else None
@@ -66,46 +84,54 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
     log, step = [], 0
     total = sum(s.epochs * len(data.forget if s.loss != "po" else data.refusal) for s in stages)
     bar = tqdm(total=total, desc="unlearning", unit="step")
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable()
     model.train()
-    for stage in stages:
-        masks = stage.masks_for(model)
-        trainable = {n for n, m in masks.items() if bool(m.any())}
-        if stage.epochs == 0 or not trainable:
-            log.append(dict(stage=stage.name, epoch=-1, step=step, skipped=True))
-            continue
-        params = dict(model.named_parameters())
-        for n, p in params.items():
-            p.requires_grad_(n in trainable)
-        partial = {n: masks[n] for n in trainable if not bool(masks[n].all())}
-        opt = OPTIMIZERS[stage.optimizer](params, masks, lr=stage.lr, weight_decay=stage.weight_decay,
-                                          **stage.options)
-        forget = data.refusal if stage.loss == "po" else data.forget
-        for epoch in range(stage.epochs):
-            for batch in forget.epoch():
-                start = time.perf_counter()
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                ref_lp = ref[batch.index] if ref is not None else None
-                forget_loss = FORGET_LOSSES[stage.loss](logits, batch.labels, ref_lp, beta)
-                loss, retain_loss = forget_loss, None
-                if stage.retain_weight and retain_stream is not None:
-                    r = next(retain_stream)
-                    retain_loss = nll(model(input_ids=r.input_ids, attention_mask=r.attention_mask).logits, r.labels)
-                    loss = loss + stage.retain_weight * retain_loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for n, m in partial.items():  # entries outside the mask must not count towards the clip norm
-                    params[n].grad.mul_(m)
-                norm = nn.utils.clip_grad_norm_([params[n] for n in trainable], grad_clip or float("inf"))
-                opt.step()
-                step += 1
-                log.append(dict(stage=stage.name, epoch=epoch, step=step, skipped=False, loss=loss.item(),
-                                forget_loss=forget_loss.item(),
-                                retain_loss=None if retain_loss is None else retain_loss.item(),
-                                grad_norm=float(norm), lr=stage.lr, seconds=time.perf_counter() - start))
-                bar.update()
-                bar.set_postfix(stage=stage.name, loss=f"{log[-1]['loss']:.3f}")
-    bar.close()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    model.eval()
+    try:
+        for stage in stages:
+            masks = stage.mask
+            trainable = None if masks is None else {n for n, m in masks.items() if bool(m.any())}
+            if stage.epochs == 0 or trainable == set():
+                log.append(dict(stage=stage.name, epoch=-1, step=step, skipped=True))
+                continue
+            with (lora_adapter(model, lora) if masks is None and lora is not None
+                  else contextlib.nullcontext(model)) as net:
+                if net is model:
+                    for n, p in model.named_parameters():
+                        p.requires_grad_(trainable is None or n in trainable)
+                params = {n: p for n, p in net.named_parameters() if p.requires_grad}
+                if net is not model:
+                    stage.adapter = dict(lora, trainable_parameters=sum(p.numel() for p in params.values()))
+                opt = OPTIMIZERS[stage.optimizer](params, masks, lr=stage.lr, weight_decay=stage.weight_decay,
+                                                  **stage.options)
+                forget = data.refusal if stage.loss == "po" else data.forget
+                for epoch in range(stage.epochs):
+                    for batch in forget.epoch():
+                        start = time.perf_counter()
+                        ref_lp = ref[batch.index] if ref is not None else None
+                        forget_loss = FORGET_LOSSES[stage.loss](_logits(net, batch), batch.labels, ref_lp, beta)
+                        loss, retain_loss = forget_loss, None
+                        if stage.retain_weight and retain_stream is not None:
+                            r = next(retain_stream)
+                            retain_loss = nll(_logits(net, r), r.labels)
+                            loss = loss + stage.retain_weight * retain_loss
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        norm = opt.clip_grad_norm_(grad_clip)
+                        opt.step()
+                        step += 1
+                        log.append(dict(stage=stage.name, epoch=epoch, step=step, skipped=False, loss=loss.item(),
+                                        forget_loss=forget_loss.item(),
+                                        retain_loss=None if retain_loss is None else retain_loss.item(),
+                                        grad_norm=float(norm), lr=stage.lr, seconds=time.perf_counter() - start))
+                        bar.update()
+                        bar.set_postfix(stage=stage.name, loss=f"{log[-1]['loss']:.3f}")
+                del opt  # its state goes before the next stage's is allocated
+    finally:
+        bar.close()
+        if gradient_checkpointing:
+            model.activation_checkpointing_disable()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.eval()
     return log

@@ -6,7 +6,8 @@ bool tensor per maskable parameter, see :mod:`clueflow.masks`) and fine-tune thr
 
 Settings every method reads (the config's ``unlearn`` section, overridable per run): ``lr``, ``epochs`` (total
 epochs of a single-stage method), ``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ),
-``weight_decay``.
+``weight_decay``; the trainer's memory options ``gradient_checkpointing`` and ``lora`` (the latter for the
+full-parameter methods of :data:`FULL_PARAMETER` only: a masked method trains exactly its mask's entries).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ...circuits.graph import Graph
+from ...errors import ClueflowError
 from ...masks import maskable
 from ...registry import NUMBER, Registry
 from ..batches import Batches
@@ -31,7 +33,8 @@ METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning met
 LOSSES = tuple(FORGET_LOSSES)  # the ``loss`` option of a method
 RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the maskable entries, or CLUE's count
 SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "epochs", "loss", "retain_weight", "weight_decay",
-            "npo_beta", "grad_clip")
+            "npo_beta", "grad_clip", "gradient_checkpointing", "lora")
+FULL_PARAMETER: set[str] = set()  # methods that train every parameter (filled where they register)
 
 
 def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -42,11 +45,16 @@ def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], di
 
 
 def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
-    """Every run names a registered method and only options that method reads."""
+    """Every run names a registered method and only options that method reads; LoRA only on full-parameter runs."""
     for run in unlearn["methods"]:
-        method, options, _ = run_spec(unlearn, run)
+        method, options, settings = run_spec(unlearn, run)
         METHODS.get(method, file=file, field=f"unlearn.methods.{run}.method")
         METHODS.check_options(method, options, field=f"unlearn.methods.{run}.options", file=file)
+        if settings["lora"] is not None and method not in FULL_PARAMETER:
+            where = f"unlearn.methods.{run}.lora" if "lora" in unlearn["methods"][run] else "unlearn.lora"
+            raise ClueflowError(f"run {run!r} (method {method}) trains a mask: LoRA is for the full-parameter "
+                                f"methods ({', '.join(sorted(FULL_PARAMETER))}); set lora on those runs only",
+                                file=file, field=where)
 
 
 @dataclass

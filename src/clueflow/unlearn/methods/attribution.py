@@ -3,6 +3,8 @@ gradients. (Registers no method.)"""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -15,30 +17,43 @@ def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Ten
     """Mask of ``neurons``' output weights (the input features of the layer's MLP output projection)."""
     out = graph.layers[layer].mlp_out
     mask = torch.zeros(out.weight.shape, dtype=torch.bool)
-    mask[anatomy.input_index(out, neurons)] = True
+    mask[anatomy.input_index(out, neurons.cpu())] = True
     return mask
 
 
-def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches) -> dict[str, torch.Tensor]:
-    """Gradient of the summed per-batch NLL over the whole data set, for ``params`` only."""
+def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches
+                    ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Gradient of the summed per-batch NLL over the whole data set, for ``params`` only: (name, gradient) one
+    parameter at a time, in the model's dtype. Each gradient is handed over, not copied (a consumer that scores
+    tensor by tensor never holds a second full set)."""
     wanted = {id(p) for p in params.values()}
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
         p.grad = None
-    for b in batches.in_order():
-        nll(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits, b.labels).backward()
-    out = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in params.items()}
-    for p in model.parameters():
-        p.grad = None
-        p.requires_grad_(True)
-    return out
+    try:
+        for b in batches.in_order():
+            nll(model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits,
+                b.labels).backward()
+        for n, p in params.items():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            p.grad = None
+            yield n, g.detach()
+    finally:
+        for p in model.parameters():
+            p.grad = None
+            p.requires_grad_(True)
+
+
+def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches) -> dict[str, torch.Tensor]:
+    """:func:`gradient_stream` gathered into a dict."""
+    return dict(gradient_stream(model, params, batches))
 
 
 def _targets(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row: the position predicting the first labelled token, and that token."""
     labelled = batch.labels != IGNORE
     first = labelled.float().argmax(1)
-    rows = torch.arange(len(first))
+    rows = torch.arange(len(first), device=first.device)
     return rows, first - 1, batch.labels[rows, first]
 
 

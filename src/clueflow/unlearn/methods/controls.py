@@ -22,7 +22,7 @@ def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
         k = counts.get(name, 0)
         mask = torch.zeros(p.numel(), dtype=torch.bool)
         if k:
-            mask[score(name, p).reshape(-1).topk(k).indices] = True
+            mask[score(name, p).reshape(-1).topk(k).indices.cpu()] = True
         out[name] = mask.reshape(p.shape)
     return out
 

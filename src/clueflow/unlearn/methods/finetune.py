@@ -1,9 +1,10 @@
 """Full-model fine-tuning baselines: every parameter trainable, forget loss GA, NPO or PO, plus λ·retain NLL
-(the paper uses λ = 1 for every method)."""
+(the paper uses λ = 1 for every method; GA with λ > 0 is GradDiff). With the ``lora`` setting the trainer trains
+a LoRA adapter instead and merges it into the weights (the route for 7B models on one GPU)."""
 
 from __future__ import annotations
 
-from . import METHODS, Context
+from . import FULL_PARAMETER, METHODS, Context
 
 
 def _full(loss: str):
@@ -14,3 +15,4 @@ def _full(loss: str):
 
 for _loss in ("ga", "npo", "po"):
     METHODS.register(_loss)(_full(_loss))
+    FULL_PARAMETER.add(_loss)

@@ -10,31 +10,32 @@ from __future__ import annotations
 import torch
 
 from ... import anatomy
+from ...devices import model_device
 from ...scoring import encode_continuation, encode_prompt
 from . import LOSSES, METHODS, Context
 
 
-def _prompts(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _prompts(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     enc = [encode_prompt(tok, t) for t in texts]
     width = max(map(len, enc))
     ids = torch.full((len(enc), width), tok.pad_token_id or 0, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, e in enumerate(enc):
         ids[i, : len(e)], mask[i, : len(e)] = torch.tensor(e), 1
-    return ids, mask, torch.tensor([len(e) - 1 for e in enc])
+    return ids.to(device), mask.to(device), torch.tensor([len(e) - 1 for e in enc], device=device)
 
 
 @torch.no_grad()
 def layer_effects(ctx: Context, batch_size: int = 16) -> torch.Tensor:
     """Mean indirect effect of restoring each layer's MLP output, over the forget rows."""
-    df, layers = ctx.forget_df, ctx.graph.layers
-    effects = torch.zeros(len(layers))
+    df, layers, device = ctx.forget_df, ctx.graph.layers, model_device(ctx.model)
+    effects = torch.zeros(len(layers), device=device)
     for start in range(0, len(df), batch_size):
         rows = df.iloc[start:start + batch_size]
-        clean_ids, mask, last = _prompts(ctx.tok, rows["prompt"].tolist())
-        corrupt_ids, _, _ = _prompts(ctx.tok, rows["corrupted_prompt"].tolist())  # token-aligned by schema
-        answer = torch.tensor([encode_continuation(ctx.tok, a)[0] for a in rows["answer"]])
-        r = torch.arange(len(rows))
+        clean_ids, mask, last = _prompts(ctx.tok, rows["prompt"].tolist(), device)
+        corrupt_ids, _, _ = _prompts(ctx.tok, rows["corrupted_prompt"].tolist(), device)  # token-aligned by schema
+        answer = torch.tensor([encode_continuation(ctx.tok, a)[0] for a in rows["answer"]], device=device)
+        r = torch.arange(len(rows), device=device)
         saved: dict[int, torch.Tensor] = {}
         restore: list[int] = []
 
