@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/fetch.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/circuits.smk"

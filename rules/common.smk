@@ -1,11 +1,13 @@
 # Translation between Snakemake and the library (the only .smk file with Python functions, as --lint asks):
 # the plan (clueflow.plan) checks the config and derives pairs, runs and targets; the layout (clueflow.layout)
 # owns every path; input functions below only fill a rule's wildcards into layout paths.
+import os
 from pathlib import Path
 
 from clueflow.codehash import code_hash
 from clueflow.config import read_config
 from clueflow.errors import ClueflowError
+from clueflow.fetch import job_env
 from clueflow.layout import (
     AFTER,
     BASE,
@@ -30,6 +32,9 @@ try:
 except ClueflowError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 L = Layout()
+# every job (this process's local ones and each cluster job, which reads this file again) sees the hub offline and
+# the cache that rule fetch filled; fetch itself goes online
+os.environ.update(job_env(PLAN.config))
 
 
 wildcard_constraints:

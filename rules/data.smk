@@ -2,6 +2,7 @@ rule data_build:
     """Build one configured data set; counterfactuals are token-aligned under the model's tokenizer."""
     input:
         model=L.model(),
+        fetched=ancient(L.fetched()),  # after the loaders' hub data sets are cached
     output:
         L.data(),
     log:

@@ -2,6 +2,7 @@ rule evaluate:
     """One model on one pair: per-example parquet (FE, RU, GU through lm-eval, MIA, Rouge-L) + summary."""
     input:
         unpack(evaluate_inputs),
+        fetched=ancient(L.fetched()),  # after the lm-eval task data is cached
     output:
         parquet=L.evaluation(),
         summary=L.evaluation_summary(),

@@ -1,5 +1,7 @@
 rule model:
     """Materialize the configured model as an HF checkpoint directory (safetensors + tokenizer + config)."""
+    input:
+        fetched=ancient(L.fetched()),  # after the hub model is cached; a new fetch reruns nothing
     output:
         directory(L.model()),
     log:

@@ -82,8 +82,9 @@ def test_lm_eval_local_tasks_agree_with_clueflow_scoring_row_by_row(setup):
     """The same tiny model through lm-eval (custom YAML over the test split) and through clueflow's scorer:
     the same per-row correctness for choice rows (argmax log-likelihood) and cloze rows (greedy)."""
     sets = {name: read_set(setup["root"] / f"{name}.parquet") for name in ("sentiment", "capitals")}
-    rows = evaluate_general(setup["model"], setup["tok"], sets, [], batch_size=4)
+    rows, scores = evaluate_general(setup["model"], setup["tok"], sets, [], batch_size=4)
     assert set(rows["task"]) == {"clueflow_sentiment", "clueflow_capitals", "clueflow_capitals_cloze"}
+    assert scores == {name: pytest.approx(rows.loc[rows["set"] == name, "correct"].mean()) for name in sets}
     for name, df in sets.items():
         test = df[df["split"] == "test"].reset_index(drop=True)
         ours = dict(zip(test["id"], correctness(setup["model"], setup["tok"], test, corrupted=False)["correct"]))
@@ -119,13 +120,14 @@ def test_summary_aggregates_by_hand():
         subset=["forget", "forget", "forget", "forget_heldout", "retain", "retain", "general", "general", "general"],
         set=["c", "c", "c", "c", "s", "s", "g1", "g1", "g2"],
         format=["mc", "mc", "cloze", "mc", "choice", "choice", "t", "t", "t"],
-        correct=[True, False, False, True, True, True, True, False, True],
+        correct=[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0],
         rouge_l=[1.0, 0.0, 0.5, None, None, None, None, None, None]))
     by_text = {"a": dict(loss=1.0, min_k=-2.0, min_k_pp=0.0), "b": dict(loss=3.0, min_k=-1.0, min_k_pp=1.0)}
-    s = summarize(table, member_texts={"a"}, texts=["a", "b"], by_text=by_text)
+    s = summarize(table, {"g1": 0.5, "g2": 1.0}, member_texts={"a"}, texts=["a", "b"], by_text=by_text)
     assert s["forget_efficacy"] == pytest.approx(2 / 3) and s["fe_mc"] == 0.5 and s["fe_cloze"] == 1.0
     assert s["fe_heldout"] == 0.0 and s["retain_utility"] == 1.0
     assert s["general_utility"] == pytest.approx((0.5 + 1.0) / 2)  # mean over tasks, not over rows
+    assert s["general_per_set"] == {"g1": 0.5, "g2": 1.0}
     assert s["rouge_l"] == 0.5
     assert s["mia_auc_min_k"] == 0.0 and s["mia_auc_loss"] == 1.0 and s["mia_auc_min_k_pp"] == 0.0
 
@@ -144,7 +146,9 @@ def test_evaluate_model_writes_per_example_rows_and_a_summary(setup, tmp_path):
                        max_new_tokens=3)
     df = pd.read_parquet(out)
     assert (df["subset"] == "forget").sum() == 6
-    assert set(df.loc[df["subset"] == "general", "set"]) == {"ioi", "greater_than"}
+    general = df[df["subset"] == "general"]
+    assert set(general["set"]) == {"ioi", "greater_than"}
+    assert s["general_per_set"] == {k: pytest.approx(v) for k, v in general.groupby("set")["correct"].mean().items()}
     assert df.loc[df["subset"] == "forget", "generation"].notna().all()
     assert 0 < s["unlearned_parameter"] < 1 and s["pair"] == "capitals__sentiment"
     assert json.loads((tmp_path / "capitals__sentiment.json").read_text())["run"] == "test"

@@ -93,7 +93,7 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     sizes = {unlearn["methods"][r].get("edge_fraction") for r in cfg["tables"]["fig4"]} - {None}
     # table3: circuits of the forget and retain sets found again on each of the run's checkpoints, then localized
     after = [p for r in cfg["tables"]["table3"] for p in unlearn["methods"][r].get("pairs", unlearn["pairs"])]
-    assert job_counts(proc.stdout) == {"all": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
+    assert job_counts(proc.stdout) == {"all": 1, "fetch": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
                                        "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
                                        "circuit_resized": 2 * len(sizes), "circuit_after": 2 * len(after),
                                        "cnf": n_pairs + len(fig3), "cnf_resized": len(sizes), "cnf_after": len(after),

@@ -1,6 +1,7 @@
 """``clueflow`` command line; subcommands mirror the workflow's rules.
 
     clueflow config validate CONFIG [CONFIG...]
+    clueflow fetch --config CONFIG [CONFIG...] [--manifest PATH]
     clueflow model materialize --source SRC --out DIR [--dtype D] [--trust-remote-code] [--revision R]
     clueflow model generate DIR --prompt TEXT
     clueflow data build --config CONFIG --set NAME --model-dir DIR --out PATH
@@ -23,7 +24,7 @@
     clueflow unlearn methods
     clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
     clueflow evaluate run --model-dir DIR --base-dir DIR --forget PATH --retain PATH... [--general PATH...]
-                          [--task LM_EVAL_TASK...] --run NAME --out PATH --summary PATH
+                          [--task LM_EVAL_TASK[:METRIC]...] --run NAME --out PATH --summary PATH
     clueflow evaluate tasks SET.parquet... --out DIR
     clueflow tables table {table1,table2,table6} SUMMARY.json... --parquet PATH --markdown PATH --csv PATH
     clueflow tables table3 --entry RUN PAIR BEFORE AFTER [--entry ...] --parquet PATH --markdown PATH --csv PATH
@@ -51,6 +52,18 @@ def _cmd_config_validate(args) -> None:
     print(f"{plan.file}: valid ({len(plan.datasets)} data sets, forget={plan.forget}, "
           f"retain={','.join(plan.config['retain'])}; {len(plan.pairs)} pairs, {len(plan.runs)} runs, "
           f"{len(plan.checkpoints)} checkpoints)")
+
+
+def _cmd_fetch(args) -> None:
+    from .fetch import fetch
+    from .layout import Layout
+    from .plan import load_plan
+
+    plan = load_plan(*args.config)
+    manifest = args.manifest or Layout().fetched(model=plan.model)
+    out = fetch(plan.fetch_spec(), manifest)
+    print(f"{manifest}: model {out['model']['hub'] if out['model'] else '-'}, {len(out['datasets'])} hub data sets, "
+          f"{len(out['tasks'])} lm-eval tasks cached in {out['cache_dir'] or 'the standard HF cache'}")
 
 
 def _cmd_model_materialize(args) -> None:
@@ -234,7 +247,8 @@ def _cmd_evaluate_run(args) -> None:
 
     s = evaluate_model(args.model_dir, args.base_dir, args.forget, args.retain,
                        {set_name(p): p for p in args.general}, args.out, args.summary, run=args.run,
-                       forget_ratio=args.forget_ratio, seed=args.seed, standard_tasks=args.task, k=args.k,
+                       forget_ratio=args.forget_ratio, seed=args.seed, standard_tasks=[n for n, _ in args.task],
+                       metrics={n: m for n, m in args.task if m}, k=args.k,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     print(", ".join(f"{k} {s[k]:.3f}" for k in ("forget_efficacy", "retain_utility", "general_utility",
                                                   "mia_auc_min_k", "rouge_l", "unlearned_parameter")))
@@ -323,6 +337,15 @@ def _key(dotted: str):
     return parse
 
 
+def _task(text: str) -> tuple[str, str]:
+    """``NAME`` or ``NAME:METRIC``: an lm-eval task and the metric it is scored by (empty: the default)."""
+    name, _, metric = text.partition(":")
+    allowed = key_schema("evaluate.metrics")["additionalProperties"]["enum"]
+    if metric and metric not in allowed:
+        raise argparse.ArgumentTypeError(f"metric {metric!r} is not one of {', '.join(allowed)}")
+    return name, metric
+
+
 def _flag(parser: argparse.ArgumentParser, flag: str, dotted: str, **kw) -> None:
     """A flag with the type, range and default of config key ``dotted``."""
     parser.add_argument(flag, type=_key(dotted), default=default(dotted), **kw)
@@ -349,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cfg.add_parser("validate", help="every check the workflow runs at start (schema and cross-field)")
     p.add_argument("config", type=Path, nargs="+", help="config files, later ones merged over earlier ones")
     p.set_defaults(func=_cmd_config_validate)
+
+    p = stages.add_parser("fetch", help="on a login node: cache the hub model, hub data sets and lm-eval task data "
+                                        "(compute jobs then run offline)")
+    p.add_argument("--config", type=Path, nargs="+", required=True, help="later files merged over earlier ones")
+    p.add_argument("--manifest", type=Path, help="default: the workflow's results/fetch/<model>.json")
+    p.set_defaults(func=_cmd_fetch, outputs={"manifest": None})
 
     model = stages.add_parser("model", help="model stage").add_subparsers(dest="cmd", required=True)
     p = model.add_parser("materialize", help="write a model source as an HF checkpoint directory")
@@ -464,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--model-dir", "--base-dir", "--forget", "--out", "--summary")
     p.add_argument("--retain", required=True, nargs="+", type=Path)
     p.add_argument("--general", nargs="*", type=Path, default=[], help="built-in sets run as local lm-eval tasks")
-    p.add_argument("--task", nargs="*", default=[], help="standard lm-eval task names (need their data)")
+    p.add_argument("--task", nargs="*", type=_task, default=[],
+                   help="standard lm-eval tasks or groups, NAME or NAME:METRIC (acc | acc_norm; default acc)")
     p.add_argument("--run", default="origin")
     _flag(p, "--forget-ratio", "unlearn.forget_ratio")
     p.add_argument("--seed", type=_key("seed"), default=0)
@@ -506,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with command_inputs(inputs):
             for dest, marker in outputs.items():  # at start, not after hours of work
-                check_target(getattr(args, dest), directory=marker is not None, marker=marker)
+                if getattr(args, dest) is not None:  # an optional output with a derived default
+                    check_target(getattr(args, dest), directory=marker is not None, marker=marker)
             args.func(args)
     except ClueflowError as err:
         print(f"clueflow: {err}", file=sys.stderr)

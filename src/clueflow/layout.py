@@ -107,6 +107,10 @@ class Layout:
         return self.fill(f"{self.root}/{template}", values)
 
     # ---- model and data ------------------------------------------------------------------------------------
+    def fetched(self, **v) -> str:
+        """The manifest of what ``clueflow fetch`` cached for the config (:mod:`clueflow.fetch`)."""
+        return self._path("fetch/{model}.json", v)
+
     def model(self, **v) -> str:
         """The materialized base model (HF checkpoint directory)."""
         return self._path("models/{model}", v)

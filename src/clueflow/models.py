@@ -7,7 +7,8 @@ Sources (``model.source`` in the config), resolved in this order:
 * ``tiny:<arch>`` — a small random model built in code (``llama`` with GQA, ``gpt2``, ``gpt_neox``) with a
   byte-level tokenizer; for tests and for smoke-testing the workflow.
 * an existing path: a ``*.gguf`` file, or a directory holding an HF checkpoint.
-* anything else is taken as a Hugging Face hub id (needs network access or a populated HF cache).
+* anything else is taken as a Hugging Face hub id (needs network access, or on an offline compute node the cache
+  that ``clueflow fetch`` filled: :mod:`clueflow.fetch`).
 
 The checkpoint directory holds ``config.json``, ``model.safetensors`` (weights are only ever read from
 safetensors), the tokenizer files and ``clueflow_model.json`` (provenance). It loads with
@@ -26,6 +27,7 @@ from safetensors import SafetensorError
 
 from .devices import resolve_device
 from .errors import ClueflowError, first_line
+from .fetch import cached_model, is_offline
 from .io import atomic_path, check_target
 from .layout import MODEL_PROVENANCE
 
@@ -131,6 +133,8 @@ def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: boo
         tok = byte_tokenizer()
         return tiny_model(src.location, seed=seed, vocab_size=len(tok)), tok
     kwargs = dict(trust_remote_code=trust_remote_code, revision=revision)
+    if src.kind == "hub" and is_offline():
+        cached_model(src.location, revision)  # one line naming the cache when `clueflow fetch` did not run
     if src.kind == "gguf":
         kwargs = dict(gguf_file=src.gguf_file)
     elif src.kind == "dir":

@@ -22,8 +22,9 @@ from .circuits.attribution import METHODS as CIRCUIT_METHODS
 from .circuits.discover import method_options
 from .config import merge, read_config, validate_config
 from .data.build import check_spec
-from .evaluate.lmeval import unknown_tasks
+from .evaluate.lmeval import check_general
 from .errors import ClueflowError
+from .fetch import fetch_spec
 from .layout import BASE, RESIZED, Family, Layout, Pair
 from .tables import RESULT_TABLES
 from .unlearn.methods import check_runs, needs_clue_masks, run_spec
@@ -168,6 +169,10 @@ class Plan:
         return dict(source=m["source"], dtype=m["dtype"], trust_remote_code=m["trust_remote_code"],
                     revision=m["revision"], seed=seed)
 
+    def fetch_spec(self) -> dict[str, Any]:
+        """What ``clueflow fetch`` caches for this config (:mod:`clueflow.fetch`)."""
+        return fetch_spec(self.config, self.standard_tasks)
+
     def dataset_seed(self, name: str) -> int:
         return self.config["datasets"][name].get("seed", self.config["seed"])
 
@@ -250,10 +255,7 @@ class Plan:
             if name in self.sets_in_use:
                 raise self.error("evaluate.general", f"{name!r} is the forget or a retain set, not a general-"
                                                      f"utility task")
-        unknown = unknown_tasks(self.standard_tasks) if self.standard_tasks else []
-        if unknown:
-            raise self.error("evaluate.general", f"{unknown[0]!r} is neither a data set of this config nor an lm-eval "
-                                                 f"task")
+        check_general(self.standard_tasks, cfg["evaluate"]["metrics"], file=self.file)
 
     def _check_pair(self, pair: Pair, field: str) -> None:
         for r in pair.retains:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from ..errors import ClueflowError, first_line
+from ..fetch import is_offline, offline_error
 from ..registry import Registry
 from ..scoring import encode_continuation
 from . import wordlists as W
@@ -86,6 +87,8 @@ def _read_hub(ctx, prefix: str, default_config: str | None) -> pd.DataFrame:
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as err:  # offline, unknown name/config/split, ...: all reported the same way
+        if is_offline():
+            raise offline_error(f"{name!r} (config {config!r}, split {split!r})", field, err) from None
         raise ClueflowError(f"cannot load {name!r} (config {config!r}, split {split!r}) from the Hugging Face hub: "
                             f"{type(err).__name__}: {first_line(err)}", field=field) from None
     if isinstance(ds, dict):  # a DatasetDict: no split was named

@@ -10,7 +10,9 @@ subset        string    ``forget`` (the rows that were unlearned), ``forget_held
 set           string    data set (or lm-eval task) name
 id            string    row id (lm-eval: the document's ``id`` or index)
 format        string    ``cloze``/``choice``/``mc``; lm-eval rows: the task name
-correct       bool      answered correctly (cloze: greedy continuation; choice/mc: highest log-likelihood)
+correct       float     1.0 if answered correctly, else 0.0 (cloze: greedy continuation; choice/mc: highest
+                        log-likelihood); ``general`` rows: the document's score under its lm-eval metric (a
+                        fraction for truthfulqa_mc2)
 loss          float     forget rows: mean token NLL of the row's ``text`` (MIA "loss" score is its negative)
 min_k         float     forget rows: Min-k% Prob of ``text``
 min_k_pp      float     forget rows: Min-k%++ of ``text``
@@ -22,7 +24,8 @@ Summary ``….json``: run, pair, the aggregates below, per-set accuracies, MIA A
 
 * ``forget_efficacy`` = 1 − accuracy on the ``forget`` rows (also ``fe_mc``, ``fe_cloze``, ``fe_heldout``);
 * ``retain_utility`` = accuracy on the retain sets' test rows (pooled);
-* ``general_utility`` = mean over general tasks of each task's accuracy (built-in sets: both of its kinds pooled);
+* ``general_utility`` = mean over general tasks of each task's score (built-in sets: both of its kinds pooled; an
+  lm-eval group such as ``mmlu`` is one task, scored by its own aggregate: :mod:`clueflow.evaluate.lmeval`);
 * ``mia_auc_{min_k,loss,min_k_pp}`` over the unique texts (:mod:`clueflow.evaluate.metrics` for the convention);
 * ``unlearned_parameter`` = the paper's definition measured on the weights: mean over the maskable weight matrices
   of the share of entries that differ from the base model (0 for ``origin``).
@@ -116,6 +119,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    standard_tasks: list[str] = (), k: float = default("evaluate.k"),
                    max_new_tokens: int = default("evaluate.max_new_tokens"),
                    batch_size: int = default("evaluate.batch_size"), general_limit: int | None = None,
+                   metrics: dict[str, str] | None = None,
                    dtype: str = default("model.dtype"),
                    trust_remote_code: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
@@ -154,8 +158,8 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     frames[0]["rouge_l"] = [rouge_l_recall(g, a) for g, a in zip(frames[0]["generation"], forget["answer"])]
 
     general_sets = {name: read_set(p) for name, p in general_paths.items()}
-    general = evaluate_general(model, tok, general_sets, list(standard_tasks), batch_size=batch_size,
-                               limit=general_limit)
+    general, general_scores = evaluate_general(model, tok, general_sets, list(standard_tasks), batch_size=batch_size,
+                                               limit=general_limit, metrics=metrics)
     frames.append(pd.DataFrame(dict(subset="general", set=general["set"], id=general["id"], format=general["task"],
                                     correct=general["correct"])))
 
@@ -164,8 +168,8 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     else:
         share = unlearned_parameter(model, load_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code))
 
-    table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)
-    summary = summarize(table, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
+    table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).astype({"correct": float})
+    summary = summarize(table, general_scores, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
     pair = pair_of_files(forget_path, retain_paths)
     summary.update(run=run, pair=pair, unlearned_parameter=share,
                    seconds=round(time.perf_counter() - started, 2))
@@ -174,14 +178,15 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     return summary
 
 
-def summarize(table: pd.DataFrame, *, member_texts: set[str], texts: list[str],
+def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: set[str], texts: list[str],
               by_text: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The summary of an evaluation ``table``; ``general``: each general task's score (:func:`evaluate_general`)."""
+
     def acc(mask) -> float:
         rows = table[mask]
         return float(rows["correct"].astype(bool).mean()) if len(rows) else float("nan")
 
     sub = table["subset"]
-    general = table[sub == "general"].groupby("set")["correct"].mean().astype(float)
     retain = table[sub == "retain"].groupby("set")["correct"].mean().astype(float)
     members = [by_text[t] for t in dict.fromkeys(texts) if t in member_texts]
     others = [by_text[t] for t in dict.fromkeys(texts) if t not in member_texts]
@@ -190,8 +195,8 @@ def summarize(table: pd.DataFrame, *, member_texts: set[str], texts: list[str],
                fe_cloze=1 - acc((sub == "forget") & (table["format"] == "cloze")),
                fe_heldout=1 - acc(sub == "forget_heldout"),
                retain_utility=acc(sub == "retain"), retain_per_set=retain.to_dict(),
-               general_utility=float(general.mean()) if len(general) else float("nan"),
-               general_per_set=general.to_dict(),
+               general_utility=float(np.mean(list(general.values()))) if general else float("nan"),
+               general_per_set=dict(sorted(general.items())),
                rouge_l=float(table.loc[sub == "forget", "rouge_l"].mean()))
     for key, sign in (("min_k", 1), ("loss", -1), ("min_k_pp", 1)):  # every score: higher = more member-like
         out[f"mia_auc_{key}"] = auc([sign * m[key] for m in members], [sign * o[key] for o in others])
