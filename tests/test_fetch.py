@@ -56,9 +56,9 @@ def test_jobs_run_offline_on_the_configured_cache(tmp_path):
 def test_fetch_lists_the_hub_model_the_loaders_hub_sets_and_the_general_tasks():
     config = _config(**{"model.source": "meta-llama/Llama-2-7b-hf", "model.revision": "abc",
                         "hub.cache_dir": "/scratch/hf",
-                        "datasets.wmdp": {"loader": "wmdp", "n": 10,
-                                          "options": {"subset": "bio", "hub": "cais/wmdp", "distractor_hub": "cais/wmdp",
-                                                      "distractor_hub_config": "wmdp-cyber", "hub_split": "test"}},
+                        "datasets.wmdp": {"loader": "wmdp", "n": 10, "options": {
+                            "subset": "bio", "hub": "cais/wmdp", "distractor_hub": "cais/wmdp",
+                            "distractor_hub_config": "wmdp-cyber", "hub_split": "test"}},
                         "datasets.local": {"loader": "sst2", "n": 10, "options": {"path": "sst2.parquet"}},
                         "evaluate.general": ["bool"]})
     plan = Plan.from_config(config)
