@@ -119,6 +119,20 @@ def test_offline_loader_names_the_uncached_hub_data_set(monkeypatch):
     ctx = types.SimpleNamespace(name="rte", options={"hub": "nyu-mll/glue", "hub_config": "rte"})
     with pytest.raises(ClueflowError) as err:
         list(LOADERS.get("rte")(ctx))
-    assert str(err.value).startswith("datasets.rte.options.hub: 'nyu-mll/glue' (config 'rte', split None) is not "
-                                     "in the offline cache")
-    assert "clueflow fetch" in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith("datasets.rte.options.hub: cannot load 'nyu-mll/glue' (config 'rte', split "
+                                     "None) with the hub offline (ConnectionError: Couldn't reach")
+    assert "run `clueflow fetch --config <config>` on a login node" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_offline_evaluation_names_the_uncached_lm_eval_task(tmp_path):
+    script = ("from clueflow.evaluate.lmeval import run_lm_eval\n"
+              "from clueflow.models import byte_tokenizer, tiny_model\n"
+              "tok = byte_tokenizer()\n"
+              "run_lm_eval(tiny_model('llama', vocab_size=len(tok)), tok, ['arc_easy'], limit=2)\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=_offline(tmp_path), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("clueflow.errors.ClueflowError: evaluate.general: cannot load the data of lm-eval task "
+                           "'arc_easy' with the hub offline (")
+    assert f"cache {tmp_path / 'cache'}, run `clueflow fetch" in last

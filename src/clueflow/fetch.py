@@ -27,6 +27,7 @@ from .errors import ClueflowError, first_line
 from .io import write_json
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+FETCH_HINT = "run `clueflow fetch --config <config>` on a login node"
 # weight formats clueflow never reads (pickle), and the duplicate consolidated checkpoint some repos ship
 IGNORE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.gguf", "original/*"]
 
@@ -55,11 +56,12 @@ def _cache_dir() -> str:
 
 
 def offline_error(what: str, field: str, err: Exception) -> ClueflowError:
-    """The one line for ``what`` that could not be loaded: on an offline node, that it is not in the cache."""
+    """The one line for ``what`` that could not be loaded; on an offline node it says how to fill the cache."""
+    cause = f"{type(err).__name__}: {first_line(err)}"
     if is_offline():
-        return ClueflowError(f"{what} is not in the offline cache {_cache_dir()}; run `clueflow fetch --config "
-                             f"<config>` on a login node", field=field)
-    return ClueflowError(f"cannot load {what}: {type(err).__name__}: {first_line(err)}", field=field)
+        return ClueflowError(f"cannot load {what} with the hub offline ({cause}); if it is not in the cache "
+                             f"{_cache_dir()}, {FETCH_HINT}", field=field)
+    return ClueflowError(f"cannot load {what}: {cause}", field=field)
 
 
 def cached_model(repo_id: str, revision: str | None) -> str:
@@ -68,8 +70,9 @@ def cached_model(repo_id: str, revision: str | None) -> str:
 
     try:
         return snapshot_download(repo_id, revision=revision, local_files_only=True)
-    except Exception as err:  # LocalEntryNotFoundError, or a revision the cache does not hold
-        raise offline_error(f"{repo_id!r} (revision {revision or 'main'})", "model.source", err) from None
+    except Exception:  # LocalEntryNotFoundError, or a revision the cache does not hold
+        raise ClueflowError(f"{repo_id!r} (revision {revision or 'main'}) is not in the offline cache "
+                            f"{_cache_dir()}; {FETCH_HINT}", field="model.source") from None
 
 
 def hub_data_sets(config: dict[str, Any]) -> list[dict[str, Any]]:
