@@ -10,25 +10,26 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from clueflow import resources as R
 from clueflow.config import read_config
 from clueflow.plan import Plan
+from test_resources import LLAMA3_8B
 from test_workflow import SNAKEMAKE, TINY_CONFIG, workdir_with
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from slurm_resources import dry_run, rule_jobs, rule_stages  # noqa: E402  (the dry-run table's)
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
 GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "masks", "masks_resized", "unlearn",
              "evaluate"}
-# the stage clueflow.resources sizes each cluster rule as (rules/*.smk: stage_resources)
-RULE_STAGES = {"model": "model", "data_build": "data_build", "data_filter": "filter", "circuit": "circuit",
-               "circuit_after": "circuit", "circuit_resized": "circuit_resized", "masks": "masks",
-               "masks_resized": "masks", "unlearn": "unlearn", "evaluate": "evaluate",
-               **{f"{r}{f}": "logic" for r in ("cnf", "solve") for f in ("", "_resized", "_after")}}
 KEYS = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")  # what the SLURM plugin submits
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
@@ -41,36 +42,28 @@ SMALL_CONFIG["unlearn"]["methods"]["ga_r2"]["pairs"] = ["sentiment"]
 SMALL_CONFIG["tables"]["fig3"] = ["sentiment"]
 
 
-def rule_jobs(dry_run_output: str) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
-    """rule name -> (wildcards, resources) of its first job as printed by a dry run."""
-    found, rule, wildcards = {}, None, {}
-    for line in dry_run_output.splitlines():
-        if m := re.match(r"\s*(?:local)?rule (\w+):", line):
-            rule, wildcards = m[1], {}
-        elif m := re.match(r"\s+wildcards: (.*)", line):
-            wildcards = dict(kv.split("=", 1) for kv in m[1].split(", "))
-        elif (m := re.match(r"\s+resources: (.*)", line)) and rule and rule not in found:
-            found[rule] = wildcards, dict(kv.split("=", 1) for kv in m[1].split(", "))
-    return found
-
-
-def test_profile_dry_run_sizes_every_job_from_the_model(tmp_path, monkeypatch):
-    """Needs no cluster: the profile parses; every job asks for what clueflow.resources derives for its stage
-    (model stages one GPU on the GPU partition, CPU jobs the CPU partition); tables and figures are local."""
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+def test_profile_dry_run_of_an_8b_hub_model_sizes_every_job_from_the_model(tmp_path, monkeypatch):
+    """Needs no cluster nor the model: the profile parses; every job asks for what clueflow.resources derives for
+    its stage (model stages one GPU on the GPU partition, CPU jobs the CPU partition); tables and figures are local."""
+    (tmp_path / "8b.yaml").write_text(yaml.safe_dump({"model": LLAMA3_8B}))
+    work = tmp_path / "work"
+    work.mkdir()
+    jobs, stages = rule_jobs(dry_run([tmp_path / "8b.yaml"], work)), rule_stages()
+    assert set(stages) <= set(jobs) and {"model", "data_build", "cnf", "solve"} <= set(stages)
+    assert not {"localization_table", "table", "fig7", "base_accuracy"} & set(stages)  # local rules
+    cfg = read_config(work / "config.yaml")
+    cfg["model"].update(LLAMA3_8B)
+    cfg = Plan.from_config(cfg).config
     monkeypatch.setenv(R.GPU_PARTITION_ENV, "gpu")
     monkeypatch.setenv(R.CPU_PARTITION_ENV, "cpu")
-    proc = subprocess.run([*SNAKEMAKE, "--profile", str(PROFILE), "--directory", str(tmp_path), "all", "--dry-run"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = rule_jobs(proc.stdout)
-    assert set(RULE_STAGES) <= set(jobs)
-    cfg = Plan.from_config(read_config(tmp_path / "config.yaml")).config
-    for rule, stage in RULE_STAGES.items():
-        wildcards, printed = jobs[rule]
-        want = R.job_resources(stage, cfg, tmp_path / "results/models/none", wildcards).snakemake()
+    for rule, stage in stages.items():
+        _, wildcards, printed = jobs[rule]
+        want = R.job_resources(stage, cfg, work / "results/models/none", wildcards).snakemake()
         assert {k: printed.get(k) for k in KEYS} == {k: str(want[k]) if k in want else None for k in KEYS}, rule
-    assert {r for r, (_, res) in jobs.items() if res.get("gpu") == "1"} == GPU_RULES
+    assert {r for r, (_, _, res) in jobs.items() if res.get("gpu") == "1"} == GPU_RULES
+    circuit = jobs["circuit"][2]
+    assert (circuit["mem_mb"], circuit["cpus_per_task"], circuit["slurm_partition"]) == ("22200", "4", "gpu")
+    assert jobs["cnf"][2]["slurm_partition"] == "cpu"
 
 
 def test_user_error_is_not_retried(tmp_path):
@@ -149,7 +142,7 @@ def test_tiny_workflow_runs_through_slurm(tmp_path):
     # the localization table ran on the submit host
     jobs = slurm_jobs(workdir)
     rules = [re.match(r"rule_(\w+?)(?:_wildcards_|$)", j.get("Comment", ""))[1] for j in jobs]
-    expected = {"model": 1, "data_build": 2, "data_filter": 2, "circuit": 2, "logic_base": 1, "masks": 1}
+    expected = {"model": 1, "data_build": 2, "data_filter": 2, "circuit": 2, "logic_base_cnf_solve": 1, "masks": 1}
     assert {r: rules.count(r) for r in set(rules)} == expected, output[-4000:]
     for rule, job in zip(rules, jobs):
         assert job["JobState"] == "COMPLETED", job

@@ -12,20 +12,22 @@ measures the device-side ones). ``P`` parameters, ``b`` bytes per weight of ``mo
 * device memory = weights + stage state + activations:
   ``forward`` stages (filter, masks, re-selected circuits, evaluation): ``W * copies + B*T*(L*d*b*ACT_FORWARD + V*4)``;
   ``circuit`` (EAP): ``W + writers*B*T*d*b`` (writer deltas kept for the backward pass) ``+ B*T*L*d*b*ACT_BACKWARD
-  + 2*B*T*V*4``; ``unlearn``: ``W * copies + P*ADAM_STATE_BYTES`` (fp32 moments, fp32 master, int32 index: the
-  most any method keeps) ``+ P*b`` (gradients) ``+ B*T*L*d*b*ACT_BACKWARD + B*T*V*4``.
+  + 2*B*T*V*4``; ``unlearn``: ``W * copies + TRAINABLE_SHARE*P*ADAM_STATE_BYTES`` (fp32 moments, fp32 master,
+  int32 index per trainable entry) ``+ P*b`` (gradients) ``+ B*T*L*d*b*ACT_BACKWARD + B*T*V*4``.
 * host memory (``mem_mb``): a GPU job holds the weights while loading and saving: ``BASE + W * copies``; a job
   computing on the CPU (``model.device: cpu``, CPU-only stages) holds the device memory above: ``BASE + device``.
   Both times ``SAFETY``, times the attempt.
-* runtime = ``FIXED + SAFETY * (W * copies / LOAD_BYTES_PER_S + flops / throughput)`` minutes, times the attempt,
-  with ``flops = 2 * P * forward-equivalent tokens`` (a backward pass counts twice) plus EAP's score GEMMs
-  ``2 * writers * receivers * tokens * d``. Throughput: ``GPU_FLOPS[dtype]``, or ``CPU_FLOPS_PER_CORE * cpus``.
+* runtime = ``SAFETY * (W * copies / LOAD_BYTES_PER_S + flops / throughput)`` minutes, rounded up to 10, at least
+  ``MIN_RUNTIME``, times the attempt; ``flops = 2 * P * forward-equivalent tokens`` (a backward pass counts twice)
+  plus EAP's score GEMMs ``2 * writers * receivers * tokens * d``; throughput ``GPU_FLOPS[dtype]``, or
+  ``CPU_FLOPS_PER_CORE * cpus`` on the CPU.
 
 The parameter count comes from the materialized model's provenance (``clueflow_model.json``, exact) once it
-exists; before that (a dry run, the first DAG) from ``model.n_parameters``, else from the model's ``config.json``
-(a checkpoint directory, or a hub id in the local Hugging Face cache), else from a size in the source or the name
-(``Meta-Llama-3-8B``, ``smollm2-135m``), else :data:`ASSUMED_PARAMETERS`. Snakemake re-derives a job's resources
-when its inputs exist, so submitted jobs always use the provenance.
+exists; before that (a dry run, the first DAG) from ``model.n_parameters``, else estimated from the model's
+``config.json`` (a checkpoint directory, or a hub id in the local Hugging Face cache, which also gives the shape),
+else from a size in the source or the name (``Meta-Llama-3-8B``, ``smollm2-135m``), else
+:data:`ASSUMED_PARAMETERS`. Snakemake re-derives a job's resources when its inputs exist, so submitted jobs use
+the provenance.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ SAFETY = 1.25  # on memory and on the computed part of the runtime
 ACT_FORWARD = 4  # activations alive per layer in a no-grad forward pass, in units of B*T*d
 ACT_BACKWARD = 16  # activations kept per layer for a backward pass, in units of B*T*d
 ADAM_STATE_BYTES = 16  # per trainable entry: two fp32 moments, an fp32 master value, an int32 index
+TRAINABLE_SHARE = 0.5  # of the parameters: CLUE's sizing point (a 50 % mask); full-parameter baselines use LoRA at 7B
 LOAD_BYTES_PER_S = 300e6  # reading (or writing) weights from a shared file system
 GPU_FLOPS = {"float32": 1e13, "bfloat16": 5e13, "float16": 5e13}  # sustained by eager PyTorch on an A100/H100
 CPU_FLOPS_PER_CORE = 2e10
@@ -273,7 +276,8 @@ def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work) -> float:
         writers = size.n_layers * (size.heads + 1) + 1
         return w + writers * work.batch_tokens * size.hidden * b + layer_act * ACT_BACKWARD + 2 * logits
     if st.work == "unlearn":
-        return (w * st.copies + size.n_parameters * (ADAM_STATE_BYTES + b) + layer_act * ACT_BACKWARD + logits)
+        state = TRAINABLE_SHARE * size.n_parameters * ADAM_STATE_BYTES
+        return w * st.copies + state + size.n_parameters * b + layer_act * ACT_BACKWARD + logits
     if st.kind == "gpu":
         return w * st.copies + layer_act * ACT_FORWARD + logits
     return w * st.copies
