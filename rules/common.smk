@@ -19,7 +19,8 @@ from clueflow.layout import (
     Pair,
 )
 from clueflow.plan import FIG3_RUN, ORIGIN, Plan
-from clueflow.resources import clear_user_errors, job_resources, user_error_marker
+from clueflow.resources import job_resources
+from clueflow.retries import clear_user_errors, user_error_marker
 from clueflow.tables import RESULT_TABLES
 
 try:

@@ -13,6 +13,7 @@ from clueflow.config import read_config
 from clueflow.errors import ClueflowError
 from clueflow.layout import MODEL_PROVENANCE
 from clueflow.plan import Plan
+from clueflow.retries import clear_user_errors, user_error_marker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow_scripts"))
@@ -128,11 +129,11 @@ def test_user_error_fails_its_retry_at_once_until_the_next_run(tmp_path):
 
     attempt(ClueflowError("bad value", file="x.yaml", field="a.b"))
     line = "clueflow: x.yaml: a.b: bad value"
-    assert R.user_error_marker(log).read_text().strip() == line
+    assert user_error_marker(log).read_text().strip() == line
     with pytest.raises(SystemExit):  # the retry: the same line, the job's work never starts
         attempt()
     assert len(ran) == 1 and log.read_text().strip().splitlines()[0] == line
-    R.clear_user_errors(tmp_path)  # the next run of the workflow
+    clear_user_errors(tmp_path)  # the next run of the workflow
     attempt()
     assert len(ran) == 2
 
@@ -141,5 +142,5 @@ def test_other_failures_leave_no_marker(tmp_path):
     log = tmp_path / "job.log"
     with pytest.raises(MemoryError), logged(log):
         raise MemoryError("CUDA out of memory")
-    assert not R.user_error_marker(log).exists()
+    assert not user_error_marker(log).exists()
 

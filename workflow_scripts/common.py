@@ -5,7 +5,7 @@ import sys
 import traceback
 
 from clueflow.errors import ClueflowError
-from clueflow.resources import user_error_marker
+from clueflow.retries import user_error_marker
 
 
 @contextlib.contextmanager

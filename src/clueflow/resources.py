@@ -67,7 +67,6 @@ ASSUMED_PARAMETERS = 8e9  # nothing tells the size: size for the largest model t
 MIN_RUNTIME = 30  # minutes: no job is sized below this (start-up, imports, a busy file system)
 FAIL_FAST = dict(mem_mb=2000, runtime=10, cpus=1, gpus=0)  # a retry that only reports its earlier user error
 GPU_PARTITION_ENV, CPU_PARTITION_ENV = "CLUEFLOW_SLURM_PARTITION", "CLUEFLOW_SLURM_CPU_PARTITION"
-USER_ERROR_SUFFIX = ".user_error"
 
 
 @dataclass(frozen=True)
@@ -298,7 +297,7 @@ def uses_gpu(stage: str, device: str) -> bool:
 def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: dict[str, str] | None = None,
                   attempt: int = 1, failed_before: bool = False) -> JobResources:
     """Resources of one job of ``stage`` on its ``attempt``; ``failed_before``: its previous attempt stopped on
-    a user error, so this one only repeats it (see :func:`user_error_marker`) and gets the smallest CPU job."""
+    a user error, so this one only repeats it (:mod:`clueflow.retries`) and gets the smallest CPU job."""
     if failed_before:
         return JobResources(**FAIL_FAST, partition=partition("cpu"), device_mb=0)
     wildcards = wildcards or {}
@@ -320,16 +319,3 @@ def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: di
     return JobResources(mem_mb=mem * attempt, runtime=runtime * attempt, cpus=cpus, gpus=int(gpu),
                         partition=partition("gpu" if gpu else "cpu"), device_mb=math.ceil(device / MiB))
 
-
-# ---- user errors are not retried ----------------------------------------------------------------------------
-def user_error_marker(log_path: str | Path) -> Path:
-    """Beside a job's log: the one line of the user error (ClueflowError) its attempt stopped on. A retry of the
-    job finds it, is sized as the smallest CPU job and fails at once with the same line; the workflow removes
-    every marker when it starts (a fixed input is tried again on the next run)."""
-    return Path(f"{log_path}{USER_ERROR_SUFFIX}")
-
-
-def clear_user_errors(logs_dir: str | Path) -> None:
-    """Forget the user errors of earlier runs (called when a run starts)."""
-    for marker in Path(logs_dir).rglob(f"*{USER_ERROR_SUFFIX}"):
-        marker.unlink()
