@@ -59,6 +59,8 @@ rule circuit_resized:
     params:
         edge_fraction=lambda wc: float(wc.fraction),
         batch_size=config["circuits"]["batch_size"],
+        max_length=config["circuits"]["max_length"],
+        batch_tokens=config["circuits"]["batch_tokens"],
         dtype=config["model"]["dtype"],
         trust_remote_code=config["model"]["trust_remote_code"],
         code=script_code("circuit_resized"),

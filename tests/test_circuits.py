@@ -2,10 +2,9 @@ import pandas as pd
 import pytest
 import torch
 
-from clueflow.circuits.attribution import edge_scores
 from clueflow.circuits.discover import make_batches, resize_circuit, run_circuit, summarize
 from clueflow.circuits.graph import build_graph
-from clueflow.circuits.runtime import capture, patched_logits, receiver_grads
+from clueflow.circuits.runtime import attribute, capture, frozen, patched_logits
 from clueflow.circuits.select import circuit_of_size, edge_mask, gate_labels, prune
 from clueflow.data.build import write_set
 from clueflow.errors import ClueflowError
@@ -83,9 +82,10 @@ def test_attribution_approaches_exact_patching_as_corruption_shrinks(arch, direc
         noise = torch.randn(emb.shape, generator=torch.Generator().manual_seed(4))
         clean, corrupted = {"inputs_embeds": emb}, {"inputs_embeds": emb + eps * emb.std() * noise}
         base, other = (clean, corrupted) if direction == "noising" else (corrupted, clean)
-        a_base, grads, _ = receiver_grads(model, g, base, metric)
         a_other, _ = capture(model, g, other)
-        approx = edge_scores(g, a_other - a_base, grads)
+        approx = torch.zeros(len(g.writers), len(g.receivers), dtype=torch.float64)
+        with frozen(model):
+            attribute(model, g, base, metric, approx, source=a_other)  # δ = a_other − a_base
         everything = torch.ones_like(approx, dtype=torch.bool)
         m_base = metric(patched_logits(model, g, base, a_other, everything)).sum()
         src, dst = edge_mask(g).nonzero(as_tuple=True)

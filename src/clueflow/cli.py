@@ -133,6 +133,7 @@ def _cmd_circuits_build(args) -> None:
     options = {"eap_ig": {"ig_steps": args.ig_steps}, "edge_pruning": {"steps": args.steps}}.get(args.method, {})
     s = run_circuit(args.data, args.model_dir, args.out, args.summary, method=args.method,
                     edge_fraction=args.edge_fraction, n_examples=args.n_examples, batch_size=args.batch_size,
+                    max_length=args.max_length, batch_tokens=args.batch_tokens,
                     options=options, seed=args.seed)
     for d in ("noising", "denoising"):
         f = s[d]["faithfulness"]
@@ -236,7 +237,8 @@ def _cmd_circuits_resize(args) -> None:
     from .circuits.discover import resize_circuit
 
     s = resize_circuit(args.circuit, args.data, args.model_dir, args.out, args.summary,
-                       edge_fraction=args.edge_fraction, batch_size=args.batch_size)
+                       edge_fraction=args.edge_fraction, batch_size=args.batch_size, max_length=args.max_length,
+                       batch_tokens=args.batch_tokens)
     for d in ("noising", "denoising"):
         print(f"{d}: {s[d]['edges']} edges, KL {s[d]['faithfulness']['kl']:.3f}")
 
@@ -423,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--edge-fraction", "circuits.edge_fraction")
     _flag(p, "--n-examples", "circuits.n_examples")
     _flag(p, "--batch-size", "circuits.batch_size")
+    _flag(p, "--max-length", "circuits.max_length")
+    _flag(p, "--batch-tokens", "circuits.batch_tokens")
     p.add_argument("--seed", type=_key("seed"), default=0)
     p.set_defaults(func=_cmd_circuits_build, outputs={"out": None, "summary": None})
     p = circ.add_parser("summary", help="node/edge/gate counts per layer of a circuit file")
@@ -436,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--circuit", "--data", "--model-dir", "--out", "--summary")
     p.add_argument("--edge-fraction", type=_key("circuits.edge_fraction"), required=True)
     _flag(p, "--batch-size", "circuits.batch_size")
+    _flag(p, "--max-length", "circuits.max_length")
+    _flag(p, "--batch-tokens", "circuits.batch_tokens")
     p.set_defaults(func=_cmd_circuits_resize, outputs={"out": None, "summary": None})
 
     cnf = stages.add_parser("cnf", help="CNF stage").add_subparsers(dest="cmd", required=True)

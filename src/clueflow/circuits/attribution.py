@@ -7,9 +7,12 @@ last prompt position; a KL-to-self metric would have zero gradient):
 * denoising ``Dn[u, r] = Σ_{b,pos} (a_u(x) − a_u(x̃)) · ∂m/∂in_r |_x̃`` (corrupted base, clean activations in)
 
 Both are first-order estimates of exact single-edge patching at their own base point; together they separate
-AND-like inputs (large noising effect) from OR-like inputs (large denoising effect). Cost per batch: one
-forward+backward on the clean and one on the corrupted inputs (≈ 6 forward-equivalents), plus one GEMM per
-layer. Scores are accumulated in fp32 and averaged over examples.
+AND-like inputs (large noising effect) from OR-like inputs (large denoising effect). Per batch, with weights
+frozen: one gradient-free forward on the corrupted inputs (its writers), one forward+backward on the clean inputs
+that records δ = a(x̃) − a(x) as the writers appear and adds δ · ∂m/∂in_r |_x layer by layer during the backward,
+and one forward+backward on the corrupted inputs that adds −δ · ∂m/∂in_r |_x̃ the same way (7
+forward-equivalents). Deltas are kept in the model's dtype; scores are accumulated in fp32 and averaged over
+examples.
 """
 
 from __future__ import annotations
@@ -20,48 +23,37 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import model_device
 from ..registry import Registry
 from .graph import Graph
-from .runtime import Batch, capture, logit_diff, patched_logits, receiver_grads
+from .runtime import Batch, attribute, capture, frozen, logit_diff, patched_logits
 
 METHODS: Registry[Callable[..., "Attribution"]] = Registry("circuit method")
 
 
 @dataclass
 class Attribution:
-    noising: torch.Tensor  # [W, R] fp32, mean over examples; entries that are not edges are 0
+    noising: torch.Tensor  # [W, R] fp32 on the CPU, mean over examples; entries that are not edges are 0
     denoising: torch.Tensor
     n_examples: int
     forward_equivalents: int  # forward-pass equivalents spent (a backward counts as two)
 
 
-def edge_scores(graph: Graph, delta: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """``out[u, r] = Σ delta[u] · grads[r]`` over the edges of ``graph`` (a GEMM per distinct prefix length)."""
-    n_src = torch.tensor(graph.n_sources)
-    d = delta.flatten(1)
-    g = grads.flatten(1)
-    out = torch.zeros(delta.shape[0], grads.shape[0], dtype=torch.promote_types(delta.dtype, torch.float32))
-    for n in n_src.unique().tolist():
-        rs = (n_src == n).nonzero().flatten()
-        out[:n, rs] = d[:n] @ g[rs].T
-    return out
-
-
 @METHODS.register("eap_dual")
 def eap_dual(model, graph: Graph, batches: Iterable[Batch], *, desc: str = "eap_dual", **_) -> Attribution:
     W, R = len(graph.writers), len(graph.receivers)
-    ns, dn = torch.zeros(W, R), torch.zeros(W, R)
+    ns, dn = (torch.zeros(W, R, device=model_device(model)) for _ in range(2))
     n = passes = 0
-    for batch in tqdm(list(batches), desc=desc, unit="batch", leave=False):
-        metric = lambda logits: logit_diff(logits, batch)  # noqa: E731
-        a_x, g_x, _ = receiver_grads(model, graph, batch.inputs("clean"), metric)
-        a_c, g_c, _ = receiver_grads(model, graph, batch.inputs("corrupted"), metric)
-        delta = (a_c - a_x) * batch.mask[None, :, :, None].to(a_x.dtype)
-        ns += edge_scores(graph, delta, g_x)
-        dn += edge_scores(graph, -delta, g_c)
-        n += len(batch.pos)
-        passes += 2 * 3 * len(batch.pos)
-    return Attribution(ns / max(n, 1), dn / max(n, 1), n, passes)
+    with frozen(model):
+        for batch in tqdm(list(batches), desc=desc, unit="batch", leave=False):
+            metric = lambda logits: logit_diff(logits, batch)  # noqa: E731
+            corrupted, _ = capture(model, graph, batch.inputs("corrupted"))
+            delta, _ = attribute(model, graph, batch.inputs("clean"), metric, ns, source=corrupted, mask=batch.mask)
+            del corrupted
+            attribute(model, graph, batch.inputs("corrupted"), metric, dn, deltas=delta.neg_())
+            n += len(batch.pos)
+            passes += (1 + 2 * 3) * len(batch.pos)
+    return Attribution((ns / max(n, 1)).cpu(), (dn / max(n, 1)).cpu(), n, passes)
 
 
 @METHODS.register("eap_ig")
@@ -72,24 +64,24 @@ def eap_ig(model, graph: Graph, batches: Iterable[Batch], *, ig_steps: int = 5, 
     with its sign flipped: both circuits coincide and every edge is labelled ADDER. Use it for one faithful
     circuit, not for AND/OR labels. Cost per example: 2 forwards + 3 per step."""
     W, R = len(graph.writers), len(graph.receivers)
-    ns = torch.zeros(W, R)
+    ns = torch.zeros(W, R, device=model_device(model))
     n = passes = 0
     embed = model.get_input_embeddings()
-    for batch in tqdm(list(batches), desc=desc, unit="batch", leave=False):
-        metric = lambda logits: logit_diff(logits, batch)  # noqa: E731
-        a_x, _ = capture(model, graph, batch.inputs("clean"))
-        a_c, _ = capture(model, graph, batch.inputs("corrupted"))
-        with torch.no_grad():
-            e_x, e_c = embed(batch.clean), embed(batch.corrupted)
-        grads = 0
-        for k in range(1, ig_steps + 1):
-            point = {"inputs_embeds": e_x + (k / ig_steps) * (e_c - e_x), "attention_mask": batch.mask}
-            grads = grads + receiver_grads(model, graph, point, metric)[1]
-        delta = (a_c - a_x) * batch.mask[None, :, :, None].to(a_x.dtype)
-        ns += edge_scores(graph, delta, grads / ig_steps)
-        n += len(batch.pos)
-        passes += (2 + 3 * ig_steps) * len(batch.pos)
-    return Attribution(ns / max(n, 1), -ns / max(n, 1), n, passes)
+    with frozen(model):
+        for batch in tqdm(list(batches), desc=desc, unit="batch", leave=False):
+            metric = lambda logits: logit_diff(logits, batch)  # noqa: E731
+            corrupted, _ = capture(model, graph, batch.inputs("corrupted"))
+            delta, _ = capture(model, graph, batch.inputs("clean"), source=corrupted, mask=batch.mask)
+            del corrupted
+            with torch.no_grad():
+                e_x, e_c = embed(batch.clean), embed(batch.corrupted)
+            for k in range(1, ig_steps + 1):  # the GEMM is linear in the gradient: summing scores sums gradients
+                point = {"inputs_embeds": e_x + (k / ig_steps) * (e_c - e_x), "attention_mask": batch.mask}
+                attribute(model, graph, point, metric, ns, deltas=delta)
+            n += len(batch.pos)
+            passes += (2 + 3 * ig_steps) * len(batch.pos)
+    ns = (ns / (max(n, 1) * ig_steps)).cpu()
+    return Attribution(ns, -ns, n, passes)
 
 
 # hard-concrete distribution (Louizos et al. 2018), as in Edge Pruning
@@ -123,11 +115,8 @@ def edge_pruning(model, graph: Graph, batches: Iterable[Batch], *, edge_fraction
     batches = list(batches)
     edges = edge_mask(graph)
     gen = torch.Generator().manual_seed(seed)
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     out, passes = {}, 0
-    try:
+    with frozen(model):
         for direction, (base, other) in {"noising": ("clean", "corrupted"),
                                          "denoising": ("corrupted", "clean")}.items():
             cache = []
@@ -155,7 +144,4 @@ def edge_pruning(model, graph: Graph, batches: Iterable[Batch], *, edge_fraction
                 opt.step()
                 passes += 3 * len(b.pos)
             out[direction] = torch.sigmoid(log_alpha.detach()) * edges
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
     return Attribution(out["noising"], out["denoising"], sum(len(b.pos) for b in batches), passes)

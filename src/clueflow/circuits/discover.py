@@ -48,16 +48,36 @@ def method_options(circuits: dict[str, Any]) -> dict[str, Any]:
             "edge_pruning": dict(circuits.get("edge_pruning", {}))}.get(circuits.get("method", "eap_dual"), {})
 
 
-def make_batches(df: pd.DataFrame, tok, batch_size: int) -> list[Batch]:
-    """Right-padded clean/corrupted batches; the rows must be token-aligned (checked when the set was read)."""
-    batches = []
+def truncate_left(ids: list[int], max_length: int, bos: int | None) -> list[int]:
+    """The last ``max_length`` tokens of a prompt (the answer position, its last token, stays), keeping a
+    leading ``bos``."""
+    if len(ids) <= max_length:
+        return ids
+    head = ids[:1] if bos is not None and ids[0] == bos else []
+    return head + ids[len(ids) - (max_length - len(head)):]
+
+
+def make_batches(df: pd.DataFrame, tok, batch_size: int, *, max_length: int = default("circuits.max_length"),
+                 batch_tokens: int = default("circuits.batch_tokens")) -> list[Batch]:
+    """Right-padded clean/corrupted batches; the rows must be token-aligned (checked when the set
+    was read), so truncating both prompts to ``max_length`` from the left keeps them aligned. Consecutive rows
+    form a batch while it has at most ``batch_size`` rows and ``batch_tokens`` padded tokens (rows × longest
+    prompt); a row longer than that alone is a batch of its own."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for start in range(0, len(df), batch_size):
-        rows = df.iloc[start:start + batch_size]
-        clean = [encode_prompt(tok, p) for p in rows["prompt"]]
-        corr = [encode_prompt(tok, p) for p in rows["corrupted_prompt"]]
-        width = max(map(len, clean))
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    prompts = {col: [truncate_left(encode_prompt(tok, p), max_length, tok.bos_token_id) for p in df[col]]
+               for col in ("prompt", "corrupted_prompt")}
+    spans, start, width = [], 0, 0
+    for i, ids in enumerate(prompts["prompt"]):
+        width = max(width, len(ids))
+        if i > start and (i + 1 - start > batch_size or (i + 1 - start) * width > batch_tokens):
+            spans.append((start, i))
+            start, width = i, len(ids)
+    spans += [(start, len(df))] if len(df) else []
+    batches = []
+    for start, stop in spans:
+        clean, corr = prompts["prompt"][start:stop], prompts["corrupted_prompt"][start:stop]
+        rows = df.iloc[start:stop]
+        ids = torch.full((len(rows), max(map(len, clean))), pad, dtype=torch.long)
         cids, mask = ids.clone(), torch.zeros_like(ids)
         for i, (a, b) in enumerate(zip(clean, corr)):
             ids[i, :len(a)], cids[i, :len(b)], mask[i, :len(a)] = torch.tensor(a), torch.tensor(b), 1
@@ -68,13 +88,14 @@ def make_batches(df: pd.DataFrame, tok, batch_size: int) -> list[Batch]:
 
 
 def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fraction: float = 0.05,
-             batch_size: int = 8, options: dict[str, Any] | None = None, seed: int = 0
-             ) -> tuple[pd.DataFrame, dict[str, Any], float]:
+             batch_size: int = 8, max_length: int = default("circuits.max_length"),
+             batch_tokens: int = default("circuits.batch_tokens"), options: dict[str, Any] | None = None,
+             seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any], float]:
     """Scores, both circuits (equal pruned size), gate labels and faithfulness for the rows of ``df``;
     returns the edge table, the summary and the wall seconds."""
     start = time.perf_counter()
     graph: Graph = build_graph(model)
-    batches = make_batches(df, tok, batch_size)
+    batches = make_batches(df, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens)
     options = dict(options or {})
     attr = METHODS.get(method, field="circuits.method")(model, graph, batches, edge_fraction=edge_fraction,
                                                         seed=seed, **options)
@@ -140,6 +161,7 @@ def _write_circuit(edges: pd.DataFrame, summary: dict[str, Any], seconds: float,
 def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str | Path, out_json: str | Path, *,
                 method: str = default("circuits.method"), edge_fraction: float = default("circuits.edge_fraction"),
                 n_examples: int = default("circuits.n_examples"), batch_size: int = default("circuits.batch_size"),
+                max_length: int = default("circuits.max_length"), batch_tokens: int = default("circuits.batch_tokens"),
                 options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit",
                 dtype: str = default("model.dtype"), trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: filtered data set + model → circuit parquet + JSON summary."""
@@ -148,7 +170,8 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
     rows = _circuit_rows(data_path, tok, split=split, n_examples=n_examples, seed=seed)
     model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     edges, summary, seconds = discover(model, tok, rows, method=method, edge_fraction=edge_fraction,
-                                       batch_size=batch_size, options=options, seed=seed)
+                                       batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens,
+                                       options=options, seed=seed)
     summary.update(set=set_name(data_path), seed=seed, split=split,
                    example_ids=rows["id"].tolist())
     return _write_circuit(edges, summary, seconds, out_parquet, out_json)
@@ -156,7 +179,8 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
 
 def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: str | Path,
                    out_parquet: str | Path, out_json: str | Path, *, edge_fraction: float,
-                   batch_size: int = default("circuits.batch_size"), dtype: str = default("model.dtype"),
+                   batch_size: int = default("circuits.batch_size"), max_length: int = default("circuits.max_length"),
+                   batch_tokens: int = default("circuits.batch_tokens"), dtype: str = default("model.dtype"),
                    trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: the circuits of an existing circuit file re-selected at ``edge_fraction`` from its
     scores (no new attribution), with gate labels and faithfulness measured on the same examples."""
@@ -187,8 +211,8 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
         full[mask] = torch.tensor(table[f"score_{direction}"].to_numpy(dtype="float32"))
         scores[direction] = full
     attr = Attribution(scores["noising"], scores["denoising"], meta["n_examples"], 0)
-    edges, summary = select_circuits(model, graph, make_batches(rows, tok, batch_size), attr,
-                                     edge_fraction=edge_fraction)
+    batches = make_batches(rows, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens)
+    edges, summary = select_circuits(model, graph, batches, attr, edge_fraction=edge_fraction)
     summary = {**{k: v for k, v in meta.items() if k not in summary}, **summary, "resized_from": str(circuit_path)}
     return _write_circuit(edges, summary, round(time.perf_counter() - started, 2), out_parquet, out_json)
 

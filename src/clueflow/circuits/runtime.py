@@ -1,13 +1,21 @@
-"""Hook runtime on stock HF modules: capture writer activations, per-receiver gradients, and edge patching.
+"""Hook runtime on stock HF modules: writer activations, edge attribution streamed through the backward pass,
+and edge patching.
 
-* :func:`capture` — one forward; every writer's activation ``[W, b, s, d]`` (fp32) and the logits.
-* :func:`receiver_grads` — one forward + backward of a metric; also ``∂m/∂(input of receiver r)`` for every
-  receiver ``[R, b, s, d]``. Gradients are taken at the norm's *output* side (projection outputs, MLP-norm
-  output, final-norm output) and pulled back through that norm with a vmapped VJP, so that each receiver gets
-  only its own path (the residual's own gradient would also contain the skip connection).
+* :class:`Writers` — every writer's activation of one run (or a difference of two runs), in the model's dtype and
+  compact: the input and each MLP as ``[b, s, d]``, each layer's heads as the output projection's input ``z``
+  ``[b, s, H·hd]``. A head's contribution ``z_h @ W_O[h]`` is linear in ``z_h``, so it is expanded to
+  ``[H, ·, d]`` (in fp32) only where it is used, a token chunk at a time: d/hd times less memory for the heads.
+* :func:`capture` — one gradient-free forward; the writers (or ``(source − writers) · mask``) and the logits.
+* :func:`attribute` — one forward + backward of a metric that adds ``Σ_{b,s} δ_u · ∂m/∂(input of r)`` to
+  ``scores[u, r]`` for every edge, layer by layer *inside* the backward pass: as soon as a layer's receiver
+  gradients exist they are multiplied (fp32 GEMM) with the stored deltas of the writers upstream and dropped, so
+  at most one layer's receiver gradients are alive. Gradients are taken at the norm's *output* side (projection
+  outputs, MLP-norm output, final-norm output) and pulled back through that norm with a vmapped VJP, so that
+  each receiver gets only its own path (the residual's own gradient would also contain the skip connection).
 * :func:`patched_logits` — one forward in which receiver ``r`` reads
   ``x_r + Σ_{u → r not kept} (a_u(source) − a_u(current))``: edges outside the circuit carry the other run's
   activations. With every edge kept this is the plain run; with none kept it is the source run.
+* :func:`frozen` — weights stop requiring grad (restored after), so backward passes build no weight gradients.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ import torch
 from torch import nn
 
 from .graph import Graph
+
+# fp32 elements of one expanded head chunk [H, tokens, d] (256 MiB): bounds the transient memory of the GEMMs
+_CHUNK_ELEMENTS = 2**26
+_VJP_CHUNK = 16  # receivers per vmapped norm VJP
 
 
 @dataclass
@@ -62,54 +74,76 @@ def _first(output):
     return output[0] if isinstance(output, tuple) else output
 
 
-class _Writers:
-    """Collects writer activations in computation order as the forward pass reaches them (kept in autograd's
-    graph when ``detach`` is false, as Edge Pruning needs). With ``source`` (another run's activations), each
-    chunk is stored as ``source − current`` instead: the difference that patching an edge adds."""
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Inside, no weight requires grad (restored after, also on error): backward passes compute input-gradients
+    only and never allocate a weight ``.grad``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
-    def __init__(self, graph: Graph, *, detach: bool = True, source: torch.Tensor | None = None):
+
+class Writers:
+    """Writer activations in computation order, one *group* per tensor: group 0 the input ``[b, s, d]``, group
+    ``2l + 1`` the heads of layer ``l`` as ``z`` ``[b, s, H·hd]``, group ``2l + 2`` MLP ``l`` ``[b, s, d]``."""
+
+    def __init__(self, graph: Graph):
         self.graph = graph
-        self.detach = detach
-        self.source = source
-        self.chunks: list[torch.Tensor] = []  # [k, b, s, d] blocks: input, heads of layer 0, MLP 0, ...
-        self._n = 0
-        self._cat: torch.Tensor | None = None
+        self.groups: list[torch.Tensor] = []
 
-    def _add(self, t: torch.Tensor) -> None:
-        t = t.detach() if self.detach else t
-        t = t.to(_acc_dtype(t))
-        if self.source is not None:
-            t = self.source[self._n:self._n + len(t)] - t
-        self._n += len(t)
-        self.chunks.append(t)
-        self._cat = None
+    def bounds(self, i: int) -> tuple[int, int]:
+        """The writers ``[start, stop)`` of group ``i``."""
+        if i == 0:
+            return 0, 1
+        l, is_mlp = divmod(i - 1, 2)
+        start = self.graph.writers_before_layer(l) + (self.graph.n_heads if is_mlp else 0)
+        return start, start + (1 if is_mlp else self.graph.n_heads)
 
-    def prefix(self, n: int) -> torch.Tensor:
-        """The first ``n`` writers' activations, ``[n, b, s, d]``."""
-        if self._cat is None or len(self._cat) < n:
-            self._cat = torch.cat(self.chunks)
-        return self._cat[:n]
+    def groups_before(self, n: int) -> Iterator[tuple[int, int, int]]:
+        """``(group, start, stop)`` of the groups that make up the first ``n`` writers."""
+        for i in range(len(self.groups)):
+            start, stop = self.bounds(i)
+            if stop > n:
+                return
+            yield i, start, stop
 
-    @property
-    def acts(self) -> torch.Tensor:
-        return torch.cat(self.chunks)
+    def expand(self, i: int, t: torch.Tensor) -> torch.Tensor:
+        """Group ``i``'s tensor ``t`` [b, s, ·] as per-writer residual contributions ``[k, b, s, d]``."""
+        if i % 2:  # heads: z → z_h @ W_O[h], the projection's weight in t's dtype
+            return self.graph.head_outputs((i - 1) // 2, t)
+        return t[None]
 
-    def hooks(self) -> list[tuple[nn.Module, str, Callable]]:
+    def neg_(self) -> "Writers":
+        for t in self.groups:
+            t.neg_()
+        return self
+
+    def hooks(self, *, source: "Writers | None" = None, mask: torch.Tensor | None = None,
+              detach: bool = True) -> list[tuple[nn.Module, str, Callable]]:
+        """Hooks that append each group as the forward pass reaches it: the activation (kept in autograd's graph
+        when ``detach`` is false, as Edge Pruning needs), or with ``source`` (another run's writers)
+        ``(source − activation) · mask``, subtracted in fp32 and stored in the model's dtype (``mask`` [b, s]
+        zeroes padding)."""
         g = self.graph
-        out = []
 
-        def on_input(module, args, kwargs):
-            self._add(_hidden(args, kwargs)[None])
+        def add(t: torch.Tensor) -> None:
+            t = t.detach() if detach else t
+            if source is not None:
+                s = source.groups[len(self.groups)]
+                t = (s.to(_acc_dtype(t)) - t.to(_acc_dtype(t))).to(t.dtype)
+                if mask is not None:
+                    t = t * mask[..., None].to(t.dtype)
+            self.groups.append(t)
 
-        out.append((g.first_layer, "pre_kw", on_input))
-        for l, layer in enumerate(g.layers):
-            def on_heads(module, args, l=l):
-                self._add(g.head_outputs(l, args[0]))
-
-            def on_mlp(module, args, output):
-                self._add(_first(output)[None])
-
-            out += [(layer.out_proj, "pre", on_heads), (layer.mlp, "fwd", on_mlp)]
+        out = [(g.first_layer, "pre_kw", lambda module, args, kwargs: add(_hidden(args, kwargs)))]
+        for layer in g.layers:
+            out += [(layer.out_proj, "pre", lambda module, args: add(args[0])),
+                    (layer.mlp, "fwd", lambda module, args, output: add(_first(output)))]
         return out
 
 
@@ -131,140 +165,205 @@ def _installed(hooks: list[tuple[nn.Module, str, Callable]]) -> Iterator[None]:
 
 
 @torch.no_grad()
-def capture(model, graph: Graph, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    writers = _Writers(graph)
-    with _installed(writers.hooks()):
+def capture(model, graph: Graph, inputs: dict[str, torch.Tensor], *, source: Writers | None = None,
+            mask: torch.Tensor | None = None) -> tuple[Writers, torch.Tensor]:
+    """One gradient-free forward: its writers (``(source − writers) · mask`` with ``source``) and its logits."""
+    writers = Writers(graph)
+    with _installed(writers.hooks(source=source, mask=mask)):
         logits = model(**inputs).logits
-    return writers.acts, logits
+    return writers, logits
+
+
+def _receiver_ids(graph: Graph) -> tuple[list[tuple[list[int], int]], int]:
+    """Per layer (its attention receivers' indices, its MLP receiver's index), and the logits receiver's."""
+    ids = iter(range(len(graph.n_sources)))
+    layers = []
+    for layer in graph.layers:
+        attn = [next(ids) for _ in layer.receivers]
+        layers.append((attn, next(ids)))
+    return layers, next(ids)
 
 
 def norm_vjp(norm: nn.Module, x: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
-    """Pull ``cotangents`` [R, b, s, d] at ``norm(x)``'s output back to its input (exact, one VJP per row)."""
+    """Pull ``cotangents`` [R, b, s, d] at ``norm(x)``'s output back to its input (exact, one VJP per row),
+    in ``x``'s dtype."""
     with torch.enable_grad():
         _, vjp_fn = torch.func.vjp(norm, x.detach())
-        return torch.vmap(vjp_fn)(cotangents.to(x.dtype))[0].detach().to(_acc_dtype(x))
+        return torch.vmap(vjp_fn, chunk_size=_VJP_CHUNK)(cotangents.to(x.dtype))[0].detach()
 
 
-def receiver_grads(model, graph: Graph, inputs: dict[str, torch.Tensor],
-                   metric: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Writer activations, ``∂ metric.sum() / ∂ receiver input`` for every receiver, and the logits."""
-    writers = _Writers(graph)
-    saved: dict[tuple, torch.Tensor] = {}  # ("x"|"g", kind, layer, [module index]) → tensor
-    hooks = writers.hooks()
+def _add_scores(scores: torch.Tensor, deltas: Writers, pending: list[tuple[list[int], torch.Tensor]]) -> None:
+    """``scores[u, r] += Σ_{tokens, d} δ_u · grad_r`` for the pending receivers ``r`` and every writer ``u``
+    upstream of each, by token chunks and writer groups: fp32 GEMMs, each head group expanded once per call."""
+    n_src = deltas.graph.n_sources
+    rs = [r for ids, _ in pending for r in ids]
+    order = sorted(range(len(rs)), key=lambda j: -n_src[rs[j]])  # widest prefix first: a group's receivers lead
+    rs = [rs[j] for j in order]
+    perm = torch.tensor(order, device=scores.device)
+    grads = [g.flatten(1, 2) for _, g in pending]  # [k, tokens, d]
+    n_tokens, d = grads[0].shape[1:]
+    step = max(1, _CHUNK_ELEMENTS // (deltas.graph.n_heads * d))
+    acc = _acc_dtype(grads[0])
+    for lo in range(0, n_tokens, step):
+        g = torch.cat([x[:, lo:lo + step] for x in grads]).to(acc)[perm].flatten(1)  # [K, chunk·d]
+        for i, start, stop in deltas.groups_before(n_src[rs[0]]):
+            k = sum(n_src[r] >= stop for r in rs)
+            t = deltas.groups[i].flatten(0, 1)[None, lo:lo + step].to(acc)  # [1, chunk, ·]
+            a = deltas.expand(i, t).flatten(1)  # [writers, chunk·d]
+            scores[start:stop, rs[:k]] += a @ g[:k].T
+    pending.clear()
 
-    def keep_grad(key):
-        def hook(grad):
-            saved[key] = grad.detach()
-        return hook
+
+def attribute(model, graph: Graph, inputs: dict[str, torch.Tensor], metric: Callable[[torch.Tensor], torch.Tensor],
+              scores: torch.Tensor, *, deltas: Writers | None = None, source: Writers | None = None,
+              mask: torch.Tensor | None = None) -> tuple[Writers, torch.Tensor]:
+    """One forward + backward of ``metric(logits).sum()`` that adds ``Σ_{b,s} δ_u · ∂m/∂(input of r)`` into
+    ``scores`` [W, R] for every edge ``u → r``. ``δ`` is ``deltas``, or with ``source``, ``(source − this run's
+    writers) · mask`` recorded during the forward. Call it inside :func:`frozen`; the layer-0 input is made to
+    require grad so that input-gradients flow. Returns ``δ`` and the logits."""
+    hooks = []
+    if deltas is None:
+        deltas = Writers(graph)
+        hooks += deltas.hooks(source=source, mask=mask)
+    layer_ids, logits_id = _receiver_ids(graph)
+    x_in: dict[tuple, torch.Tensor] = {}  # norm inputs, by ("attn" | "mlp", l) or ("final",)
+    g_proj: dict[tuple[int, int], torch.Tensor] = {}  # projection-output gradients of the layer in backward
+    pending: list[tuple[list[int], torch.Tensor]] = []  # receivers whose gradients wait for their GEMM
+
+    def requires_grad(module, args, kwargs):
+        h = _hidden(args, kwargs)
+        if h.requires_grad:
+            return None
+        h = h.detach().requires_grad_()
+        return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
 
     def save_input(key):
         def pre(module, args):
-            saved[key] = args[0].detach()
+            x_in[key] = args[0].detach()
         return pre
 
-    def grad_of_output(key):
+    def on_grad(make_hook):
         def fwd(module, args, output):
-            _first(output).register_hook(keep_grad(key))
+            _first(output).register_hook(make_hook())
         return fwd
 
-    for l, layer in enumerate(graph.layers):
-        hooks += [(layer.attn_norm, "pre", save_input(("x", "attn", l))),
-                  (layer.mlp_norm, "pre", save_input(("x", "mlp", l))),
-                  (layer.mlp_norm, "fwd", grad_of_output(("g", "mlp", l)))]
-        hooks += [(proj, "fwd", grad_of_output(("g", "proj", l, i))) for i, proj in enumerate(layer.projections)]
-    hooks += [(graph.final_norm, "pre", save_input(("x", "final"))),
-              (graph.final_norm, "fwd", grad_of_output(("g", "final")))]
-    with torch.enable_grad(), _installed(hooks):
-        logits = model(**inputs).logits
-        metric(logits).sum().backward()
-    grads = []
-    for l, layer in enumerate(graph.layers):
+    def single_receiver(key, norm, r):
+        """The MLP or logits receiver: its norm-output gradient pulled back, queued for the next GEMM."""
+        def hook(grad):
+            pending.append(([r], norm_vjp(norm, x_in.pop(key), grad[None])))
+        return lambda: hook
+
+    def attention_receivers(l):
+        """Fires after every projection of layer ``l`` has its gradient: its receivers, then the GEMM of all
+        queued receivers against the stored deltas."""
+        layer = graph.layers[l]
         module_index = {id(p): i for i, p in enumerate(layer.projections)}
-        cot = torch.stack([saved[("g", "proj", l, module_index[id(r.module)])][..., r.cols] @ r.weight
-                           for r in layer.receivers])
-        grads.append(norm_vjp(layer.attn_norm, saved[("x", "attn", l)], cot))
-        grads.append(norm_vjp(layer.mlp_norm, saved[("x", "mlp", l)], saved[("g", "mlp", l)][None]))
-    grads.append(norm_vjp(graph.final_norm, saved[("x", "final")], saved[("g", "final")][None]))
-    model.zero_grad(set_to_none=True)
-    return writers.acts, torch.cat(grads), logits.detach()
+
+        def hook(grad):
+            cot = torch.stack([g_proj[l, module_index[id(r.module)]][..., r.cols] @ r.weight for r in layer.receivers])
+            for i in range(len(layer.projections)):
+                del g_proj[l, i]
+            pending.append((layer_ids[l][0], norm_vjp(layer.attn_norm, x_in.pop(("attn", l)), cot)))
+            _add_scores(scores, deltas, pending)
+        return lambda: hook
+
+    def keep_grad(l, i):
+        def hook(grad):
+            g_proj[l, i] = grad.detach()
+        return lambda: hook
+
+    hooks.append((graph.first_layer, "pre_kw", requires_grad))
+    for l, layer in enumerate(graph.layers):
+        hooks += [(layer.attn_norm, "pre", save_input(("attn", l))),
+                  (layer.attn_norm, "fwd", on_grad(attention_receivers(l))),
+                  (layer.mlp_norm, "pre", save_input(("mlp", l))),
+                  (layer.mlp_norm, "fwd", on_grad(single_receiver(("mlp", l), layer.mlp_norm, layer_ids[l][1])))]
+        hooks += [(proj, "fwd", on_grad(keep_grad(l, i))) for i, proj in enumerate(layer.projections)]
+    hooks += [(graph.final_norm, "pre", save_input(("final",))),
+              (graph.final_norm, "fwd", on_grad(single_receiver(("final",), graph.final_norm, logits_id)))]
+    with torch.enable_grad():
+        with _installed(hooks):
+            logits = model(**inputs).logits
+        metric(logits).sum().backward()  # without the forward hooks: the norm VJPs call the norms again
+    if pending:  # a receiver whose gradient arrived after the last layer's GEMM (parallel residual)
+        _add_scores(scores, deltas, pending)
+    return deltas, logits.detach()
 
 
-def patched_logits(model, graph: Graph, inputs: dict[str, torch.Tensor], source: torch.Tensor,
+def patched_logits(model, graph: Graph, inputs: dict[str, torch.Tensor], source: Writers,
                    keep: torch.Tensor) -> torch.Tensor:
     """Logits of the run on ``inputs`` where each edge ``u → r`` with ``keep[u, r] == False`` carries
-    ``source[u]`` (the other run's writer activation) instead of the current one.
+    ``source``'s writer ``u`` (the other run's activation) instead of the current one.
 
     ``keep`` is a ``[W, R]`` matrix over writers × receivers (entries that are not edges are ignored). A bool
     matrix patches edges fully; a float matrix in [0, 1] interpolates, ``keep = 1`` being the current run, and
     gradients flow to it when it requires grad (Edge Pruning trains such a mask). Without a mask that requires
-    grad, the run is gradient-free.
+    grad, the run is gradient-free. Weights are frozen throughout.
     """
-    with torch.set_grad_enabled(keep.requires_grad):
+    with frozen(model), torch.set_grad_enabled(keep.requires_grad):
         return _patched(model, graph, inputs, source, keep)
 
 
-def _patched(model, graph: Graph, inputs, source, keep) -> torch.Tensor:
-    writers = _Writers(graph, detach=not keep.requires_grad, source=source)
+def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor:
+    current = Writers(graph)
+    hooks = current.hooks(detach=not keep.requires_grad)
     n_src = graph.n_sources
-    drop = ~keep if keep.dtype == torch.bool else 1 - keep
-    residual: dict[int, torch.Tensor] = {}
+    drop = (~keep if keep.dtype == torch.bool else 1 - keep).to(source.groups[0].device)
+    normed: dict[int, dict[int, torch.Tensor]] = {}  # layer → {receiver: attn_norm(x + its delta)}
     recomputing: set[int] = set()
-    hooks = writers.hooks()
 
-    def delta(rs: list[int]) -> torch.Tensor | None:
-        """Σ over dropped edges of (source − current), per receiver in ``rs`` → [len(rs), b, s, d] or None."""
-        n = n_src[rs[0]]
-        d = drop[:n, rs].T  # [len(rs), n]
-        if not d.any():
-            return None
-        return torch.einsum("ru,ubsd->rbsd", d.to(source.dtype), writers.prefix(n))  # prefix = source − current
+    def delta(rs: list[int]) -> torch.Tensor:
+        """Σ over dropped edges of (source − current), per receiver in ``rs`` (same prefix) → [len(rs), b, s, d]."""
+        out = 0
+        for i, start, stop in current.groups_before(n_src[rs[0]]):
+            d = drop[start:stop, rs]
+            if d.any():
+                s, c = source.groups[i], current.groups[i]
+                acc = _acc_dtype(c)
+                out = out + torch.einsum("ur,ubsd->rbsd", d.to(acc), current.expand(i, s.to(acc) - c.to(acc)))
+        return out
 
-    receiver_ids = iter(range(len(n_src)))
-    layer_receivers = []
-    for layer in graph.layers:
-        attn = [next(receiver_ids) for _ in layer.receivers]
-        layer_receivers.append((attn, next(receiver_ids)))
-    logits_receiver = next(receiver_ids)
+    layer_ids, logits_id = _receiver_ids(graph)
 
-    def save_input(l):
-        def pre(module, args):
-            if l not in recomputing:
-                residual[l] = args[0]
-        return pre
+    def patch_attn_norm(l):
+        def fwd(module, args, output):
+            if l in recomputing:
+                return
+            rs = [r for r in layer_ids[l][0] if drop[:n_src[r], r].any()]
+            normed[l] = {}
+            if rs:
+                x = args[0]
+                recomputing.add(l)  # this extra norm call must not patch itself
+                normed[l] = dict(zip(rs, module(x[None] + delta(rs).to(x.dtype))))
+                recomputing.discard(l)
+            return
+        return fwd
 
     def patch_projection(l, proj):
-        attn, _ = layer_receivers[l]
-        mine = [(r, spec) for r, spec in zip(attn, graph.layers[l].receivers) if spec.module is proj]
+        mine = [(r, spec) for r, spec in zip(layer_ids[l][0], graph.layers[l].receivers) if spec.module is proj]
 
         def fwd(module, args, output):
-            rs = [r for r, _ in mine]
-            dlt = delta(rs)
-            if dlt is None:
+            todo = [(normed[l][r], spec) for r, spec in mine if r in normed[l]]
+            if not todo:
                 return output
-            x = residual[l]
-            recomputing.add(l)  # this extra norm call must not overwrite residual[l]
-            normed = graph.layers[l].attn_norm(x[None] + dlt.to(x.dtype))  # [len(rs), b, s, d]
-            recomputing.discard(l)
             out = output.clone()
-            for k, (r, spec) in enumerate(mine):
-                if drop[: n_src[r], r].any():
-                    y = normed[k] @ spec.weight.T
-                    out[..., spec.cols] = y + spec.bias if spec.bias is not None else y
+            for x, spec in todo:
+                y = x @ spec.weight.T
+                out[..., spec.cols] = y + spec.bias if spec.bias is not None else y
             return out
         return fwd
 
     def patch_norm_input(r):
         def pre(module, args):
-            dlt = delta([r])
-            if dlt is None:
+            if not drop[:n_src[r], r].any():
                 return None
-            return (args[0] + dlt[0].to(args[0].dtype), *args[1:])
+            return (args[0] + delta([r])[0].to(args[0].dtype), *args[1:])
         return pre
 
     for l, layer in enumerate(graph.layers):
-        hooks.append((layer.attn_norm, "pre", save_input(l)))
+        hooks.append((layer.attn_norm, "fwd", patch_attn_norm(l)))
         hooks += [(proj, "fwd", patch_projection(l, proj)) for proj in layer.projections]
-        hooks.append((layer.mlp_norm, "pre", patch_norm_input(layer_receivers[l][1])))
-    hooks.append((graph.final_norm, "pre", patch_norm_input(logits_receiver)))
+        hooks.append((layer.mlp_norm, "pre", patch_norm_input(layer_ids[l][1])))
+    hooks.append((graph.final_norm, "pre", patch_norm_input(logits_id)))
     with _installed(hooks):
         return model(**inputs).logits

@@ -101,12 +101,12 @@ def faithfulness(model, graph: Graph, batches: Iterable[Batch], keep: torch.Tens
     keep the clean behaviour?). ``denoising``: base = corrupted run, edges outside carry clean activations.
     Returns ``normalized`` = (m(C) − m(source)) / (m(base) − m(source)) (means over examples; 1 = the circuit
     reproduces the full model, 0 = no better than the other run) and ``kl`` = mean KL(full ‖ circuit) at the
-    answer position.
+    answer position. Weights are frozen while patching (:func:`patched_logits`).
     """
     base, other = ("clean", "corrupted") if direction == "noising" else ("corrupted", "clean")
     m_base, m_other, m_circ, kls = [], [], [], []
     for batch in batches:
-        a_base, logits_base = capture(model, graph, batch.inputs(base))
+        _, logits_base = capture(model, graph, batch.inputs(base))
         a_other, logits_other = capture(model, graph, batch.inputs(other))
         logits_c = patched_logits(model, graph, batch.inputs(base), a_other, keep)
         rows = torch.arange(len(batch.pos))
