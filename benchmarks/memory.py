@@ -1,0 +1,471 @@
+"""Peak memory of EAP-dual circuit discovery and of one CLUE masked step, before and after issue #14, measured in
+one run; a memory formula fitted to the measured points and its prediction for Llama-2-7B and Llama-3-8B.
+
+    .venv/bin/python benchmarks/memory.py [--before 8d6c989] [--jobs 2]
+
+Models are random-init Llama-shaped ``LlamaConfig`` models in bf16 (no download) of growing depth, width, head
+counts (MHA and GQA) and vocabulary, on a few batch shapes. Every measurement runs in a fresh subprocess: the
+"before" ones import ``clueflow`` from an export of the pre-issue commit (``git archive`` into a temp dir,
+removed afterwards; nothing is registered in the shared ``.git``), the "after" ones from this tree.
+
+* discovery: ``discover(model, tok, df, method="eap_dual")`` on two batches of ``b × s`` tokens (the second batch
+  sees whatever the first one left alive), i.e. attribution, circuit selection and both faithfulness runs;
+* CLUE step: the trainer (``unlearn.trainer.train``) on CLUE's stage 2 (PO forget loss + λ·retain NLL, two
+  forwards before one backward) for two steps (the second one has the optimizer state), masked AdamW with a
+  ~50 % node mask (every other head of every layer, every other MLP), lr 5e-5; "after" also with the trainer's
+  gradient checkpointing.
+
+**What is measured.** The quantity that maps onto GPU memory is the peak of the bytes held by live tensors: that
+is what ``torch.cuda.max_memory_allocated`` counts (the caching allocator adds only rounding to 512 B). A
+``TorchDispatchMode`` (:class:`LiveBytes`) sees every tensor an ATen op returns, forward, backward, inside
+``torch.func`` transforms and in the optimizer; it counts each new storage once and un-counts it in a weakref
+finalizer when the storage dies (the approach of ``torch.distributed._tools.mem_tracker``). Weights and buffers
+count from the start; the masks do not (they stay on the CPU when the model trains on a GPU). Kernel-internal
+scratch is invisible to it, as it is to ``max_memory_allocated``. :func:`validate` checks the counter on known
+allocations (a matmul, a linear layer's forward and backward) before anything is measured and stops the script
+if it is off by a single byte. Cross-check: peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``) over
+the same region, regressed on the live-byte peaks across the points; it includes the allocator's slack and the
+runtime's one-off allocations (the intercept), and its slope should be near 1.
+
+**Formula.** ``peak = known + Σ c_i · x_i``. Known, not fitted: the weights (2 B per parameter) and, for the
+step, the optimizer state, which each step child measures directly (bytes the optimizer keeps after a step) and
+which least squares splits exactly into bytes per trainable entry, per trainable entry of a partially masked
+tensor and per entry of a partially masked tensor. The rest is fitted by non-negative least squares on the
+relative error, with the terms each version's code implies (T = b·s tokens per batch, W writers, R receivers,
+R_l receivers of one layer, P parameters, P_g parameters with a gradient):
+
+* discovery before: P (weight gradients: weights required grad), W·T·d (every writer's activation, both runs,
+  and their delta, fp32), R·T·d (every receiver's gradient, both runs, fp32), R_l·T·d (one layer's stacked
+  cotangents), and the model's own L·T·d, L·T·ffn (saved activations), T·V (logits), 1;
+* discovery after: R_l·T·d (at most one layer's receiver gradients alive), H·T·d (a layer's head deltas expanded
+  for the GEMM; the code bounds it by token chunks, the fit does not, so at 8B this term overestimates), L·T·d
+  (compact writer deltas in the model's dtype, and the model's saved activations), L·T·ffn, T·V, 1;
+* step: P_g (gradients), the largest trainable tensor (fp32 transients of the optimizer), L·T·d, L·T·ffn, T·V, 1.
+
+Residuals on the measured points and the error on the largest point when it is left out of the fit are printed
+with the predictions. The 7B/8B figures extrapolate that fit: they are predictions, not measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+REPO = Path(__file__).resolve().parents[1]
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Shape:
+    L: int  # layers
+    d: int  # hidden size
+    H: int  # attention heads
+    KV: int  # key/value heads
+    ffn: int  # MLP width
+    V: int  # vocabulary
+    b: int = 8  # batch
+    s: int = 512  # tokens per example
+
+    @property
+    def T(self) -> int:
+        return self.b * self.s
+
+
+# Measured points: depth, width, heads (MHA and GQA), vocabulary and tokens vary independently enough for each
+# term of the fit to be identified. The byte tokenizer needs V ≥ 320.
+POINTS = [Shape(1, 64, 4, 4, 128, 512, 2, 16), Shape(2, 64, 4, 2, 192, 512, 2, 32),
+          Shape(2, 128, 8, 2, 256, 1024, 4, 16), Shape(4, 64, 8, 8, 128, 512, 4, 32),
+          Shape(4, 128, 4, 1, 384, 512, 2, 64), Shape(2, 192, 6, 3, 512, 2048, 2, 16),
+          Shape(3, 96, 12, 4, 256, 768, 4, 24), Shape(6, 64, 4, 2, 176, 512, 2, 32),
+          Shape(4, 256, 8, 4, 688, 1024, 4, 32), Shape(8, 128, 8, 2, 448, 1024, 2, 48)]
+TARGETS = {"Llama-2-7B": Shape(32, 4096, 32, 32, 11008, 32000), "Llama-3-8B": Shape(32, 4096, 32, 8, 14336, 128256)}
+GOALS = {"discovery": 60, "step": 70, "step_gc": 70}  # GiB at 8B (issue #14)
+# (code version, measurement); step_gc: the step with the trainer's gradient checkpointing, which "before" lacks
+VARIANTS = [("before", "discovery"), ("after", "discovery"), ("before", "step"), ("after", "step"),
+            ("after", "step_gc")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the counter
+
+class LiveBytes(TorchDispatchMode):
+    """Current and peak bytes of live tensor storages; ``tensors`` alive at entry count from the start."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+        for t in tensors:
+            self._track(t)
+
+    def _track(self, t) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        st = t.untyped_storage()
+        if id(st) in self.live:
+            return
+        self.live[id(st)] = st.nbytes()
+        self.current += st.nbytes()
+        self.peak = max(self.peak, self.current)
+        weakref.finalize(st, self._free, id(st))
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            self._track(t)
+        return out
+
+
+def validate() -> str:
+    """The counter against allocations whose size is known exactly; raises if any differs."""
+    checks = []
+    with LiveBytes() as mem:
+        x = torch.empty(1000, 1000)
+        y = x @ x
+        checks.append(("two 1000² fp32", mem.current, 8_000_000))
+        del x
+        checks.append(("after del", mem.current, 4_000_000))
+        checks.append(("peak", mem.peak, 8_000_000))
+        del y
+        lin = torch.nn.Linear(512, 256, dtype=torch.bfloat16)
+        a = torch.randn(64, 512, dtype=torch.bfloat16, requires_grad=True)
+        base = mem.current  # weight + bias + input
+        out = lin(a).relu().sum()
+        # saved: relu output [64, 256]; the loss scalar
+        checks.append(("linear forward", mem.current - base, 64 * 256 * 2 + 2))
+        out.backward()
+        del out
+        # kept: weight grad, bias grad, input grad (the saved relu output is released)
+        checks.append(("linear backward", mem.current - base, (512 * 256 + 256 + 64 * 512) * 2))
+    bad = [f"{name}: {got} != {want}" for name, got, want in checks if got != want]
+    if bad:
+        raise SystemExit("live-bytes counter failed validation: " + "; ".join(bad))
+    return ", ".join(f"{name} {got:,} B" for name, got, _ in checks)
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+class Region:
+    """Live-byte peak (via :class:`LiveBytes`) and RSS peak above the start, over a ``with`` block."""
+
+    def __init__(self, *tensors):
+        self.mem = LiveBytes(*tensors)
+
+    def __enter__(self):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self.rss0 = _rss("VmRSS")
+        self.mem.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mem.__exit__(*exc)
+        self.rss_peak = _rss("VmHWM") - self.rss0
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models, masks and the structural counts the formula uses
+
+def llama(shape: Shape, *, device: str = "cpu", dtype=torch.bfloat16):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=shape.d, intermediate_size=shape.ffn, num_hidden_layers=shape.L,
+                      num_attention_heads=shape.H, num_key_value_heads=shape.KV, head_dim=shape.d // shape.H,
+                      vocab_size=shape.V, max_position_embeddings=max(4096, shape.s), tie_word_embeddings=False,
+                      bos_token_id=shape.V - 1, eos_token_id=shape.V - 1, pad_token_id=shape.V - 1)
+    torch.manual_seed(0)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+
+
+def half_nodes(shape: Shape) -> list[str]:
+    """The ~50 % mask: every other head of every layer and every other MLP."""
+    return ([f"a{l}.h{h}" for l in range(shape.L) for h in range(0, shape.H, 2)]
+            + [f"m{l}" for l in range(0, shape.L, 2)])
+
+
+def structure(shape: Shape) -> dict[str, float]:
+    """Counts the formula needs, without materializing the model: shapes from a meta-device model, mask fractions
+    per parameter from a narrow model with the same layers and heads (a node's share of a tensor does not depend
+    on the widths)."""
+    from clueflow.circuits.graph import build_graph
+    from clueflow.masks import build_masks
+
+    narrow = llama(Shape(shape.L, 2 * shape.H, shape.H, shape.KV, 4, 320), dtype=torch.float32)
+    masks = build_masks(narrow, half_nodes(shape))
+    graph = build_graph(narrow)
+    full = dict(llama(shape, device="meta").named_parameters())
+    n = {"P": sum(p.numel() for p in full.values()), "M": 0, "P_g": 0, "P_t": 0, "P_tp": 0, "N_p": 0, "max_t": 0,
+         "W": len(graph.writers), "R": len(graph.receivers), "R_l": shape.H + 2 * shape.KV + 1}
+    for name, m in masks.items():
+        size = full[name].numel()
+        n["M"] += size
+        if m.any():
+            frac = m.float().mean().item()
+            n["P_g"] += size
+            n["P_t"] += round(frac * size)
+            n["max_t"] = max(n["max_t"], size)
+            if not m.all():
+                n["P_tp"] += round(frac * size)
+                n["N_p"] += size
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the two measurements (each in its own child process, against whichever clueflow is on the path)
+
+def prompt_rows(n: int, length: int):
+    """``n`` random clean/corrupted prompt pairs of ``length`` byte-tokenizer tokens each (token-aligned)."""
+    import pandas as pd
+
+    gen = np.random.default_rng(0)
+    letters, capitals = np.array(list("abcdefghijklmnopqrstuvwxyz")), list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return pd.DataFrame([dict(prompt="".join(gen.choice(letters, length)),
+                              corrupted_prompt="".join(gen.choice(letters, length)), answer=" " + a,
+                              corrupted_answer=" " + c)
+                         for a, c in (gen.choice(capitals, 2, replace=False) for _ in range(n))])
+
+
+def measure_discovery(shape: Shape) -> dict:
+    from clueflow.circuits.discover import discover
+    from clueflow.models import byte_tokenizer
+
+    tok, model = byte_tokenizer(), llama(shape).eval()
+    rows = prompt_rows(2 * shape.b, shape.s)
+    with Region(*model.parameters(), *model.buffers()) as r:
+        discover(model, tok, rows, method="eap_dual", batch_size=shape.b)
+    return dict(peak=r.mem.peak, rss=r.rss_peak)
+
+
+def clue_stage2(shape: Shape, masks: dict, *, steps: int, **batch_options):
+    """Random forget/refusal/retain data of ``steps`` batches of ``b × s`` tokens (the second half of each row
+    labelled) and CLUE's stage 2 on ``masks``: PO forget loss + 1.0 × retain NLL, one epoch."""
+    from clueflow.unlearn.batches import Batches
+    from clueflow.unlearn.losses import IGNORE
+    from clueflow.unlearn.trainer import Stage, UnlearnData
+
+    gen = torch.Generator().manual_seed(0)
+
+    def batches(seed):
+        items = []
+        for _ in range(steps * shape.b):
+            ids = torch.randint(0, shape.V - 1, (shape.s,), generator=gen).tolist()
+            items.append((ids, [IGNORE] * (shape.s // 2) + ids[shape.s // 2:]))
+        return Batches(items, shape.b, pad_id=shape.V - 1, seed=seed, **batch_options)
+
+    data = UnlearnData(forget=batches(0), refusal=batches(1), retain=batches(2))
+    return data, Stage("stage2", masks, loss="po", epochs=1, lr=5e-5, retain_weight=1.0)
+
+
+def measure_step(shape: Shape, checkpointing: bool = False) -> dict:
+    from clueflow.masks import build_masks
+    from clueflow.unlearn.optim import MaskedAdamW
+    from clueflow.unlearn.trainer import train
+
+    model = llama(shape)
+    masks = build_masks(model, half_nodes(shape))
+    data, stage = clue_stage2(shape, masks, steps=2)
+    with Region(*model.parameters(), *model.buffers()) as r:  # the masks stay on the CPU when training on a GPU
+        train(model, [stage], data, **({"gradient_checkpointing": True} if checkpointing else {}))
+
+    # optimizer state alone: what the optimizer keeps alive after one step
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        params[name].requires_grad_(bool(m.any()))
+        params[name].grad = torch.ones_like(params[name]) if m.any() else None
+    with LiveBytes(*params.values(), *(p.grad for p in params.values() if p.grad is not None),
+                   *masks.values()) as state:
+        start = state.current
+        opt = MaskedAdamW(params, masks, lr=5e-5)
+        opt.step()
+        kept = state.current - start
+    counts = dict(P_t=int(sum(m.sum() for m in masks.values())),
+                  P_g=sum(m.numel() for m in masks.values() if m.any()))
+    return dict(peak=r.mem.peak, rss=r.rss_peak, state=kept, **counts)
+
+
+def child(kind: str, shape: Shape) -> None:
+    torch.set_num_threads(1)
+    import clueflow
+
+    out = measure_discovery(shape) if kind == "discovery" else measure_step(shape, kind == "step_gc")
+    print(json.dumps(dict(out, clueflow=str(Path(clueflow.__file__).parent))))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fit and report
+
+_MODEL_TERMS = {"L·T·d": lambda s, n: s.L * s.T * s.d, "L·T·ffn": lambda s, n: s.L * s.T * s.ffn,
+                "T·V": lambda s, n: s.T * s.V, "1": lambda s, n: 1}
+TERMS = {
+    ("before", "discovery"): {"P": lambda s, n: n["P"], "W·T·d": lambda s, n: n["W"] * s.T * s.d,
+                              "R·T·d": lambda s, n: n["R"] * s.T * s.d,
+                              "R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, **_MODEL_TERMS},
+    ("after", "discovery"): {"R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, "H·T·d": lambda s, n: s.H * s.T * s.d,
+                             **_MODEL_TERMS},
+}
+STEP_TERMS = {"P_g": lambda s, n: n["P_g"], "max tensor": lambda s, n: n["max_t"], **_MODEL_TERMS}
+TERMS.update({(v, k): STEP_TERMS for v, k in VARIANTS if k != "discovery"})
+STATE_TERMS = ("P_t", "P_tp", "N_p")  # per trainable entry, per trainable entry of a partial tensor, per entry of one
+
+
+def known_bytes(n: dict, state_coef: np.ndarray | None) -> float:
+    """Bytes that are not fitted: bf16 weights, optimizer state."""
+    return 2 * n["P"] + (0 if state_coef is None else float(np.dot(state_coef, [n[k] for k in STATE_TERMS])))
+
+
+def fit(variant: tuple[str, str], runs: list[tuple[Shape, dict, dict]], state_coef):
+    """NNLS on relative error; returns coefficients, per-point relative residuals, the error on the largest point
+    when it is left out."""
+    from scipy.optimize import nnls
+
+    X = np.array([[f(s, n) for f in TERMS[variant].values()] for s, n, _ in runs], dtype=float)
+    known = np.array([known_bytes(n, state_coef) for _, n, _ in runs])
+    y = np.array([r["peak"] for _, _, r in runs], dtype=float)
+
+    def solve(rows):
+        return nnls(X[rows] / y[rows, None], (y[rows] - known[rows]) / y[rows])[0]
+
+    everything = np.arange(len(y))
+    coef = solve(everything)
+    resid = (known + X @ coef) / y - 1
+    big = int(np.argmax(y))
+    held = solve(everything[everything != big])
+    return coef, resid, (known[big] + X[big] @ held) / y[big] - 1
+
+
+def predict(variant: tuple[str, str], shape: Shape, n: dict, coef, state_coef) -> float:
+    return known_bytes(n, state_coef) + float(np.dot(coef, [f(shape, n) for f in TERMS[variant].values()]))
+
+
+def run_all(before_src: Path, jobs: int) -> dict:
+    env = {"before": dict(os.environ, PYTHONPATH=str(before_src)),
+           "after": dict(os.environ, PYTHONPATH=str(REPO / "src"))}
+    tasks = [(v, k, s) for v, k in VARIANTS for s in POINTS]
+
+    def one(task):
+        version, kind, shape = task
+        proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(asdict(shape))], check=False,
+                              env=env[version], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{version} {kind} {shape} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(one, tasks))
+    out = {}
+    for (version, kind, shape), r in zip(tasks, results):
+        want = before_src if version == "before" else REPO / "src"
+        if Path(r["clueflow"]) != want / "clueflow":
+            raise SystemExit(f"{version} run imported clueflow from {r['clueflow']}, not {want}")
+        out.setdefault((version, kind), []).append((shape, r))
+    return out
+
+
+LABELS = {("before", "discovery"): "discovery before", ("after", "discovery"): "discovery after",
+          ("before", "step"): "step before", ("after", "step"): "step after",
+          ("after", "step_gc"): "step after, checkpointing"}
+
+
+def report(measured: dict) -> str:
+    counts = {s: structure(s) for s in [*POINTS, *TARGETS.values()]}
+    for (version, kind), rows in measured.items():  # the counts the formula uses are the ones the run had
+        for s, r in rows:
+            if kind != "discovery" and (r["P_t"], r["P_g"]) != (counts[s]["P_t"], counts[s]["P_g"]):
+                raise SystemExit(f"structure() disagrees with the masks of {s}")
+    preds, fits, states = {}, {}, {}
+    for version, kind in VARIANTS:
+        state_coef = None
+        if kind != "discovery":
+            A = np.array([[counts[s][k] for k in STATE_TERMS] for s, _ in measured[(version, kind)]], dtype=float)
+            b = np.array([r["state"] for _, r in measured[(version, kind)]], dtype=float)
+            state_coef = np.linalg.lstsq(A, b, rcond=None)[0]
+            states[version] = (state_coef, np.abs(A @ state_coef / b - 1).max())
+        fits[(version, kind)] = fit((version, kind), [(s, counts[s], r) for s, r in measured[(version, kind)]],
+                                    state_coef)
+        for name, shape in TARGETS.items():
+            preds[(name, version, kind)] = predict((version, kind), shape, counts[shape], fits[(version, kind)][0],
+                                                   state_coef)
+
+    lines = ["## Predicted peak memory at batch 8 × 512 tokens, bf16 (GiB)\n",
+             "| model | " + " | ".join(LABELS.values()) + " |", "|---|" + "---:|" * len(LABELS)]
+    for name in TARGETS:
+        lines.append(f"| {name} | " + " | ".join(f"{preds[(name, *v)] / GiB:,.1f}" for v in VARIANTS) + " |")
+    lines.append("| target at 8B | " + " | ".join(f"≤ {GOALS[k]}" for _, k in VARIANTS) + " |")
+    n8 = counts[TARGETS["Llama-3-8B"]]
+    lines.append(f"\nThe 50 % mask at 8B makes {n8['P_t'] / n8['M']:.1%} of the maskable entries trainable; "
+                 f"{n8['P_g'] / 1e9:.2f} B parameters get a gradient.\n")
+
+    lines.append("## Fitted terms (bytes per unit) and fit quality\n")
+    for v in VARIANTS:
+        coef, resid, held = fits[v]
+        lines.append(f"- {LABELS[v]}: " + " + ".join(f"{c:.3g}·{t}" for c, t in zip(coef, TERMS[v]) if c)
+                     + f" — max |residual| {np.abs(resid).max():.1%}, largest point left out of the fit {held:+.1%}")
+    lines.append("\nKnown terms, not fitted: weights 2 B per parameter; for the step, the optimizer state as "
+                 "measured (bytes it keeps after one step, split exactly by least squares):\n")
+    lines.append("| version | B / trainable entry | + B / trainable entry of a partial tensor | "
+                 "+ B / entry of a partial tensor | B / trainable entry at 8B | split error |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for version, (sc, err) in states.items():
+        per = float(np.dot(sc, [n8[k] for k in STATE_TERMS])) / n8["P_t"]
+        lines.append(f"| {version} | {sc[0]:.2f} | {sc[1]:.2f} | {sc[2]:.2f} | {per:.2f} | {err:.1e} |")
+
+    lines.append("\n## Measured points: peak live bytes, MiB (peak RSS above the start, MiB)\n")
+    lines.append("| L | d | H | KV | ffn | V | b×s | " + " | ".join(LABELS.values()) + " |")
+    lines.append("|---:" * 7 + "|" + "---:|" * len(LABELS))
+    for i, s in enumerate(POINTS):
+        cells = [f"{measured[v][i][1]['peak'] / 2**20:.2f} ({measured[v][i][1]['rss'] / 2**20:.0f})"
+                 for v in VARIANTS]
+        lines.append(f"| {s.L} | {s.d} | {s.H} | {s.KV} | {s.ffn} | {s.V} | {s.b}×{s.s} | " + " | ".join(cells) + " |")
+    lines.append("\nRSS cross-check, peak RSS above the start ≈ a + b × peak live bytes over the points:")
+    for v in VARIANTS:
+        live, rss = (np.array([r[key] for _, r in measured[v]], dtype=float) for key in ("peak", "rss"))
+        b, a = np.polyfit(live, rss, 1)
+        lines.append(f"- {LABELS[v]}: a = {a / 2**20:.0f} MiB, b = {b:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", default="8d6c989", help="the pre-issue commit")
+    ap.add_argument("--jobs", type=int, default=2, help="measurements run at once")
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "SHAPE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], Shape(**json.loads(args.child[1])))
+        return
+    print("live-bytes counter validated:", validate())
+    with tempfile.TemporaryDirectory(prefix="clueflow-before-") as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "src"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        measured = run_all(Path(tmp) / "src", args.jobs)
+    head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, check=True,
+                          text=True).stdout.strip()
+    print(f"before: {args.before}; after: this tree ({head}, uncommitted changes included); {len(POINTS)} shapes\n")
+    print(report(measured))
+
+
+if __name__ == "__main__":
+    main()
