@@ -48,6 +48,8 @@ def tasks(tmp_path_factory):
                doc_to_text="{{prompt}}", doc_to_target="{{prompt}}",
                dataset_kwargs={"data_files": {"test": str(root / "clueflow_ta.parquet")}})
     (root / "clueflow_gen.yaml").write_text(yaml.safe_dump(gen))
+    plain = dict(group="clueflow_plain", task=["clueflow_ta", "clueflow_tb"])  # no aggregate of its own
+    (root / "clueflow_plain.yaml").write_text(yaml.safe_dump(plain))
     mixed = dict(group="clueflow_mixed", task=["clueflow_tb", "clueflow_gen"])
     (root / "clueflow_mixed.yaml").write_text(yaml.safe_dump(mixed))
     return dict(root=root, data={"clueflow_ta": a, "clueflow_tb": b})
@@ -80,6 +82,11 @@ def test_a_group_is_one_task_scored_by_its_own_aggregate(lm, tasks):
     general = {"clueflow_grp": reported["clueflow_grp"], "other": 1.0}
     s = summarize(table, general, member_texts=set(), texts=[], by_text={})
     assert s["general_utility"] == pytest.approx((per_task.mean() + 1.0) / 2)
+
+
+def test_a_group_without_an_aggregate_is_the_mean_over_its_documents(lm, tasks):
+    rows, reported = run_lm_eval(*lm, ["clueflow_plain"], include_path=tasks["root"], batch_size=4)
+    assert reported == {} and set(rows["set"]) == {"clueflow_plain"} and len(rows) == 11
 
 
 def test_the_metric_is_chosen_per_task(lm, tasks):

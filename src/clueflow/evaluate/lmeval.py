@@ -160,8 +160,8 @@ def run_lm_eval(model, tok, names: list[str], *, include_path: str | Path | None
     """Run lm-eval on an in-memory model for the configured ``names`` (tasks, groups or tags).
 
     Returns one row per document (``task, doc_id, id, correct, set``: ``set`` the configured name, ``correct`` the
-    document's score under the name's metric) and, per name, the score lm-eval reports for it (a group's own
-    aggregate; a tag, which lm-eval does not aggregate, gets none)."""
+    document's score under the name's metric) and the score lm-eval reports for each group with an aggregate of its
+    own (``aggregate_metric_list``; a tag, or a group without one, is scored by the mean over its documents)."""
     from ..devices import model_device
     from ..fetch import offline_error
 
@@ -199,8 +199,9 @@ def run_lm_eval(model, tok, names: list[str], *, include_path: str | Path | None
         for s in samples:
             rows.append(dict(task=task, doc_id=int(s["doc_id"]), id=str(s["doc"].get("id", s["doc_id"])),
                              correct=float(s[metric]), set=owner[task]))
-    reported = {name: float(out["results"][name][f"{metrics.get(name, METRIC)},none"])
-                for name in names if name in out.get("groups", {})}
+    groups = out.get("groups") or {}  # None when no group aggregates
+    reported = {name: float(groups[name][key]) for name in names
+                if (key := f"{metrics.get(name, METRIC)},none") in groups.get(name, {})}
     return pd.DataFrame(rows, columns=ROWS), reported
 
 
