@@ -136,3 +136,10 @@ def test_offline_evaluation_names_the_uncached_lm_eval_task(tmp_path):
     assert last.startswith("clueflow.errors.ClueflowError: evaluate.general: cannot load the data of lm-eval task "
                            "'arc_easy' with the hub offline (")
     assert f"cache {tmp_path / 'cache'}, run `clueflow fetch" in last
+
+
+def test_nothing_to_fetch_for_a_model_that_is_not_a_hub_id():
+    """(A missing package or path is the model job's error, not the workflow's at start.)"""
+    for source in ("tiny:llama", "pkg:not_installed_pkg", "./missing/model.gguf"):
+        config = _config(**{"model.source": source})
+        assert fetch_spec(Plan.from_config(config).config, [])["model"] is None

@@ -92,9 +92,12 @@ def fetch_spec(config: dict[str, Any], standard_tasks: list[str]) -> dict[str, A
     from .models import resolve_source
 
     model = config["model"]
-    src = resolve_source(model["source"])
+    try:
+        hub = resolve_source(model["source"]).kind == "hub"
+    except ClueflowError:  # not a hub id (a package or path that is missing): the model job says what is wrong
+        hub = False
     return dict(cache_dir=config["hub"]["cache_dir"],
-                model=dict(hub=src.location, revision=model["revision"]) if src.kind == "hub" else None,
+                model=dict(hub=model["source"], revision=model["revision"]) if hub else None,
                 datasets=hub_data_sets(config), tasks=list(standard_tasks))
 
 
