@@ -99,14 +99,16 @@ def needs_clue_masks(method: str, options: dict) -> bool:
     return method == "clue" or ("ratio" in METHODS.options(method) and options.get("ratio", "clue") == "clue")
 
 
-def top_entries(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-    """Masks of the ``k`` highest scores over all tensors together (ties at the threshold all included)."""
-    flat = torch.cat([s.reshape(-1).float() for s in scores.values()])
+def top_entries(flat: torch.Tensor, shapes: dict[str, torch.Size], k: int) -> dict[str, torch.Tensor]:
+    """Masks of the ``k`` highest scores over all tensors together (ties at the threshold all included). ``flat``
+    holds every tensor's scores concatenated in ``shapes``' order: one buffer, ranked where it is (no second copy
+    of all scores on a GPU)."""
     k = max(0, min(k, flat.numel()))
     if k == 0:
-        return {n: torch.zeros(s.shape, dtype=torch.bool) for n, s in scores.items()}
+        return {n: torch.zeros(s, dtype=torch.bool, device=flat.device) for n, s in shapes.items()}
     threshold = flat.kthvalue(flat.numel() - k + 1).values
-    return {n: s.float() >= threshold for n, s in scores.items()}
+    parts = flat.split([s.numel() for s in shapes.values()])
+    return {n: (v >= threshold).view(s) for (n, s), v in zip(shapes.items(), parts)}
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -1,9 +1,13 @@
 """WAGLE (Jia et al. 2024): per weight |(θ − ∇L_r / μ) ⊙ ∇L_f|, the global top entries (``ratio`` of the
 maskable entries, or CLUE's count by default), then forget + λ·retain fine-tuning on them. The score is computed
-in fp32 one tensor at a time, as each retain gradient arrives: the forget gradients are the only full copy."""
+in fp32 one tensor at a time, as each retain gradient arrives (the forget gradients are the only full copy), into
+one buffer that is ranked in place."""
 
 from __future__ import annotations
 
+import torch
+
+from ...devices import model_device
 from ...registry import NUMBER
 from . import LOSSES, METHODS, RATIO, Context, top_entries
 from .attribution import gradient_stream, gradients
@@ -14,6 +18,9 @@ def wagle(ctx: Context):
     params = ctx.maskable()
     g_f = gradients(ctx.model, params, ctx.data.forget)
     mu = float(ctx.options.get("mu", 1e-6))  # the released WAGLE configs' μ
-    scores = {n: ((params[n].detach().float() - g_r.float() / mu) * g_f.pop(n).float()).abs()
-              for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain)}
-    return [ctx.stage("finetune", top_entries(scores, ctx.budget()))]
+    shapes = {n: p.shape for n, p in params.items()}
+    flat = torch.empty(sum(p.numel() for p in params.values()), device=model_device(ctx.model))
+    scores = dict(zip(shapes, flat.split([p.numel() for p in params.values()])))
+    for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain):  # written into the one fp32 score buffer
+        torch.mul(params[n].detach().float() - g_r.float() / mu, g_f.pop(n).float(), out=scores[n].view(shapes[n]))
+    return [ctx.stage("finetune", top_entries(flat.abs_(), shapes, ctx.budget()))]
