@@ -18,7 +18,8 @@ rule evaluate:
         general_sets=PLAN.general_sets,
         evaluate=lambda wc: PLAN.evaluate_params(wc.run),
         seed=config["seed"],
-        model=config["model"],
+        dtype=config["model"]["dtype"],
+        trust_remote_code=config["model"]["trust_remote_code"],
         code=script_code("evaluate"),
     script:
         "../workflow_scripts/evaluate.py"

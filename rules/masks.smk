@@ -17,6 +17,7 @@ rule masks:
         **stage_resources("masks"),
     params:
         masks=config["masks"],
+        dtype=config["model"]["dtype"],
         code=script_code("masks"),
     script:
         "../workflow_scripts/masks.py"

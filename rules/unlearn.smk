@@ -16,7 +16,7 @@ rule unlearn:
     params:
         spec=lambda wc: PLAN.unlearn_params(wc.run),
         seed=config["seed"],
-        model=config["model"],
+        model=PLAN.model_params(),
         code=script_code("unlearn"),
     script:
         "../workflow_scripts/unlearn.py"

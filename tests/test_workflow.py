@@ -221,6 +221,10 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
     again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # where the jobs compute is no artifact's identity: another model.device reruns nothing
+    workdir_with(tmp_path, {**TINY_CONFIG, "model": {**TINY_CONFIG["model"], "device": "cpu"}})
+    again = snakemake(workdir, "all", "--dry-run", "--cores", "1")
+    assert "Nothing to be done" in again.stdout + again.stderr
     # changing a general-utility set's size rebuilds that set, its filter step, the accuracy table and every
     # evaluation (GU is measured on it) with the tables and figures built from them; no circuit, mask or checkpoint
     cfg = yaml.safe_load(yaml.safe_dump(TINY_CONFIG))

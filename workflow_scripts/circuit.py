@@ -1,4 +1,4 @@
-from common import logged
+from common import device, logged
 
 from clueflow.circuits.discover import run_circuit
 
@@ -8,4 +8,4 @@ with logged(snakemake.log[0], threads=snakemake.threads):
                 method=c["method"], edge_fraction=c["edge_fraction"], n_examples=c["n_examples"],
                 batch_size=c["batch_size"], max_length=c["max_length"], batch_tokens=c["batch_tokens"],
                 options=c["options"], seed=p.seed, dtype=p.dtype,
-                trust_remote_code=p.trust_remote_code)
+                device=device(snakemake), trust_remote_code=p.trust_remote_code)

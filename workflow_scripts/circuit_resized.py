@@ -1,4 +1,4 @@
-from common import logged
+from common import device, logged
 
 from clueflow.circuits.discover import resize_circuit
 
@@ -7,4 +7,4 @@ with logged(snakemake.log[0], threads=snakemake.threads):
     resize_circuit(i.circuit, i.data, i.model, snakemake.output.edges, snakemake.output.summary,
                    edge_fraction=p.edge_fraction, batch_size=p.batch_size, max_length=p.max_length,
                    batch_tokens=p.batch_tokens, dtype=p.dtype,
-                   trust_remote_code=p.trust_remote_code)
+                   device=device(snakemake), trust_remote_code=p.trust_remote_code)

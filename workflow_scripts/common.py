@@ -36,6 +36,12 @@ def user_error(log, line):
     sys.exit(1)
 
 
+def device(snakemake):
+    """``model.device`` from the workflow's config, never from a rule's params: where a job computes is not part
+    of any artifact's identity, so changing it reruns nothing."""
+    return snakemake.config["model"]["device"]
+
+
 def keyed(keys, paths):
     """The rule's identities (from its params) matched to its input files, which the rule lists in the same order."""
     keys, paths = [tuple(k) if isinstance(k, list) else k for k in keys], list(paths)

@@ -29,6 +29,9 @@
     clueflow tables table {table1,table2,table6} SUMMARY.json... --parquet PATH --markdown PATH --csv PATH
     clueflow tables table3 --entry RUN PAIR BEFORE AFTER [--entry ...] --parquet PATH --markdown PATH --csv PATH
 
+Subcommands that compute with a model (model generate, data filter, circuits build/resize, masks build, evaluate
+run) take ``--dtype`` and ``--device auto|cpu|cuda|cuda:N`` (defaults: the config schema's).
+
 Every user error exits with status 2 and one line on stderr: ``clueflow: <file>: <field>: <message>``.
 """
 
@@ -75,11 +78,12 @@ def _cmd_model_materialize(args) -> None:
 
 
 def _cmd_model_generate(args) -> None:
+    from .devices import model_device
     from .models import load_model, load_tokenizer
 
     tok = load_tokenizer(args.model_dir)
-    model = load_model(args.model_dir)
-    ids = tok(args.prompt, return_tensors="pt").input_ids
+    model = load_model(args.model_dir, dtype=args.dtype, device=args.device)
+    ids = tok(args.prompt, return_tensors="pt").input_ids.to(model_device(model))
     out = model.generate(ids, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     print(args.prompt + tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
 
@@ -101,7 +105,7 @@ def _cmd_data_filter(args) -> None:
     from .data.filter import run_filter
 
     for r in run_filter(args.data, args.model_dir, args.out, args.accuracy, keep=args.keep,
-                        batch_size=args.batch_size):
+                        batch_size=args.batch_size, dtype=args.dtype, device=args.device):
         print(f"{r['set']} [{r['format']}]: accuracy {r['accuracy']:.3f} (chance {r['chance']:.3f}), "
               f"kept {r['kept']}/{r['n']}")
 
@@ -134,7 +138,7 @@ def _cmd_circuits_build(args) -> None:
     s = run_circuit(args.data, args.model_dir, args.out, args.summary, method=args.method,
                     edge_fraction=args.edge_fraction, n_examples=args.n_examples, batch_size=args.batch_size,
                     max_length=args.max_length, batch_tokens=args.batch_tokens,
-                    options=options, seed=args.seed)
+                    options=options, seed=args.seed, dtype=args.dtype, device=args.device)
     for d in ("noising", "denoising"):
         f = s[d]["faithfulness"]
         print(f"{d}: {s[d]['edges']} edges, {s[d]['nodes']} nodes, faithfulness {f['normalized']:.3f}, "
@@ -212,7 +216,7 @@ def _cmd_masks_build(args) -> None:
     from .masks import run_masks
 
     s = run_masks(args.assignment, args.model_dir, args.forget_out, args.conflict_out, args.stats, base=args.base,
-                  calibration=args.calibration)
+                  calibration=args.calibration, dtype=args.dtype, device=args.device)
     for k in ("forget", "conflict", "union"):
         print(f"{k}: unlearned parameter {100 * s[k]['unlearned_parameter']:.2f}% "
               f"({100 * s[k]['fraction_of_all_parameters']:.2f}% of all parameters)")
@@ -238,7 +242,7 @@ def _cmd_circuits_resize(args) -> None:
 
     s = resize_circuit(args.circuit, args.data, args.model_dir, args.out, args.summary,
                        edge_fraction=args.edge_fraction, batch_size=args.batch_size, max_length=args.max_length,
-                       batch_tokens=args.batch_tokens)
+                       batch_tokens=args.batch_tokens, dtype=args.dtype, device=args.device)
     for d in ("noising", "denoising"):
         print(f"{d}: {s[d]['edges']} edges, KL {s[d]['faithfulness']['kl']:.3f}")
 
@@ -251,7 +255,8 @@ def _cmd_evaluate_run(args) -> None:
                        {set_name(p): p for p in args.general}, args.out, args.summary, run=args.run,
                        forget_ratio=args.forget_ratio, seed=args.seed, standard_tasks=[n for n, _ in args.task],
                        metrics={n: m for n, m in args.task if m}, k=args.k,
-                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
+                       device=args.device)
     print(", ".join(f"{k} {s[k]:.3f}" for k in ("forget_efficacy", "retain_utility", "general_utility",
                                                   "mia_auc_min_k", "rouge_l", "unlearned_parameter")))
 
@@ -321,9 +326,9 @@ def _cmd_unlearn_table(args) -> None:
 
 
 def _key(dotted: str):
-    """An argparse type for a flag that sets config key ``dotted``: the schema's type and range."""
+    """An argparse type for a flag that sets config key ``dotted``: the schema's type and range (or pattern)."""
     spec = key_schema(dotted)
-    cast = int if spec.get("type") == "integer" else float
+    cast = {"integer": int, "string": str}.get(spec.get("type"), float)
 
     def parse(text: str):
         try:
@@ -360,6 +365,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"clueflow: {self.prog}: {message}\n")
 
 
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--dtype`` and ``--device`` of a subcommand that computes with a model (config keys model.dtype/device)."""
+    parser.add_argument("--dtype", default=default("model.dtype"), choices=choices("model.dtype"))
+    _flag(parser, "--device", "model.device", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+
+
 def _required(parser: argparse.ArgumentParser, *flags: str) -> None:
     for flag in flags:
         parser.add_argument(flag, required=True, type=Path)
@@ -394,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path)
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=_key("evaluate.max_new_tokens"), default=20)
+    _model_flags(p)
     p.set_defaults(func=_cmd_model_generate)
 
     data = stages.add_parser("data", help="data stage").add_subparsers(dest="cmd", required=True)
@@ -407,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--data", "--model-dir", "--out", "--accuracy")
     p.add_argument("--keep", default=default("filter.keep"), choices=choices("filter.keep"))
     _flag(p, "--batch-size", "filter.batch_size")
+    _model_flags(p)
     p.set_defaults(func=_cmd_data_filter, outputs={"out": None, "accuracy": None})
     p = data.add_parser("accuracy-table", help="gather per-set accuracy JSON files into one table")
     p.add_argument("accuracy", nargs="+", type=Path)
@@ -428,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--max-length", "circuits.max_length")
     _flag(p, "--batch-tokens", "circuits.batch_tokens")
     p.add_argument("--seed", type=_key("seed"), default=0)
+    _model_flags(p)
     p.set_defaults(func=_cmd_circuits_build, outputs={"out": None, "summary": None})
     p = circ.add_parser("summary", help="node/edge/gate counts per layer of a circuit file")
     p.add_argument("path", type=Path)
@@ -442,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--batch-size", "circuits.batch_size")
     _flag(p, "--max-length", "circuits.max_length")
     _flag(p, "--batch-tokens", "circuits.batch_tokens")
+    _model_flags(p)
     p.set_defaults(func=_cmd_circuits_resize, outputs={"out": None, "summary": None})
 
     cnf = stages.add_parser("cnf", help="CNF stage").add_subparsers(dest="cmd", required=True)
@@ -474,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     _required(p, "--assignment", "--model-dir", "--forget-out", "--conflict-out", "--stats")
     p.add_argument("--base", default=default("masks.base"), choices=choices("masks.base"))
     p.add_argument("--calibration", type=Path, help="forget data set (parquet) for the WANDA base")
+    _model_flags(p)
     p.set_defaults(func=_cmd_masks_build, outputs={"forget_out": None, "conflict_out": None, "stats": None})
     p = msk.add_parser("summary", help="selected entries per parameter type of a mask file")
     p.add_argument("path", type=Path)
@@ -507,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--k", "evaluate.k")
     _flag(p, "--max-new-tokens", "evaluate.max_new_tokens")
     _flag(p, "--batch-size", "evaluate.batch_size")
+    _model_flags(p)
     p.set_defaults(func=_cmd_evaluate_run, outputs={"out": None, "summary": None})
     p = ev.add_parser("tasks", help="write lm-eval task YAMLs for built-in sets (their test split)")
     p.add_argument("sets", nargs="+", type=Path)

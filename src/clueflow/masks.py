@@ -31,6 +31,7 @@ from torch import nn
 from . import anatomy
 from .circuits.graph import Graph, build_graph
 from .config import default
+from .devices import model_device
 from .errors import ClueflowError
 from .io import atomic_path, write_json
 from .solve import read_assignment
@@ -104,7 +105,8 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
 
 def load_masks(path: str | Path, model: nn.Module | None = None, *, graph: Graph | None = None
                ) -> dict[str, torch.Tensor]:
-    """Read a mask file; with a model, check every key and shape against its parameters."""
+    """Read a mask file (CPU bool tensors, wherever the model is); with a model, check every key and shape
+    against its parameters."""
     path = Path(path)
     try:
         masks = load_file(str(path))
@@ -131,9 +133,12 @@ def load_masks(path: str | Path, model: nn.Module | None = None, *, graph: Graph
 @torch.no_grad()
 def wanda_base(model: nn.Module, tok, texts: list[str], *, ratio: float = 0.2, graph: Graph | None = None,
                max_length: int = 128) -> dict[str, torch.Tensor]:
-    """WANDA masks: per output unit, the top ``ratio`` of |W| · ‖X_in‖₂ (X = the weight's inputs on ``texts``)."""
+    """WANDA masks: per output unit, the top ``ratio`` of |W| · ‖X_in‖₂ (X = the weight's inputs on ``texts``).
+
+    Norms accumulate in fp32 on the model's device; the masks come back as CPU bool tensors."""
     graph = graph or build_graph(model)
     params = maskable(model, graph)
+    device = model_device(model)
     modules = {n: m for n, m in model.named_modules() if f"{n}.weight" in params and params[f"{n}.weight"].dim() == 2}
     sumsq: dict[str, torch.Tensor] = {}
 
@@ -146,7 +151,7 @@ def wanda_base(model: nn.Module, tok, texts: list[str], *, ratio: float = 0.2, g
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
     try:
         for text in texts:
-            model(**tok(text, return_tensors="pt", truncation=True, max_length=max_length))
+            model(**tok(text, return_tensors="pt", truncation=True, max_length=max_length).to(device))
     finally:
         for h in handles:
             h.remove()
@@ -155,16 +160,19 @@ def wanda_base(model: nn.Module, tok, texts: list[str], *, ratio: float = 0.2, g
         score = anatomy.out_in(module, module.weight.detach().abs().float()) * sumsq[name].sqrt()[None, :]
         k = max(1, int(round(ratio * score.shape[1])))  # rank within each output unit
         mask = torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(k, dim=1).indices, True)
-        out[f"{name}.weight"] = anatomy.out_in(module, mask).contiguous()
+        out[f"{name}.weight"] = anatomy.out_in(module, mask).contiguous().cpu()
     return out
 
 
 def run_masks(assignment_path: str | Path, model_dir: str | Path, forget_out: str | Path, conflict_out: str | Path,
               stats_out: str | Path, *, base: str = default("masks.base"),
               wanda_ratio: float = default("masks.wanda_ratio"), calibration: str | Path | None = None,
-              n_calibration: int = default("masks.n_calibration")) -> dict[str, Any]:
-    """File-level step: assignment + model → forget/conflict masks + statistics JSON."""
-    model = load_model(model_dir)
+              n_calibration: int = default("masks.n_calibration"), dtype: str = default("model.dtype"),
+              device: str = default("model.device")) -> dict[str, Any]:
+    """File-level step: assignment + model → forget/conflict masks + statistics JSON. The model (in ``dtype``,
+    on ``device``) only computes the WANDA base; the masks are built and written on the CPU."""
+    # without WANDA the model is only read for its shapes: no accelerator needed
+    model = load_model(model_dir, dtype=dtype, device=device if base == "wanda" else "cpu")
     graph = build_graph(model)
     table = read_assignment(assignment_path, nodes=graph.writers)
     base_masks = None

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .devices import model_device
+
 
 def encode_prompt(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=True)["input_ids"]
@@ -42,7 +44,7 @@ def score_continuations(model, tok, requests: Sequence[tuple[str, str]], *, batc
         encoded.append((p, c))
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
     results: list[Scored | None] = [None] * len(encoded)
-    device = next(model.parameters()).device
+    device = model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         idx = order[start:start + batch_size]

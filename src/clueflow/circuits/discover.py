@@ -32,6 +32,7 @@ import torch
 from ..anatomy import parse_receiver
 from ..config import default
 from ..data.schema import read_set, set_name
+from ..devices import model_device
 from ..errors import ClueflowError
 from ..io import read_parquet_metadata, read_table, write_json, write_parquet
 from ..models import load_model, load_tokenizer
@@ -58,8 +59,9 @@ def truncate_left(ids: list[int], max_length: int, bos: int | None) -> list[int]
 
 
 def make_batches(df: pd.DataFrame, tok, batch_size: int, *, max_length: int = default("circuits.max_length"),
-                 batch_tokens: int = default("circuits.batch_tokens")) -> list[Batch]:
-    """Right-padded clean/corrupted batches; the rows must be token-aligned (checked when the set
+                 batch_tokens: int = default("circuits.batch_tokens"),
+                 device: torch.device | str = "cpu") -> list[Batch]:
+    """Right-padded clean/corrupted batches on ``device``; the rows must be token-aligned (checked when the set
     was read), so truncating both prompts to ``max_length`` from the left keeps them aligned. Consecutive rows
     form a batch while it has at most ``batch_size`` rows and ``batch_tokens`` padded tokens (rows × longest
     prompt); a row longer than that alone is a batch of its own."""
@@ -83,7 +85,7 @@ def make_batches(df: pd.DataFrame, tok, batch_size: int, *, max_length: int = de
             ids[i, :len(a)], cids[i, :len(b)], mask[i, :len(a)] = torch.tensor(a), torch.tensor(b), 1
         first = lambda col: torch.tensor([encode_continuation(tok, t)[0] for t in rows[col]])  # noqa: E731
         batches.append(Batch(ids, cids, mask, torch.tensor([len(a) - 1 for a in clean]), first("answer"),
-                             first("corrupted_answer")))
+                             first("corrupted_answer")).to(device))
     return batches
 
 
@@ -95,7 +97,8 @@ def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fra
     returns the edge table, the summary and the wall seconds."""
     start = time.perf_counter()
     graph: Graph = build_graph(model)
-    batches = make_batches(df, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens)
+    batches = make_batches(df, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens,
+                           device=model_device(model))
     options = dict(options or {})
     attr = METHODS.get(method, field="circuits.method")(model, graph, batches, edge_fraction=edge_fraction,
                                                         seed=seed, **options)
@@ -129,10 +132,11 @@ def select_circuits(model, graph: Graph, batches: list[Batch], attr: Attribution
     edges = pd.DataFrame({
         "src": [writers[i] for i in src_idx.tolist()],
         "dst": [receivers[i] for i in dst_idx.tolist()],
-        "score_noising": attr.noising[mask].numpy().astype("float32"),
-        "score_denoising": attr.denoising[mask].numpy().astype("float32"),
-        "in_noising": circuits["noising"][mask].numpy(),
-        "in_denoising": circuits["denoising"][mask].numpy(),
+        # scores and circuits may live on the model's device; the table is built on the CPU
+        "score_noising": attr.noising.cpu()[mask].numpy().astype("float32"),
+        "score_denoising": attr.denoising.cpu()[mask].numpy().astype("float32"),
+        "in_noising": circuits["noising"].cpu()[mask].numpy(),
+        "in_denoising": circuits["denoising"].cpu()[mask].numpy(),
         "gate": [gate_names[i + 1] for i in labels[mask].tolist()],
     })
     return edges, summary
@@ -163,12 +167,13 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
                 n_examples: int = default("circuits.n_examples"), batch_size: int = default("circuits.batch_size"),
                 max_length: int = default("circuits.max_length"), batch_tokens: int = default("circuits.batch_tokens"),
                 options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit",
-                dtype: str = default("model.dtype"), trust_remote_code: bool = False) -> dict[str, Any]:
-    """File-level step: filtered data set + model → circuit parquet + JSON summary."""
+                dtype: str = default("model.dtype"), device: str = default("model.device"),
+                trust_remote_code: bool = False) -> dict[str, Any]:
+    """File-level step: filtered data set + model → circuit parquet + JSON summary (computed on ``device``)."""
     METHODS.get(method, field="circuits.method")  # before any model is loaded
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     rows = _circuit_rows(data_path, tok, split=split, n_examples=n_examples, seed=seed)
-    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     edges, summary, seconds = discover(model, tok, rows, method=method, edge_fraction=edge_fraction,
                                        batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens,
                                        options=options, seed=seed)
@@ -181,7 +186,7 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
                    out_parquet: str | Path, out_json: str | Path, *, edge_fraction: float,
                    batch_size: int = default("circuits.batch_size"), max_length: int = default("circuits.max_length"),
                    batch_tokens: int = default("circuits.batch_tokens"), dtype: str = default("model.dtype"),
-                   trust_remote_code: bool = False) -> dict[str, Any]:
+                   device: str = default("model.device"), trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: the circuits of an existing circuit file re-selected at ``edge_fraction`` from its
     scores (no new attribution), with gate labels and faithfulness measured on the same examples."""
     started = time.perf_counter()
@@ -196,7 +201,7 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
     if unknown:
         raise ClueflowError(f"circuit examples {unknown[:3]} are not in the data set", file=data_path, field="id")
     rows = df.loc[meta["example_ids"]].reset_index()
-    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     graph = build_graph(model)
     table = read_table(circuit_path, what="circuit")
     mask = edge_mask(graph)
@@ -211,7 +216,8 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
         full[mask] = torch.tensor(table[f"score_{direction}"].to_numpy(dtype="float32"))
         scores[direction] = full
     attr = Attribution(scores["noising"], scores["denoising"], meta["n_examples"], 0)
-    batches = make_batches(rows, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens)
+    batches = make_batches(rows, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens,
+                           device=model_device(model))
     edges, summary = select_circuits(model, graph, batches, attr, edge_fraction=edge_fraction)
     summary = {**{k: v for k, v in meta.items() if k not in summary}, **summary, "resized_from": str(circuit_path)}
     return _write_circuit(edges, summary, round(time.perf_counter() - started, 2), out_parquet, out_json)

@@ -86,12 +86,13 @@ def filter_set(model, tok, df: pd.DataFrame, *, set_name: str, keep: str = "clea
 
 def run_filter(data_path: str | Path, model_dir: str | Path, out_path: str | Path, accuracy_path: str | Path, *,
                keep: str = default("filter.keep"), batch_size: int = default("filter.batch_size"),
-               dtype: str = default("model.dtype"),
+               dtype: str = default("model.dtype"), device: str = default("model.device"),
                trust_remote_code: bool = False) -> list[dict[str, Any]]:
-    """File-level filter step: read a data set, score it with the model, write kept rows + accuracy JSON."""
+    """File-level filter step: read a data set, score it with the model (on ``device``), write kept rows +
+    accuracy JSON."""
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     df = read_set(data_path, tokenizer=tok)
-    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     kept, records = filter_set(model, tok, df, set_name=set_name(data_path), keep=keep, batch_size=batch_size)
     if kept.empty:  # recorded, not fatal: the set still has a base accuracy; a stage that reads it will refuse
         print(f"warning: {data_path}: the base model answers no example correctly (keep={keep})")

@@ -46,6 +46,7 @@ from ..circuits.graph import build_graph
 from ..config import default
 from ..data.filter import correctness
 from ..data.schema import pair_of_files, read_set, set_name
+from ..devices import model_device
 from ..errors import ClueflowError
 from ..io import write_json, write_parquet
 from ..masks import maskable
@@ -63,21 +64,23 @@ def text_scores(model, tok, texts: list[str], *, k: float, batch_size: int = 32)
     """Per text: mean token NLL, Min-k% and Min-k%++ (tokens after the first, under the scoring encoding)."""
     encoded = [encode_prompt(tok, t) for t in texts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device = model_device(model)
     out = []
     for start in tqdm(range(0, len(encoded), batch_size), desc="mia", unit="batch", leave=False):
         chunk = encoded[start:start + batch_size]
         width = max(len(s) for s in chunk)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk], device=device)
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         probs = logp.exp()
         mu = (probs * logp).sum(-1)
         sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+        mu, sigma = mu.cpu(), sigma.cpu()  # [b, s]: read per token below
         for row, s in enumerate(chunk):
             n = len(s) - 1
             if n < 1:
                 raise ValueError(f"text {texts[start + row]!r} has fewer than two tokens")
-            lp = logp[row, :n].gather(1, torch.tensor(s[1:])[:, None])[:, 0]
+            lp = logp[row, :n].gather(1, torch.tensor(s[1:], device=device)[:, None])[:, 0].cpu()
             out.append(dict(loss=float(-lp.mean()), min_k=min_k_prob(lp.tolist(), k),
                             min_k_pp=min_k_plus_plus(lp.tolist(), mu[row, :n].tolist(), sigma[row, :n].tolist(), k)))
     return out
@@ -87,23 +90,26 @@ def text_scores(model, tok, texts: list[str], *, k: float, batch_size: int = 32)
 def greedy_generations(model, tok, prompts: list[str], *, max_new_tokens: int, batch_size: int = 32) -> list[str]:
     """Greedy continuations, left-padded batches, decoded without special tokens."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    device = model_device(model)
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", leave=False):
         chunk = [encode_prompt(tok, p) for p in prompts[start:start + batch_size]]
         width = max(len(s) for s in chunk)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in chunk])
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk])
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk], device=device)
         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=pad)
-        out += tok.batch_decode(gen[:, width:], skip_special_tokens=True)
+        out += tok.batch_decode(gen[:, width:].cpu(), skip_special_tokens=True)
     return out
 
 
 def unlearned_parameter(model, base) -> float:
-    """Mean over the maskable weight matrices of the share of entries that differ from ``base``."""
+    """Mean over the maskable weight matrices of the share of entries that differ from ``base``. ``base`` may
+    live on another device (the CPU, so that a GPU never holds two models): each of its matrices is compared
+    on ``model``'s device, one at a time."""
     graph = build_graph(model)
     base_params = dict(base.named_parameters())
-    shares = [float((p != base_params[name]).float().mean())
+    shares = [float((p != base_params[name].to(p.device)).float().mean())
               for name, p in maskable(model, graph).items() if p.dim() == 2]
     return float(np.mean(shares)) if shares else 0.0
 
@@ -120,8 +126,10 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    max_new_tokens: int = default("evaluate.max_new_tokens"),
                    batch_size: int = default("evaluate.batch_size"), general_limit: int | None = None,
                    metrics: dict[str, str] | None = None,
-                   dtype: str = default("model.dtype"),
+                   dtype: str = default("model.dtype"), device: str = default("model.device"),
                    trust_remote_code: bool = False) -> dict[str, Any]:
+    """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype``; the base
+    model, read only for ``unlearned_parameter``, stays on the CPU."""
     started = time.perf_counter()
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
 
@@ -137,7 +145,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     if retain.empty:
         raise ClueflowError("no rows in the test split of any retain set", file=retain_paths[0], field="split")
 
-    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     scored = pd.concat([forget, heldout, retain], ignore_index=True)
     ok = correctness(model, tok, scored, batch_size=batch_size, corrupted=False)["correct"]
     n_f, n_h = len(forget), len(heldout)
@@ -166,7 +174,8 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     if Path(model_dir).resolve() == Path(base_dir).resolve():
         share = 0.0
     else:
-        share = unlearned_parameter(model, load_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code))
+        base = load_model(base_dir, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code)
+        share = unlearned_parameter(model, base)
 
     table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).astype({"correct": float})
     summary = summarize(table, general_scores, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
