@@ -24,8 +24,9 @@ count from the start; the masks do not (they stay on the CPU when the model trai
 scratch is invisible to it, as it is to ``max_memory_allocated``. :func:`validate` checks the counter on known
 allocations (a matmul, a linear layer's forward and backward) before anything is measured and stops the script
 if it is off by a single byte. Cross-check: peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``) over
-the same region, regressed on the live-byte peaks across the points; it includes the allocator's slack and the
-runtime's one-off allocations (the intercept), and its slope should be near 1.
+the same region, regressed on the live-byte peaks across the points, with glibc told to return every freed block
+above 64 KiB to the OS (otherwise its arenas keep freed memory and inflate RSS); the intercept is the runtime's
+one-off allocations, and a slope near (or, for pages never touched, below) 1 says nothing large goes uncounted.
 
 **Formula.** ``peak = known + Σ c_i · x_i``. Known, not fitted: the weights (2 B per parameter) and, for the
 step, the optimizer state, which each step child measures directly (bytes the optimizer keeps after a step) and
@@ -38,8 +39,10 @@ R_l receivers of one layer, P parameters, P_g parameters with a gradient):
   and their delta, fp32), R·T·d (every receiver's gradient, both runs, fp32), R_l·T·d (one layer's stacked
   cotangents), and the model's own L·T·d, L·T·ffn (saved activations), T·V (logits), 1;
 * discovery after: R_l·T·d (at most one layer's receiver gradients alive), H·T·d (a layer's head deltas expanded
-  for the GEMM; the code bounds it by token chunks, the fit does not, so at 8B this term overestimates), L·T·d
-  (compact writer deltas in the model's dtype, and the model's saved activations), L·T·ffn, T·V, 1;
+  for the GEMM), L·T·d (compact writer deltas in the model's dtype, and the model's saved activations), L·T·ffn,
+  T·V, 1. The code expands heads a token chunk at a time (``runtime._CHUNK_ELEMENTS`` fp32 elements): at 8 × 512
+  tokens on the 7B/8B shapes a chunk is 1/8 of the tokens, a bound the small models never reach, so the "after"
+  children set the constant to give the same fraction of their tokens, and the terms scale as they do at 8B;
 * step: P_g (gradients), the largest trainable tensor (fp32 transients of the optimizer), L·T·d, L·T·ffn, T·V, 1.
 
 Residuals on the measured points and the error on the largest point when it is left out of the fit are printed
@@ -253,6 +256,12 @@ def measure_discovery(shape: Shape) -> dict:
 
     tok, model = byte_tokenizer(), llama(shape).eval()
     rows = prompt_rows(2 * shape.b, shape.s)
+    from clueflow.circuits import runtime
+
+    if hasattr(runtime, "_CHUNK_ELEMENTS"):  # after: the same token-chunk fraction as at 8B (see the docstring)
+        big = TARGETS["Llama-3-8B"]
+        fraction = min(1.0, runtime._CHUNK_ELEMENTS / (big.H * big.d * big.T))
+        runtime._CHUNK_ELEMENTS = shape.H * shape.d * max(1, round(fraction * shape.T))
     with Region(*model.parameters(), *model.buffers()) as r:
         discover(model, tok, rows, method="eap_dual", batch_size=shape.b)
     return dict(peak=r.mem.peak, rss=r.rss_peak)
@@ -360,8 +369,10 @@ def predict(variant: tuple[str, str], shape: Shape, n: dict, coef, state_coef) -
 
 
 def run_all(before_src: Path, jobs: int) -> dict:
-    env = {"before": dict(os.environ, PYTHONPATH=str(before_src)),
-           "after": dict(os.environ, PYTHONPATH=str(REPO / "src"))}
+    # glibc: blocks above 64 KiB are mmapped and unmapped when freed, so that RSS follows the live bytes
+    malloc = dict(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    env = {"before": dict(os.environ, PYTHONPATH=str(before_src), **malloc),
+           "after": dict(os.environ, PYTHONPATH=str(REPO / "src"), **malloc)}
     tasks = [(v, k, s) for v, k in VARIANTS for s in POINTS]
 
     def one(task):
