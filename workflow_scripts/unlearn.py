@@ -1,11 +1,13 @@
 from common import device, logged
 
-from clueflow.unlearn.run import run_unlearn
+from clueflow.unlearn.run import launch, run_unlearn
 
 with logged(snakemake.log[0], threads=snakemake.threads):
     i, p = snakemake.input, snakemake.params
     masks = {"forget": i.forget_mask, "conflict": i.conflict_mask} if "forget_mask" in i.keys() else None
-    summary = run_unlearn(
-        i.model, i.forget, list(i.retain), snakemake.output[0], **p.spec, seed=p.seed, masks=masks,
-        dtype=p.model["dtype"], device=device(snakemake), trust_remote_code=p.model["trust_remote_code"])
+    args = dict(model_dir=i.model, forget_path=i.forget, retain_paths=list(i.retain), out_dir=snakemake.output[0],
+                **p.spec, seed=p.seed, masks=masks, dtype=p.model["dtype"], device=device(snakemake),
+                trust_remote_code=p.model["trust_remote_code"])
+    gpus = snakemake.resources.get("gpu", 0)  # unlearn.gpus of the run: one process per GPU the job holds
+    summary = launch(gpus, **args) if gpus > 1 else run_unlearn(**args)
     print({k: summary[k] for k in ("run", "method", "n_forget", "n_retain", "seconds")})

@@ -316,6 +316,9 @@ def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: di
     speed = GPU_FLOPS[dtype] if gpu else CPU_FLOPS_PER_CORE * cpus
     minutes = SAFETY * (weights / LOAD_BYTES_PER_S + flops / speed) / 60
     runtime = max(MIN_RUNTIME, math.ceil(minutes / 10) * 10)
-    return JobResources(mem_mb=mem * attempt, runtime=runtime * attempt, cpus=cpus, gpus=int(gpu),
+    # an unlearning run's processes (one GPU each, see unlearn.gpus)
+    gpus = int(gpu) * ({**config["unlearn"], **_run_settings(config, wildcards.get("run"))}.get("gpus", 1)
+                       if stage == "unlearn" else 1)
+    return JobResources(mem_mb=mem * attempt, runtime=runtime * attempt, cpus=cpus, gpus=gpus,
                         partition=partition("gpu" if gpu else "cpu"), device_mb=math.ceil(device / MiB))
 

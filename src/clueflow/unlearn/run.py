@@ -11,12 +11,17 @@
   entries and unlearned-parameter share (or the merged LoRA adapter: r, alpha, dropout, target modules,
   trainable parameters), dtype, wall seconds. The device is not recorded: it changes no result beyond round-off.
 
-The directory appears complete or not at all (written beside the target, then renamed).
+The directory appears complete or not at all (written beside the target, then renamed). :func:`launch` runs
+one unlearning in several processes (``unlearn.gpus``); only the first writes the directory.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ import torch
 from ..circuits.graph import build_graph
 from ..config import default
 from ..data.schema import pair_of_files, read_set
-from ..devices import model_device
+from ..devices import model_device, resolve_device
 from ..errors import ClueflowError
 from ..io import atomic_path, check_target, write_json, write_parquet
 from ..layout import CHECKPOINT_SUMMARY
@@ -35,7 +40,7 @@ from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from .batches import Batches, examples
 from .methods import METHODS, Context
-from .trainer import UnlearnData, train
+from .trainer import UnlearnData, train, world
 
 SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
 
@@ -66,6 +71,9 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     if retain_df.empty:
         raise ClueflowError("no rows in the train split of any retain set", file=retain_paths[0], field="split")
     torch.manual_seed(seed)
+    rank, size = world()
+    if size > 1 and resolve_device(device).type == "cuda":  # one GPU per process
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     graph = build_graph(model)
     clue_masks = None
@@ -94,6 +102,8 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                                 **({} if s.mask is None else mask_stats(s.mask, model)),
                                 **({} if s.adapter is None else dict(lora=s.adapter))) for s in stages],
                    dtype=dtype, seconds=round(time.perf_counter() - started, 2))
+    if rank != 0:  # every process holds the same trained weights
+        return summary
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
         save_checkpoint(model, tok, tmp)
         for s in stages:
@@ -102,6 +112,22 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
         write_parquet(tmp / "train_log.parquet", pd.DataFrame(log), metadata=dict(run=run, method=method))
         write_json(tmp / SUMMARY, summary)
     return summary
+
+
+def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
+    """``run_unlearn(**kwargs)`` in ``processes`` processes started by torchrun (one per GPU); the summary. Their
+    output goes to this process's ``sys.stdout`` (a job's log)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = Path(tmp) / "unlearn.json"
+        args.write_text(json.dumps(kwargs, default=str))
+        with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={processes}", "-m", __spec__.name, str(args)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+    if proc.returncode:
+        raise SystemExit(proc.returncode)
+    return json.loads((Path(kwargs["out_dir"]) / SUMMARY).read_text())
 
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
@@ -118,3 +144,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
                                                  default=0.0),
                          final_loss=last.get("loss"), final_forget_loss=last.get("forget_loss")))
     return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":  # one process of launch()
+    run_unlearn(**json.loads(Path(sys.argv[1]).read_text()))

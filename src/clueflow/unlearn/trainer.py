@@ -9,11 +9,17 @@ norm over the trainable entries only.
 Memory options (the run's settings): ``gradient_checkpointing`` recomputes each layer's activations in the
 backward pass instead of keeping them; ``lora`` trains a full-model stage as a fresh peft LoRA adapter that is
 merged into the weights when the stage ends, so the checkpoint is a plain model.
+
+Several processes (``torchrun``/``accelerate launch``, ``WORLD_SIZE`` > 1; full-parameter stages only): the model
+is wrapped by ``accelerate`` (DDP: every rank holds the weights and the optimizer, gradients are averaged), every
+rank draws the same global batches (same seed) and trains on its share of the rows, ``rank::world`` (the NPO
+reference too), so a global batch divisible by the process count gives one process's updates up to round-off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +27,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .batches import Batches
+from ..devices import model_device
+from .batches import Batch, Batches
 from .losses import FORGET_LOSSES, nll, sequence_logprob
 from .optim import OPTIMIZERS
 
@@ -51,11 +58,29 @@ def _logits(model: nn.Module, batch) -> torch.Tensor:
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
 
 
+def world() -> tuple[int, int]:
+    """(rank, process count) of this training process, as ``torchrun``/``accelerate launch`` set them."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def share(batch: Batch, rank: int, size: int) -> tuple[Batch, float]:
+    """Rank ``rank``'s rows of a global batch and the weight of its loss, its share of the rows times the process
+    count (gradients are averaged over processes, so a mean over rows stays the batch's mean when shares differ);
+    a rank left without rows (a batch smaller than the process count) runs row 0 at weight 0."""
+    if size == 1:
+        return batch, 1.0
+    rows = list(range(rank, len(batch.index), size))
+    return Batch(*(t[rows or [0]] for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.index))), \
+        len(rows) * size / len(batch.index)
+
+
 @torch.no_grad()
-def reference_logprobs(model: nn.Module, batches: Batches) -> torch.Tensor:
-    """Sequence log-probability of every forget example under the starting model (NPO's reference)."""
+def reference_logprobs(model: nn.Module, batches: Batches, rank: int = 0, size: int = 1) -> torch.Tensor:
+    """Sequence log-probability of every forget example under the starting model (NPO's reference); with several
+    processes, of this rank's share of them (0 elsewhere)."""
     out = torch.zeros(len(batches.items), device=batches.device)
     for b in batches.in_order():
+        b = share(b, rank, size)[0]
         out[b.index] = sequence_logprob(_logits(model, b), b.labels).float()
     return out
 
@@ -77,13 +102,23 @@ def lora_adapter(model: nn.Module, spec: dict):
 def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: float = 0.1,
           grad_clip: float | None = 1.0, gradient_checkpointing: bool = False,
           lora: dict | None = None) -> list[dict]:
-    """Run the stages in order; return one log row per optimizer step."""
+    """Run the stages in order; return one log row per optimizer step (every process's losses averaged)."""
+    rank, size = world()
+    accel = None
+    if size > 1:
+        from accelerate import Accelerator
+
+        if any(s.mask is not None for s in stages):
+            raise ValueError("several processes train full-parameter stages only")
+        accel = Accelerator(cpu=model_device(model).type == "cpu")
     needs_ref = any(s.loss == "npo" and s.epochs > 0 for s in stages)
-    ref = reference_logprobs(model, data.forget) if needs_ref else None
+    ref = reference_logprobs(model, data.forget, rank, size) if needs_ref else None
+    if ref is not None and accel is not None:  # every rank computed its share: each needs all of it
+        ref = accel.reduce(ref, "sum")
     retain_stream = data.retain.forever() if data.retain is not None else None
     log, step = [], 0
     total = sum(s.epochs * len(data.forget if s.loss != "po" else data.refusal) for s in stages)
-    bar = tqdm(total=total, desc="unlearning", unit="step")
+    bar = tqdm(total=total, desc="unlearning", unit="step", disable=rank != 0)
     if gradient_checkpointing:
         model.activation_checkpointing_enable()
     model.train()
@@ -104,20 +139,32 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                     stage.adapter = dict(lora, trainable_parameters=sum(p.numel() for p in params.values()))
                 opt = OPTIMIZERS[stage.optimizer](params, masks, lr=stage.lr, weight_decay=stage.weight_decay,
                                                   **stage.options)
+                run = net if accel is None else accel.prepare(net)  # DDP shares net's parameters
                 forget = data.refusal if stage.loss == "po" else data.forget
                 for epoch in range(stage.epochs):
                     for batch in forget.epoch():
                         start = time.perf_counter()
+                        batch, weight = share(batch, rank, size)
                         ref_lp = ref[batch.index] if ref is not None else None
-                        forget_loss = FORGET_LOSSES[stage.loss](_logits(net, batch), batch.labels, ref_lp, beta)
+                        forget_loss = FORGET_LOSSES[stage.loss](_logits(run, batch), batch.labels, ref_lp, beta)
+                        if weight != 1.0:
+                            forget_loss = forget_loss * weight
                         loss, retain_loss = forget_loss, None
                         if stage.retain_weight and retain_stream is not None:
-                            r = next(retain_stream)
-                            retain_loss = nll(_logits(net, r), r.labels)
+                            r, r_weight = share(next(retain_stream), rank, size)
+                            retain_loss = nll(_logits(run, r), r.labels)
+                            if r_weight != 1.0:
+                                retain_loss = retain_loss * r_weight
                             loss = loss + stage.retain_weight * retain_loss
                         opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        norm = opt.clip_grad_norm_(grad_clip)
+                        if accel is None:
+                            loss.backward()
+                            norm = opt.clip_grad_norm_(grad_clip)
+                        else:
+                            accel.backward(loss)
+                            norm = accel.clip_grad_norm_(params.values(), grad_clip or float("inf"))
+                            forget_loss, loss, retain_loss = (None if t is None else accel.reduce(t.detach(), "mean")
+                                                              for t in (forget_loss, loss, retain_loss))
                         opt.step()
                         step += 1
                         log.append(dict(stage=stage.name, epoch=epoch, step=step, skipped=False, loss=loss.item(),
@@ -126,7 +173,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                                         grad_norm=float(norm), lr=stage.lr, seconds=time.perf_counter() - start))
                         bar.update()
                         bar.set_postfix(stage=stage.name, loss=f"{log[-1]['loss']:.3f}")
-                del opt  # its state goes before the next stage's is allocated
+                del opt, run  # its state goes before the next stage's is allocated
     finally:
         bar.close()
         if gradient_checkpointing:

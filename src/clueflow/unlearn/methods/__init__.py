@@ -7,7 +7,8 @@ bool tensor per maskable parameter, see :mod:`clueflow.masks`) and fine-tune thr
 Settings every method reads (the config's ``unlearn`` section, overridable per run): ``lr``, ``epochs`` (total
 epochs of a single-stage method), ``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ),
 ``weight_decay``; the trainer's memory options ``gradient_checkpointing`` and ``lora`` (the latter for the
-full-parameter methods of :data:`FULL_PARAMETER` only: a masked method trains exactly its mask's entries).
+full-parameter methods of :data:`FULL_PARAMETER` only: a masked method trains exactly its mask's entries). The
+section's ``gpus`` (per run too) is not a setting of the run's result: it sizes the job and its process count.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
             raise ClueflowError(f"run {run!r} (method {method}) trains a mask: LoRA is for the full-parameter "
                                 f"methods ({', '.join(sorted(FULL_PARAMETER))}); set lora on those runs only",
                                 file=file, field=where)
+        if unlearn["methods"][run].get("gpus", unlearn["gpus"]) > 1 and method not in FULL_PARAMETER:
+            where = f"unlearn.methods.{run}.gpus" if "gpus" in unlearn["methods"][run] else "unlearn.gpus"
+            raise ClueflowError(f"run {run!r} (method {method}) trains a mask on one device: gpus > 1 is for the "
+                                f"full-parameter methods ({', '.join(sorted(FULL_PARAMETER))})", file=file, field=where)
 
 
 @dataclass
