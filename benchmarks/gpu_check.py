@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import offline_shim  # noqa: F401  (before clueflow: lets it import without python-sat)
 import torch
 from memory import TARGETS, LiveBytes, Shape, clue_stage2, half_nodes, llama, prompt_rows
 

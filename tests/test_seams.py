@@ -184,3 +184,24 @@ def test_editing_a_deep_module_changes_exactly_the_dependent_hashes(tmp_path, mo
     assert {"masks", "unlearn", "evaluate", "fig7", "localization_table"} <= changed
     assert not changed & {"model", "data_build", "data_filter", "circuit", "circuit_resized", "cnf", "solve",
                           "fig3", "fig6", "table", "base_accuracy", "circuit_table", "common"}
+
+
+def test_model_stages_import_without_python_sat():
+    """GPU images may lack python-sat (benchmarks/gpu_check.sh): only the solve stage needs it."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.abc, sys\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] == 'pysat':\n"
+            "            raise ImportError('python-sat blocked')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import clueflow.cli, clueflow.masks, clueflow.unlearn.run, clueflow.circuits.discover, "
+            "clueflow.evaluate.run\n"
+            "try:\n"
+            "    import clueflow.solve as s; s.phi_satisfiable(None)\n"
+            "except ImportError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python-sat blocked"

@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from pysat.examples.rc2 import RC2
-from pysat.formula import WCNF
-from pysat.solvers import Cadical195
 
 from .anatomy import INPUT, OUT, parse_node, writer_names
 from .config import default
@@ -38,11 +35,16 @@ CATEGORIES = ("forget", "conflict", "retain", "safe")
 
 
 def phi_satisfiable(phi: Formula) -> bool:
+    # python-sat is imported where it solves, so that the model stages import without it (GPU images)
+    from pysat.solvers import Cadical195
+
     with Cadical195(bootstrap_with=phi.hard) as solver:
         return bool(solver.solve())
 
 
-def _wcnf(f: Formula) -> WCNF:
+def _wcnf(f: Formula):
+    from pysat.formula import WCNF
+
     w = WCNF()
     for clause in f.hard:
         w.append(clause)
@@ -80,6 +82,8 @@ def solve(phi: Formula, maxsat: Formula, forget: LogicalCircuit, retains: list[L
           *, enumerate_limit: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Categories from the optimal MaxSAT model (RC2 is deterministic for a given clause order); with
     ``enumerate_limit`` > 0, also the stability of each node's category over up to that many optimal models."""
+    from pysat.examples.rc2 import RC2
+
     start = time.perf_counter()
     sat = phi_satisfiable(phi)
     t_sat = time.perf_counter() - start
