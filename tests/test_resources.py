@@ -48,7 +48,8 @@ def test_8b_hub_id_sized_by_the_formula_and_growing_per_attempt(tmp_path):
     assert (size.n_parameters, size.origin) == (8e9, "name")
     for stage, st in R.STAGES.items():
         first, second = (R.job_resources(stage, cfg, tmp_path, JOB, attempt=a) for a in (1, 2))
-        gpu = st.kind == "gpu"
+        gpu = st.kind == "gpu" and stage != "masks"  # the default masks step (no WANDA base) reads shapes only
+        assert R.uses_gpu(stage, cfg) == gpu
         host = 8e9 * 2 * st.copies if gpu else R.device_bytes(stage, size, "bfloat16", R.stage_work(
             stage, cfg, size, JOB))
         assert first.mem_mb == math.ceil((R.BASE_MB + host / R.MiB) * R.SAFETY / 100) * 100, stage
@@ -109,7 +110,7 @@ def test_default_135m_config_asks_for_no_more_than_before(tmp_path):
     for stage, (mem, runtime) in BEFORE.items():
         res = R.job_resources(stage, cfg, tmp_path, JOB)
         assert res.mem_mb <= mem and res.runtime <= runtime and res.cpus == 1, (stage, res)
-        assert res.gpus == (R.STAGES[stage].kind == "gpu"), stage
+        assert res.gpus == R.uses_gpu(stage, cfg), stage
 
 
 def test_retry_after_a_user_error_is_the_smallest_cpu_job(tmp_path):
@@ -144,3 +145,15 @@ def test_other_failures_leave_no_marker(tmp_path):
         raise MemoryError("CUDA out of memory")
     assert not user_error_marker(log).exists()
 
+
+
+def test_masks_ask_for_a_gpu_only_for_wanda_and_multi_process_runs_for_their_copies(tmp_path):
+    cfg = config(**LLAMA3_8B)
+    assert R.job_resources("masks", cfg, tmp_path, JOB).gpus == 0
+    cfg["masks"]["base"] = "wanda"
+    assert R.job_resources("masks", cfg, tmp_path, JOB).gpus == 1
+    one = R.job_resources("unlearn", cfg, tmp_path, JOB)
+    cfg["unlearn"]["methods"]["clue"]["gpus"] = 2  # each torchrun process loads its own weights
+    two = R.job_resources("unlearn", cfg, tmp_path, JOB)
+    assert two.gpus == 2
+    assert two.mem_mb == math.ceil((2 * R.BASE_MB + 2 * 8e9 * 2 * 2 / R.MiB) * R.SAFETY / 100) * 100 > one.mem_mb

@@ -241,7 +241,7 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
         return Work(passes * tokens, c["batch_size"] * t, gemm)
     if work == "calibration":
         m = config["masks"]
-        return Work(m["n_calibration"] * t if m["base"] == "wanda" else 0, min(m["n_calibration"], 8) * t)
+        return Work(m["n_calibration"] * t, min(m["n_calibration"], 8) * t) if m["base"] == "wanda" else Work(0, 0)
     if work == "unlearn":
         u = {**config["unlearn"], **_run_settings(config, wildcards.get("run"))}
         n = _examples(config, wildcards.get("forget", config["forget"]))
@@ -289,9 +289,17 @@ def partition(kind: str) -> str:
     return gpu if kind == "gpu" else os.environ.get(CPU_PARTITION_ENV, "") or gpu
 
 
-def uses_gpu(stage: str, device: str) -> bool:
-    """A model stage asks for a GPU unless ``model.device`` is ``cpu``."""
-    return STAGES[stage].kind == "gpu" and device != "cpu"
+def computes(stage: str, config: dict) -> bool:
+    """Whether a job of ``stage`` computes with the model; the masks stage does only for a WANDA base mask
+    (otherwise it reads the weights' shapes)."""
+    if stage == "masks" and config["masks"]["base"] == "none":
+        return False
+    return STAGES[stage].kind == "gpu"
+
+
+def uses_gpu(stage: str, config: dict) -> bool:
+    """A stage that computes with the model asks for a GPU unless ``model.device`` is ``cpu``."""
+    return computes(stage, config) and config["model"].get("device", "auto") != "cpu"
 
 
 def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: dict[str, str] | None = None,
@@ -304,21 +312,22 @@ def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: di
     m = config["model"]
     st, size = STAGES[stage], model_size(m, model_dir)
     dtype = m.get("dtype", "float32")
-    gpu = uses_gpu(stage, m.get("device", "auto"))
+    gpu = uses_gpu(stage, config)
     work = stage_work(stage, config, size, wildcards)
     device = device_bytes(stage, size, dtype, work)
     large = size.n_parameters >= LARGE
-    cpus = (GPU_CPUS if gpu else CPU_JOB_CPUS) if large and st.kind == "gpu" else 1
+    cpus = (GPU_CPUS if gpu else CPU_JOB_CPUS) if large and computes(stage, config) else 1
+    # an unlearning run's processes (one GPU each, see unlearn.gpus), each loading its own copy of the weights
+    processes = ({**config["unlearn"], **_run_settings(config, wildcards.get("run"))}.get("gpus", 1)
+                 if stage == "unlearn" else 1)
     weights = size.n_parameters * DTYPE_BYTES[dtype] * st.copies
-    host = weights if gpu else device
-    mem = math.ceil((BASE_MB + host / MiB) * SAFETY / 100) * 100
+    host = weights * processes if gpu else device
+    mem = math.ceil((BASE_MB * processes + host / MiB) * SAFETY / 100) * 100
     flops = 2 * size.n_parameters * work.tokens + work.extra_flops
     speed = GPU_FLOPS[dtype] if gpu else CPU_FLOPS_PER_CORE * cpus
     minutes = SAFETY * (weights / LOAD_BYTES_PER_S + flops / speed) / 60
     runtime = max(MIN_RUNTIME, math.ceil(minutes / 10) * 10)
-    # an unlearning run's processes (one GPU each, see unlearn.gpus)
-    gpus = int(gpu) * ({**config["unlearn"], **_run_settings(config, wildcards.get("run"))}.get("gpus", 1)
-                       if stage == "unlearn" else 1)
+    gpus = int(gpu) * processes
     return JobResources(mem_mb=mem * attempt, runtime=runtime * attempt, cpus=cpus, gpus=gpus,
                         partition=partition("gpu" if gpu else "cpu"), device_mb=math.ceil(device / MiB))
 
