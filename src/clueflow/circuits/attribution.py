@@ -95,7 +95,7 @@ def _hard_concrete(log_alpha: torch.Tensor, generator: torch.Generator) -> torch
 
 
 def _kl_at_answer(full_logprobs: torch.Tensor, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    rows = torch.arange(len(batch.pos))
+    rows = torch.arange(len(batch.pos), device=batch.pos.device)
     lq = torch.log_softmax(logits[rows, batch.pos].float(), -1)
     return (full_logprobs.exp() * (full_logprobs - lq)).sum(-1).mean()
 
@@ -123,7 +123,7 @@ def edge_pruning(model, graph: Graph, batches: Iterable[Batch], *, edge_fraction
             for b in batches:
                 _, full = capture(model, graph, b.inputs(base))
                 source, _ = capture(model, graph, b.inputs(other))
-                rows = torch.arange(len(b.pos))
+                rows = torch.arange(len(b.pos), device=b.pos.device)
                 cache.append((source, torch.log_softmax(full[rows, b.pos].float(), -1)))
                 passes += 2 * len(b.pos)
             log_alpha = torch.full(edges.shape, 3.0, requires_grad=True)

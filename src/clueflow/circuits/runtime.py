@@ -56,7 +56,7 @@ class Batch:
 
 def logit_diff(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Per example: logit(answer) − logit(corrupted answer) at the last prompt position, in fp32."""
-    rows = torch.arange(len(batch.pos))
+    rows = torch.arange(len(batch.pos), device=batch.pos.device)
     at = logits[rows, batch.pos].float()
     return at[rows, batch.answer] - at[rows, batch.corrupted_answer]
 

@@ -109,7 +109,7 @@ def faithfulness(model, graph: Graph, batches: Iterable[Batch], keep: torch.Tens
         _, logits_base = capture(model, graph, batch.inputs(base))
         a_other, logits_other = capture(model, graph, batch.inputs(other))
         logits_c = patched_logits(model, graph, batch.inputs(base), a_other, keep)
-        rows = torch.arange(len(batch.pos))
+        rows = torch.arange(len(batch.pos), device=batch.pos.device)
         m_base.append(logit_diff(logits_base, batch))
         m_other.append(logit_diff(logits_other, batch))
         m_circ.append(logit_diff(logits_c, batch))
