@@ -38,3 +38,35 @@ def test_grad_diff_is_ga_plus_weighted_retain_nll():
     r = _logits([[0.3, 0.7], [0.6, 0.4]])
     lf, lr = torch.tensor([[IGNORE, 1]]), torch.tensor([[IGNORE, 0]])
     assert grad_diff(f, lf, r, lr, lam=2.0).item() == pytest.approx(math.log(0.5) - 2 * math.log(0.3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_logprobs_in_chunks_bit_equal_to_one_log_softmax(monkeypatch, dtype):
+    from clueflow.unlearn import losses
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 7, 11, generator=gen) * 4).to(dtype)
+    labels = torch.randint(0, 11, (3, 7), generator=gen)
+    labels[0, :3] = IGNORE
+    labels[2, -1] = IGNORE
+    weights = torch.randn(3, 6, generator=gen)
+
+    def value_and_grad(fn):
+        x = logits.clone().requires_grad_()
+        lp, mask = fn(x)
+        (lp * weights).sum().backward()
+        return lp, mask, x.grad
+
+    def plain(x):  # the formula on the whole tensor at once
+        lb = labels[:, 1:]
+        mask = lb != IGNORE
+        return torch.log_softmax(x[:, :-1].float(), -1).gather(-1, lb.clamp_min(0)[..., None])[..., 0] * mask, mask
+
+    want = value_and_grad(plain)
+    for rows in (1, 4, 21, 100):  # one row, uneven chunks, every row at once
+        monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", rows * 11)
+        got = value_and_grad(lambda x: losses.token_logprobs(x, labels))
+        assert got[2].dtype == dtype
+        assert all(torch.equal(g, w) for g, w in zip(got, want)), rows
+    with torch.no_grad():
+        assert torch.equal(losses.token_logprobs(logits, labels)[0], want[0])

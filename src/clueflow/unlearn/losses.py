@@ -21,15 +21,46 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
-def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return logits[:, :-1].float(), labels[:, 1:]
+# fp32 log-softmax elements alive at once (256 MiB): a [b·s, V] fp32 copy of the logits would cost 4 B per
+# logit in the forward and again in the backward, several GiB at 8B-model vocabularies
+_CHUNK_ELEMENTS = 2**26
+
+
+def _rows_logprob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), -1).gather(-1, targets[:, None])[:, 0]
+
+
+class _TokenLogprob(torch.autograd.Function):
+    """``_rows_logprob`` a chunk of rows at a time; the backward keeps only the model's own logits and recomputes
+    each chunk's fp32 log-softmax through the same ops (so values and gradients are those of one big call), writing
+    every chunk's gradient into one tensor."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, targets)
+        ctx.rows = max(1, _CHUNK_ELEMENTS // logits.shape[-1])
+        return torch.cat([_rows_logprob(lg, t) for lg, t in zip(logits.split(ctx.rows), targets.split(ctx.rows))])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, targets = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for lg, t, g, o in zip(logits.split(ctx.rows), targets.split(ctx.rows), grad.split(ctx.rows),
+                               out.split(ctx.rows)):
+            with torch.enable_grad():
+                lg = lg.detach().requires_grad_()
+                o.copy_(torch.autograd.grad(_rows_logprob(lg, t), lg, g)[0])
+        return out, None
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each labelled next token ``[b, s-1]`` (0 where ignored) and the label mask."""
-    lg, lb = _shift(logits, labels)
+    b, s, v = logits.shape
+    lb = labels[:, 1:]
     mask = lb != IGNORE
-    lp = torch.log_softmax(lg, -1).gather(-1, lb.clamp_min(0)[..., None])[..., 0]
+    # every position of the flattened (uncopied) logits; the last one of each row predicts nothing and is dropped
+    targets = torch.cat([lb.clamp_min(0), lb.new_zeros(b, 1)], 1).reshape(-1)
+    lp = _TokenLogprob.apply(logits.reshape(b * s, v), targets).view(b, s)[:, :-1]
     return lp * mask, mask
 
 
