@@ -44,6 +44,8 @@ R_l receivers of one layer, P parameters, P_g parameters with a gradient):
   tokens on the 7B/8B shapes a chunk is 1/8 of the tokens, a bound the small models never reach, so the "after"
   children set the constant to give the same fraction of their tokens, and the terms scale as they do at 8B;
 * step: P_g (gradients), the largest trainable tensor (fp32 transients of the optimizer), L·T·d, L·T·ffn, T·V, 1.
+  The losses' fp32 log-softmax runs a row chunk at a time (``losses._CHUNK_ELEMENTS``, about 1/8 of the tokens at
+  8B); the "after" step children likewise set it to the 8B fraction of their tokens.
 
 Residuals on the measured points and the error on the largest point when it is left out of the fit are printed
 with the predictions. The 7B/8B figures extrapolate that fit: they are predictions, not measurements.
@@ -295,6 +297,12 @@ def measure_step(shape: Shape, checkpointing: bool = False) -> dict:
     model = llama(shape)
     masks = build_masks(model, half_nodes(shape))
     data, stage = clue_stage2(shape, masks, steps=2)
+    from clueflow.unlearn import losses
+
+    if hasattr(losses, "_CHUNK_ELEMENTS"):  # after: the same log-softmax row-chunk fraction as at 8B
+        big = TARGETS["Llama-3-8B"]
+        fraction = min(1.0, (losses._CHUNK_ELEMENTS // big.V) / big.T)
+        losses._CHUNK_ELEMENTS = shape.V * max(1, round(fraction * shape.T))
     with Region(*model.parameters(), *model.buffers()) as r:  # the masks stay on the CPU when training on a GPU
         train(model, [stage], data, **({"gradient_checkpointing": True} if checkpointing else {}))
 
