@@ -10,10 +10,10 @@ removed afterwards; nothing is registered in the shared ``.git``), the "after" o
 
 * discovery: ``discover(model, tok, df, method="eap_dual")`` on two batches of ``b × s`` tokens (the second batch
   sees whatever the first one left alive), i.e. attribution, circuit selection and both faithfulness runs;
-* CLUE step: the trainer (``unlearn.trainer.train``) on CLUE's stage 2 (PO forget loss + λ·retain NLL, two
-  forwards before one backward) for two steps (the second one has the optimizer state), masked AdamW with a
-  ~50 % node mask (every other head of every layer, every other MLP), lr 5e-5; "after" also with the trainer's
-  gradient checkpointing.
+* CLUE step: the trainer (``unlearn.trainer.train``) on CLUE's stage 2 (PO forget loss + λ·retain NLL; "before":
+  two forwards before one backward, "after": the forget backward before the retain forward) for two steps (the
+  second one has the optimizer state), masked AdamW with a ~50 % node mask (every other head of every layer, every
+  other MLP), lr 5e-5; "after" also with the trainer's gradient checkpointing.
 
 **What is measured.** The quantity that maps onto GPU memory is the peak of the bytes held by live tensors: that
 is what ``torch.cuda.max_memory_allocated`` counts (the caching allocator adds only rounding to 512 B). A

@@ -8,7 +8,9 @@ norm over the trainable entries only.
 
 Memory options (the run's settings): ``gradient_checkpointing`` recomputes each layer's activations in the
 backward pass instead of keeping them; ``lora`` trains a full-model stage as a fresh peft LoRA adapter that is
-merged into the weights when the stage ends, so the checkpoint is a plain model.
+merged into the weights when the stage ends, so the checkpoint is a plain model. With a retain term, one process
+backpropagates the forget loss before the retain forward, so one graph at a time is alive (the gradients are the
+same sums).
 
 Several processes (``torchrun``/``accelerate launch``, ``WORLD_SIZE`` > 1; full-parameter stages only): the model
 is wrapped by ``accelerate`` (DDP: every rank holds the weights and the optimizer, gradients are averaged), every
@@ -146,19 +148,24 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                         start = time.perf_counter()
                         batch, weight = share(batch, rank, size)
                         ref_lp = ref[batch.index] if ref is not None else None
+                        opt.zero_grad(set_to_none=True)
                         forget_loss = FORGET_LOSSES[stage.loss](_logits(run, batch), batch.labels, ref_lp, beta)
                         if weight != 1.0:
                             forget_loss = forget_loss * weight
                         loss, retain_loss = forget_loss, None
-                        if stage.retain_weight and retain_stream is not None:
+                        retain = stage.retain_weight and retain_stream is not None
+                        if retain and accel is None:
+                            # one process: the forget graph goes before the retain forward; each parameter's
+                            # gradient is the same one sum of the two terms as in a single backward
+                            forget_loss.backward()
+                        if retain:
                             r, r_weight = share(next(retain_stream), rank, size)
                             retain_loss = nll(_logits(run, r), r.labels)
                             if r_weight != 1.0:
                                 retain_loss = retain_loss * r_weight
                             loss = loss + stage.retain_weight * retain_loss
-                        opt.zero_grad(set_to_none=True)
                         if accel is None:
-                            loss.backward()
+                            (stage.retain_weight * retain_loss if retain else forget_loss).backward()
                             norm = opt.clip_grad_norm_(grad_clip)
                         else:
                             accel.backward(loss)
