@@ -97,7 +97,8 @@ def test_no_identity_is_parsed_from_a_path():
     offenders = [f"{p.relative_to(REPO)}:{i}" for root in (SCRIPTS, REPO / "src/clueflow")
                  for p in root.rglob("*.py") if p.name not in ("io.py", "codehash.py", "models.py")
                  and "data" not in p.parts[-2:-1]
-                 for i, line in enumerate(p.read_text().splitlines(), 1) if path_parsing.search(line)]
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if path_parsing.search(line) and "# a directory, not an identity" not in line]
     assert offenders == []
 
 

@@ -52,7 +52,7 @@ def is_offline() -> bool:
 def _cache_dir() -> str:
     from huggingface_hub import constants
 
-    return str(Path(constants.HF_HUB_CACHE).parent)
+    return str(Path(constants.HF_HUB_CACHE).parent)  # a directory, not an identity
 
 
 def offline_error(what: str, field: str, err: Exception) -> ClueflowError:

@@ -74,7 +74,8 @@ def _mc_variants(index: dict[str, Any], task: str) -> list[str]:
     where = getattr(index.get(task), "yaml_path", None)
     if where is None:
         return []
-    return sorted(n for n, e in index.items() if e.yaml_path is not None and e.yaml_path.parent == where.parent
+    folder = where.parent  # a directory, not an identity
+    return sorted(n for n, e in index.items() if e.yaml_path is not None and Path(e.yaml_path).parents[0] == folder
                   and (e.cfg or {}).get("output_type") in ACCURACY_OUTPUTS)
 
 
