@@ -28,8 +28,8 @@ from slurm_resources import dry_run, rule_jobs, rule_stages  # noqa: E402  (the 
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
-GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "masks", "masks_resized", "unlearn",
-             "evaluate"}
+# masks compute with the model only for a WANDA base mask (the default has none)
+GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "unlearn", "evaluate"}
 KEYS = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")  # what the SLURM plugin submits
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
