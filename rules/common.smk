@@ -20,7 +20,7 @@ from clueflow.layout import (
 )
 from clueflow.plan import FIG3_RUN, ORIGIN, Plan
 from clueflow.resources import job_resources
-from clueflow.retries import clear_user_errors, user_error_marker
+from clueflow.retries import clear_user_errors, recorded_user_error
 from clueflow.tables import RESULT_TABLES
 
 try:
@@ -101,7 +101,7 @@ def stage_threads(stage):
 
 
 def sized(stage, wildcards, attempt, rulename):
-    failed = attempt > 1 and user_error_marker(log_of(rulename, wildcards)).exists()
+    failed = attempt > 1 and recorded_user_error(log_of(rulename, wildcards)) is not None
     model = L.model(model=wildcards.model)
     return job_resources(stage, config, model, fields(wildcards), attempt, failed)
 

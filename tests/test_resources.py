@@ -157,3 +157,17 @@ def test_masks_ask_for_a_gpu_only_for_wanda_and_multi_process_runs_for_their_cop
     two = R.job_resources("unlearn", cfg, tmp_path, JOB)
     assert two.gpus == 2
     assert two.mem_mb == math.ceil((2 * R.BASE_MB + 2 * 8e9 * 2 * 2 / R.MiB) * R.SAFETY / 100) * 100 > one.mem_mb
+
+
+def test_a_run_start_removes_only_the_markers_it_wrote(tmp_path):
+    log = tmp_path / "a" / "job.log"
+    log.parent.mkdir()
+    with pytest.raises(SystemExit), logged(log):
+        raise ClueflowError("bad value", field="a.b")
+    foreign = tmp_path / "notes.user_error"  # the suffix, but not a marker this workflow wrote
+    foreign.write_text("my own notes\n")
+    link = tmp_path / "b.log.user_error"
+    link.symlink_to(user_error_marker(log))
+    clear_user_errors(tmp_path)
+    assert not user_error_marker(log).exists()
+    assert foreign.read_text() == "my own notes\n" and link.is_symlink()

@@ -5,7 +5,7 @@ import sys
 import traceback
 
 from clueflow.errors import ClueflowError
-from clueflow.retries import user_error_marker
+from clueflow.retries import PREFIX, record_user_error, recorded_user_error
 
 
 @contextlib.contextmanager
@@ -16,15 +16,15 @@ def logged(log_path, threads=None):
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    marker = user_error_marker(log_path)
+    earlier = recorded_user_error(log_path)
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        if marker.is_file():  # this job's previous attempt stopped on a user error: a retry cannot fix the input
-            user_error(log, marker.read_text().strip())
+        if earlier is not None:  # this job's previous attempt stopped on a user error: a retry cannot fix the input
+            user_error(log, earlier)
         try:
             yield
         except ClueflowError as err:
-            marker.write_text(f"clueflow: {err}\n")
-            user_error(log, f"clueflow: {err}")
+            record_user_error(log_path, f"{PREFIX}{err}")
+            user_error(log, f"{PREFIX}{err}")
         except Exception:
             traceback.print_exc(file=log)
             raise
