@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .layout import MODEL_PROVENANCE
+from .unlearn.methods import run_gpus, run_spec
 
 # ---- constants (the one place; benchmarks/memory.py measures the device-side ones) --------------------------
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -243,7 +244,7 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
         m = config["masks"]
         return Work(m["n_calibration"] * t, min(m["n_calibration"], 8) * t) if m["base"] == "wanda" else Work(0, 0)
     if work == "unlearn":
-        u = {**config["unlearn"], **_run_settings(config, wildcards.get("run"))}
+        u = run_spec(config["unlearn"], wildcards["run"])[2]
         n = _examples(config, wildcards.get("forget", config["forget"]))
         forget = u["forget_ratio"] if u["forget_ratio"] > 1 else u["forget_ratio"] * n
         # forget and retain batches, forward + backward (3) plus the reference forward (1)
@@ -258,11 +259,6 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
         generated = _examples(config, sets[0]) * e["max_new_tokens"] * t  # greedy, no KV reuse assumed
         return Work(rows * t * 2 + generated, e.get("batch_size", 32) * t)  # model and base
     return Work(0, 0)
-
-
-def _run_settings(config: dict, run: str | None) -> dict:
-    spec = config["unlearn"]["methods"].get(run or "", {}) or {}
-    return {k: v for k, v in spec.items() if k in config["unlearn"] and k not in ("methods", "pairs")}
 
 
 def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work) -> float:
@@ -318,8 +314,7 @@ def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: di
     large = size.n_parameters >= LARGE
     cpus = (GPU_CPUS if gpu else CPU_JOB_CPUS) if large and computes(stage, config) else 1
     # an unlearning run's processes (one GPU each, see unlearn.gpus), each loading its own copy of the weights
-    processes = ({**config["unlearn"], **_run_settings(config, wildcards.get("run"))}.get("gpus", 1)
-                 if stage == "unlearn" else 1)
+    processes = run_gpus(config["unlearn"], wildcards["run"]) if stage == "unlearn" else 1
     weights = size.n_parameters * DTYPE_BYTES[dtype] * st.copies
     host = weights * processes if gpu else device
     mem = math.ceil((BASE_MB * processes + host / MiB) * SAFETY / 100) * 100

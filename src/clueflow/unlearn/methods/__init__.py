@@ -45,6 +45,11 @@ def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], di
     return spec.get("method", run), dict(spec.get("options", {})), {k: spec.get(k, unlearn[k]) for k in SETTINGS}
 
 
+def run_gpus(unlearn: dict[str, Any], run: str) -> int:
+    """Processes (one GPU each) of run ``run``'s job: the run's own ``gpus`` over the section's."""
+    return unlearn["methods"][run].get("gpus", unlearn["gpus"])
+
+
 def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
     """Every run names a registered method and only options that method reads; LoRA only on full-parameter runs."""
     for run in unlearn["methods"]:
@@ -56,7 +61,7 @@ def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
             raise ClueflowError(f"run {run!r} (method {method}) trains a mask: LoRA is for the full-parameter "
                                 f"methods ({', '.join(sorted(FULL_PARAMETER))}); set lora on those runs only",
                                 file=file, field=where)
-        if unlearn["methods"][run].get("gpus", unlearn["gpus"]) > 1 and method not in FULL_PARAMETER:
+        if run_gpus(unlearn, run) > 1 and method not in FULL_PARAMETER:
             where = f"unlearn.methods.{run}.gpus" if "gpus" in unlearn["methods"][run] else "unlearn.gpus"
             raise ClueflowError(f"run {run!r} (method {method}) trains a mask on one device: gpus > 1 is for the "
                                 f"full-parameter methods ({', '.join(sorted(FULL_PARAMETER))})", file=file, field=where)
