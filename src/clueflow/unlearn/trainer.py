@@ -153,19 +153,19 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                         if weight != 1.0:
                             forget_loss = forget_loss * weight
                         loss, retain_loss = forget_loss, None
-                        retain = stage.retain_weight and retain_stream is not None
-                        if retain and accel is None:
+                        if accel is None:
                             # one process: the forget graph goes before the retain forward; each parameter's
                             # gradient is the same one sum of the two terms as in a single backward
                             forget_loss.backward()
-                        if retain:
+                        if stage.retain_weight and retain_stream is not None:
                             r, r_weight = share(next(retain_stream), rank, size)
                             retain_loss = nll(_logits(run, r), r.labels)
                             if r_weight != 1.0:
                                 retain_loss = retain_loss * r_weight
                             loss = loss + stage.retain_weight * retain_loss
+                            if accel is None:
+                                (stage.retain_weight * retain_loss).backward()
                         if accel is None:
-                            (stage.retain_weight * retain_loss if retain else forget_loss).backward()
                             norm = opt.clip_grad_norm_(grad_clip)
                         else:
                             accel.backward(loss)
