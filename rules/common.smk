@@ -101,7 +101,9 @@ def stage_threads(stage):
 
 
 def sized(stage, wildcards, attempt, rulename):
-    failed = attempt > 1 and recorded_user_error(log_of(rulename, wildcards)) is not None
+    failed = (
+        attempt > 1 and recorded_user_error(log_of(rulename, wildcards)) is not None
+    )
     model = L.model(model=wildcards.model)
     return job_resources(stage, config, model, fields(wildcards), attempt, failed)
 
