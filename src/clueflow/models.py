@@ -155,7 +155,11 @@ def tiny_model(arch: str, *, seed: int = 0, vocab_size: int = 319):
 
 def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: bool, revision: str | None,
                       seed: int):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        PreTrainedTokenizerFast,
+    )
 
     if src.kind == "tiny":
         tok = byte_tokenizer()
@@ -167,13 +171,24 @@ def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: boo
         kwargs = dict(gguf_file=src.gguf_file)
     elif src.kind == "dir":
         kwargs["use_safetensors"] = True
+    where = src.location if src.kind != "gguf" else str(Path(src.location) / src.gguf_file)
+    # a GGUF's tokenizer is the one its metadata describes, kept as is: a model type's class (AutoTokenizer's pick)
+    # would rebuild its own pipeline over it when the checkpoint is reloaded
+    tok_class = PreTrainedTokenizerFast if src.kind == "gguf" else AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(src.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
+        tok = tok_class.from_pretrained(src.location, **kwargs)
+        model, loaded = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, output_loading_info=True,
+                                                             ignore_mismatched_sizes=src.kind == "gguf", **kwargs)
     except Exception as err:  # a corrupt file fails anywhere inside the readers (struct.error, KeyError, ...)
-        where = src.location if src.kind != "gguf" else str(Path(src.location) / src.gguf_file)
         raise ClueflowError(f"cannot load model ({src.kind}): {type(err).__name__}: {first_line(err)}",
                             file=where, field="model.source") from None
+    # transformers leaves random any weight its GGUF reader does not find or cannot fit to the config it built
+    # from the metadata (a Mixtral, which llama.cpp writes as llama with experts, would load as a dense Llama)
+    unread = sorted(loaded["missing_keys"]) + sorted(key for key, *_ in loaded["mismatched_keys"])
+    if src.kind == "gguf" and unread:
+        raise ClueflowError(f"cannot load model (gguf): transformers reads it as {model.config.model_type}, and "
+                            f"{len(unread)} of its weights find no tensor of that shape in the file ({unread[0]}, ...)",
+                            file=where, field="model.source")
     if getattr(model.config, "quantization_config", None) is not None and src.kind == "gguf":
         # transformers de-quantizes GGUF tensors on load but marks the model as quantized, which blocks
         # save_pretrained; rebuild a plain model from the same config and copy the de-quantized weights.
