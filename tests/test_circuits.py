@@ -10,7 +10,7 @@ from clueflow.data.build import write_set
 from clueflow.errors import ClueflowError
 from clueflow.models import load_tokenizer, tiny_model
 
-ARCHS = ["llama", "gpt2", "gpt_neox"]
+ARCHS = ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "qwen3_moe"]
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -26,11 +26,16 @@ def _inputs(seed, b=3, s=6):
 
 def test_edge_counts_and_names(arch):
     name, model, g = arch
-    assert g.n_edges == {"llama": 82, "gpt2": 110, "gpt_neox": 102}[name]
-    assert len(g.writers) == 11 and g.receivers[-1] == "logits"
+    # 2 layers × 4 heads; KV heads 4 (gpt2, gpt_neox), 2 or 1 (Gemma); mixtral 4 experts a layer, qwen3_moe in layer 1
+    assert g.n_edges == {"llama": 82, "gpt2": 110, "gpt_neox": 102, "gemma2": 68, "gemma3_text": 68, "phi3": 82,
+                         "olmo2": 82, "mixtral": 115, "qwen3_moe": 85}[name]
+    experts = {"mixtral": (4, 4), "qwen3_moe": (0, 4)}.get(name, (0, 0))
+    assert len(g.writers) == 1 + 8 + sum(max(1, e) for e in experts) and g.receivers[-1] == "logits"
+    assert g.shape.experts == experts
     assert int(edge_mask(g).sum()) == g.n_edges
     mlp1 = g.receivers.index("m1")
-    assert g.n_sources[mlp1] == (6 if name == "gpt_neox" else 10)  # parallel residual: no same-layer heads
+    before_mlp1 = 1 + 4 + max(1, experts[0]) + (0 if name == "gpt_neox" else 4)  # parallel residual: no own heads
+    assert g.n_sources[mlp1] == before_mlp1
 
 
 def test_gqa_receivers_map_to_kv_heads():

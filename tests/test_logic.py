@@ -5,7 +5,7 @@ import pytest
 from pysat.solvers import Cadical195
 
 from clueflow.errors import ClueflowError
-from clueflow.anatomy import receiver_nodes
+from clueflow.anatomy import Shape, receiver_nodes
 from clueflow.logic import LogicalCircuit, build_maxsat, build_phi, read_dimacs, to_dimacs
 from clueflow.solve import explain, phi_satisfiable, solve
 
@@ -120,6 +120,7 @@ def test_dimacs_round_trip_and_bad_files(tmp_path):
 
 
 def test_receiver_nodes_follow_gqa_groups():
-    assert receiver_nodes("a3.kv1.k", 4, 2) == ["a3.h2", "a3.h3"]
-    assert receiver_nodes("a3.h1.q", 4, 2) == ["a3.h1"] and receiver_nodes("m2", 4, 2) == ["m2"]
-    assert receiver_nodes("logits", 4, 2) == ["out"]
+    shape = Shape(4, 4, 2)
+    assert receiver_nodes("a3.kv1.k", shape) == ["a3.h2", "a3.h3"]
+    assert receiver_nodes("a3.h1.q", shape) == ["a3.h1"] and receiver_nodes("m2", shape) == ["m2"]
+    assert receiver_nodes("logits", shape) == ["out"]

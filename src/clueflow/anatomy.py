@@ -2,23 +2,25 @@
 
 Everything else (circuits, logic, masks, unlearning methods, evaluation, tables) asks here for
 
-* **node and receiver names** — writers ``input``, heads ``a{l}.h{h}``, MLPs ``m{l}``, and ``out`` (the logits
-  as a logic node); receivers ``a{l}.h{h}.q``, ``a{l}.kv{g}.k``, ``a{l}.kv{g}.v``, ``m{l}``, ``logits`` —
+* **node and receiver names** — writers ``input``, heads ``a{l}.h{h}``, MLPs ``m{l}`` (in a mixture-of-experts
+  layer each expert ``m{l}.e{e}`` instead), and ``out`` (the logits as a logic node); receivers ``a{l}.h{h}.q``, ``a{l}.kv{g}.k``, ``a{l}.kv{g}.v``, ``m{l}``, ``logits`` —
   formatted by :func:`head` / :func:`mlp` / …, parsed by :func:`parse_node` / :func:`parse_receiver`, and the
   GQA mapping of a receiver to the node(s) it feeds (:func:`receiver_nodes`; query head ``h`` uses KV head
   ``h // n_rep``, as HF's ``repeat_kv``);
 * **the modules of each layer** (:func:`describe`): pre-attention norm, the projection module(s) holding q/k/v and
-  each head's slice of them, output projection, pre-MLP norm, the MLP and its output projection, the final norm;
+  each head's slice of them, output projection, post-attention norm, pre-MLP norm, the MLP (or MoE block) and its
+  output projection, post-MLP norm, the final norm;
 * **storage orientation**: ``nn.Linear`` stores ``[out, in]``, GPT-2's ``Conv1D`` ``[in, out]``;
   :func:`output_index` / :func:`input_index` / :func:`out_in` hide the difference;
 * **module types** of state-dict names (``…q_proj.weight`` → ``q``) for tables and figures.
 
 A new architecture is one function registered with ``@ARCHITECTURES.register(model_type, ...)`` returning an
-:class:`Anatomy`.
+:class:`Anatomy` (decoder-style HF models: a :class:`_Decoder` naming their parts).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -41,37 +43,71 @@ def mlp(layer: int) -> str:
     return f"m{layer}"
 
 
+def expert(layer: int, e: int) -> str:
+    return f"m{layer}.e{e}"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a graph's names and edges depend on. ``experts[l]`` is layer ``l``'s number of experts (0: a dense
+    MLP, one writer ``m{l}``; E: E writers ``m{l}.e{e}``); empty means every layer is dense."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    experts: tuple[int, ...] = ()
+
+    def n_experts(self, layer: int) -> int:
+        return self.experts[layer] if self.experts else 0
+
+    def mlp_writers(self, layer: int) -> list[str]:
+        """Layer ``layer``'s MLP writers: the MLP, or each of its experts."""
+        k = self.n_experts(layer)
+        return [expert(layer, e) for e in range(k)] if k else [mlp(layer)]
+
+    def meta(self) -> dict:
+        """The circuit file's metadata keys (``experts`` only for a mixture-of-experts model)."""
+        out = dict(n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads)
+        return {**out, "experts": list(self.experts)} if any(self.experts) else out
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "Shape":
+        return cls(meta["n_layers"], meta["n_heads"], meta["n_kv_heads"], tuple(meta.get("experts") or ()))
+
+
 def attn_receivers(layer: int, n_heads: int, n_kv_heads: int) -> list[str]:
     """Layer ``layer``'s attention receivers: q per query head, then k and v per KV head."""
     return ([f"{head(layer, h)}.q" for h in range(n_heads)] + [f"a{layer}.kv{g}.k" for g in range(n_kv_heads)]
             + [f"a{layer}.kv{g}.v" for g in range(n_kv_heads)])
 
 
-def writer_names(n_layers: int, n_heads: int) -> list[str]:
-    """``input``, then per layer its heads and its MLP (computation order)."""
+def writer_names(shape: Shape) -> list[str]:
+    """``input``, then per layer its heads and its MLP writer(s) (computation order)."""
     names = [INPUT]
-    for layer in range(n_layers):
-        names += [head(layer, h) for h in range(n_heads)] + [mlp(layer)]
+    for layer in range(shape.n_layers):
+        names += [head(layer, h) for h in range(shape.n_heads)] + shape.mlp_writers(layer)
     return names
 
 
-def receiver_names(n_layers: int, n_heads: int, n_kv_heads: int) -> list[str]:
+def receiver_names(shape: Shape) -> list[str]:
     names = []
-    for layer in range(n_layers):
-        names += attn_receivers(layer, n_heads, n_kv_heads) + [mlp(layer)]
+    for layer in range(shape.n_layers):
+        names += attn_receivers(layer, shape.n_heads, shape.n_kv_heads) + [mlp(layer)]
     return names + [LOGITS]
 
 
 @dataclass(frozen=True)
 class Node:
-    """A parsed node name: ``kind`` is ``input``, ``head``, ``mlp`` or ``out``; ``layer``/``head`` where it has one."""
+    """A parsed node name: ``kind`` is ``input``, ``head``, ``mlp``, ``expert`` or ``out``; ``layer``, ``head``
+    and ``expert`` where it has one."""
 
     kind: str
     layer: int | None = None
     head: int | None = None
+    expert: int | None = None
 
 
-_NODE = re.compile(r"^(?:a(\d+)\.h(\d+)|m(\d+))$")
+_NODE = re.compile(r"^(?:a(\d+)\.h(\d+)|m(\d+)(?:\.e(\d+))?)$")
 _RECEIVER = re.compile(r"^(?:a(\d+)\.(?:h(\d+)\.q|kv(\d+)\.([kv]))|m(\d+))$")
 
 
@@ -80,7 +116,9 @@ def parse_node(name: str) -> Node:
         return Node(name)
     m = _NODE.match(name)
     if not m:
-        raise ValueError(f"not a node name: {name!r} (input, out, a<layer>.h<head> or m<layer>)")
+        raise ValueError(f"not a node name: {name!r} (input, out, a<layer>.h<head>, m<layer> or m<layer>.e<expert>)")
+    if m[4] is not None:
+        return Node("expert", int(m[3]), expert=int(m[4]))
     if m[3] is not None:
         return Node("mlp", int(m[3]))
     return Node("head", int(m[1]), int(m[2]))
@@ -101,23 +139,23 @@ def parse_receiver(name: str) -> tuple[str, int | None, int | None]:
     return m[4], int(m[1]), int(m[3])
 
 
-def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
+def receiver_nodes(receiver: str, shape: Shape) -> list[str]:
     """The node(s) a receiver feeds: q → its head; a KV head's k/v → every query head of its group; an MLP
-    input → the MLP; ``logits`` → ``out``."""
+    input → the MLP, or every expert of the layer (the router reads the same input); ``logits`` → ``out``."""
     kind, layer, index = parse_receiver(receiver)
     if kind == LOGITS:
         return [OUT]
     if kind == "mlp":
-        return [mlp(layer)]
+        return shape.mlp_writers(layer)
     if kind == "q":
         return [head(layer, index)]
-    n_rep = n_heads // n_kv_heads
+    n_rep = shape.n_heads // shape.n_kv_heads
     return [head(layer, h) for h in range(index * n_rep, (index + 1) * n_rep)]
 
 
-def edge_problem(src: str, dst: str, n_layers: int, n_heads: int, n_kv_heads: int) -> str | None:
-    """Why ``src → dst`` is not an edge of a graph of this size, or None. A writer feeds only receivers that read
-    the residual stream after it was computed, so edges point forward and no set of them forms a cycle."""
+def edge_problem(src: str, dst: str, shape: Shape) -> str | None:
+    """Why ``src → dst`` is not an edge of a graph of this shape, or None. A writer feeds only receivers that
+    read the residual stream after it was computed, so edges point forward and no set of them forms a cycle."""
     try:
         w = parse_node(src)
         kind, layer, index = parse_receiver(dst)
@@ -125,6 +163,9 @@ def edge_problem(src: str, dst: str, n_layers: int, n_heads: int, n_kv_heads: in
         return str(err)
     if w.kind == "out":
         return "'out' is not a writer"
+    n_layers, n_heads, n_kv_heads = shape.n_layers, shape.n_heads, shape.n_kv_heads
+    if w.kind in ("mlp", "expert") and (w.layer >= n_layers or src not in shape.mlp_writers(w.layer)):
+        return f"no node {src!r} in this graph (an MLP writer is m<layer>, or m<layer>.e<expert> in an MoE layer)"
     if (w.layer is not None and w.layer >= n_layers) or (w.head is not None and w.head >= n_heads):
         return f"no node {src!r} in a graph of {n_layers} layers × {n_heads} heads"
     if (layer is not None and layer >= n_layers) or (kind == "q" and index >= n_heads) or (
@@ -178,15 +219,79 @@ class Projection:
     bias: torch.Tensor | None
 
 
+@functools.cache
+def _passthrough_class() -> type:
+    from torch import nn
+
+    class Passthrough(nn.Module):
+        """The pre-norm of a block that reads the residual stream directly (OLMo-2): the identity as a separate
+        autograd node, so that the block's own input-gradient can be hooked apart from the skip connection's. It
+        is not part of the model; the circuit runtime calls it from a pre-hook on the block."""
+
+        def forward(self, x):
+            return x.view_as(x)
+
+    return Passthrough
+
+
+def is_passthrough(norm: nn.Module) -> bool:
+    return isinstance(norm, _passthrough_class())
+
+
+@dataclass(frozen=True)
+class PostNorm:
+    """An RMS norm between a block's output and the residual add (Gemma 2/3, OLMo-2):
+    ``norm(y) = y · rsqrt(mean(y²) + eps) · (offset + weight)``."""
+
+    module: nn.Module
+    offset: float  # Gemma scales by 1 + weight, OLMo-2 by weight
+
+    def scale(self, y: torch.Tensor) -> torch.Tensor:
+        """The per-token, per-feature factor of this run (fp32): ``norm(y) == y · scale(y)``. Applied to each head's
+        (or expert's) share of ``y``, the shares still sum exactly to what enters the residual on this run."""
+        import torch
+
+        eps = getattr(self.module, "eps", None)
+        eps = self.module.variance_epsilon if eps is None else eps
+        y = y.float()
+        return torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps) * (self.offset + self.module.weight.float())
+
+
 @dataclass
 class Layer:
-    attn_norm: nn.Module
+    attn: nn.Module  # the attention block (reads attn_norm's output)
+    attn_norm: nn.Module  # a passthrough (is_passthrough) when the block reads the residual directly
     projections: list[nn.Module]  # the modules whose outputs hold q/k/v (1 if fused, 3 if separate)
     receivers: list[Projection]  # q heads, then k KV heads, then v KV heads
     out_proj: nn.Module
-    mlp_norm: nn.Module
-    mlp: nn.Module
-    mlp_out: nn.Module  # the MLP's output projection; its input features are the MLP neurons
+    attn_post: PostNorm | None  # norm of the attention output before the residual add
+    mlp_norm: nn.Module  # a passthrough likewise
+    mlp: nn.Module  # the dense MLP or the sparse MoE block (router + experts)
+    mlp_out: nn.Module | None  # a dense MLP's output projection (its input features are the neurons); None for MoE
+    mlp_post: PostNorm | None
+    n_experts: int = 0  # 0: dense
+
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Each expert's routed, weighted output on the MoE block's input ``x`` [b, s, d] → [E, b, s, d] (zero
+        where a token is not routed to it); they sum to the block's output. Routing is the block's own router."""
+        import torch
+
+        block, flat = self.mlp, x.reshape(-1, x.shape[-1])
+        _, weights, index = block.gate(flat)
+        ex = block.experts
+        out = flat.new_zeros(self.n_experts, *flat.shape)
+        for e in range(self.n_experts):
+            tok, pos = torch.where(index == e)
+            if len(tok):
+                gate, up = torch.nn.functional.linear(flat[tok], ex.gate_up_proj[e]).chunk(2, dim=-1)
+                y = torch.nn.functional.linear(ex.act_fn(gate) * up, ex.down_proj[e]) * weights[tok, pos, None]
+                out[e] = out[e].index_add(0, tok, y.to(out.dtype))
+        return out.view(self.n_experts, *x.shape)
+
+    def expert_params(self, e: int) -> list[tuple[nn.Parameter, tuple]]:
+        """(parameter, index) pairs expert ``e`` owns: its gate/up and down matrices and its router row."""
+        ex = self.mlp.experts
+        return [(ex.gate_up_proj, (e,)), (ex.down_proj, (e,)), (self.mlp.gate.weight, (e,))]
 
 
 @dataclass
@@ -248,18 +353,56 @@ def _slices(module: nn.Module, blocks: list[slice]) -> list[Projection]:
     return [Projection(module, s, w[s], b[s] if b is not None else None) for s in blocks]
 
 
-@ARCHITECTURES.register("llama", "mistral", "qwen2", "qwen3")
-def _llama_like(model: nn.Module, d: _Dims) -> Anatomy:
-    """Pre-norm blocks with separate q/k/v/o Linear layers and a gated MLP."""
+@dataclass(frozen=True)
+class _Decoder:
+    """Where an HF decoder layer keeps its parts (attribute names; None: the part does not exist)."""
+
+    attn_norm: str | None = "input_layernorm"
+    mlp_norm: str | None = "post_attention_layernorm"
+    attn_post: str | None = None
+    mlp_post: str | None = None
+    post_offset: float = 0.0
+    fused_qkv: str | None = None  # one projection ``[q heads | k heads | v heads]`` (Phi-3)
+
+
+def _decoder(model: nn.Module, d: _Dims, parts: _Decoder) -> Anatomy:
+    """Decoder layers with q/k/v(/fused) and o projections, a gated MLP or a routed MoE block, and pre- and/or
+    post-norms as ``parts`` names them. q/k norms after the projections (Gemma, Qwen3, OLMo-2) lie downstream of the
+    receivers' cut points and need nothing here."""
     core, layers = model.model, []
+    norm = lambda layer, name: getattr(layer, name) if name else _passthrough_class()()  # noqa: E731
+    post = lambda layer, name: PostNorm(getattr(layer, name), parts.post_offset) if name else None  # noqa: E731
     for layer in core.layers:
         at = layer.self_attn
-        receivers = (_slices(at.q_proj, d.blocks(0, d.n_heads)) + _slices(at.k_proj, d.blocks(0, d.n_kv_heads))
-                     + _slices(at.v_proj, d.blocks(0, d.n_kv_heads)))
-        layers.append(Layer(layer.input_layernorm, [at.q_proj, at.k_proj, at.v_proj], receivers, at.o_proj,
-                            layer.post_attention_layernorm, layer.mlp, layer.mlp.down_proj))
+        if parts.fused_qkv:
+            qkv, kv = getattr(at, parts.fused_qkv), d.n_heads * d.head_dim
+            projections = [qkv]
+            receivers = _slices(qkv, d.blocks(0, d.n_heads) + d.blocks(kv, d.n_kv_heads)
+                                + d.blocks(kv + d.n_kv_heads * d.head_dim, d.n_kv_heads))
+        else:
+            projections = [at.q_proj, at.k_proj, at.v_proj]
+            receivers = (_slices(at.q_proj, d.blocks(0, d.n_heads)) + _slices(at.k_proj, d.blocks(0, d.n_kv_heads))
+                         + _slices(at.v_proj, d.blocks(0, d.n_kv_heads)))
+        moe = hasattr(layer.mlp, "experts")
+        layers.append(Layer(at, norm(layer, parts.attn_norm), projections, receivers, at.o_proj,
+                            post(layer, parts.attn_post), norm(layer, parts.mlp_norm), layer.mlp,
+                            None if moe else layer.mlp.down_proj, post(layer, parts.mlp_post),
+                            layer.mlp.experts.num_experts if moe else 0))
     return Anatomy(model.config.model_type, d.n_heads, d.n_kv_heads, d.head_dim, d.d_model, False, layers,
                    core.layers[0], core.norm)
+
+
+# Llama-like pre-norm blocks; Mixtral and Qwen3-MoE replace (some) MLPs with routed experts
+ARCHITECTURES.register("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe")(
+    lambda model, d: _decoder(model, d, _Decoder()))
+ARCHITECTURES.register("phi3")(lambda model, d: _decoder(model, d, _Decoder(fused_qkv="qkv_proj")))
+# Gemma 2/3: a norm before and after each block; the norms scale by (1 + weight)
+ARCHITECTURES.register("gemma2", "gemma3_text")(lambda model, d: _decoder(model, d, _Decoder(
+    mlp_norm="pre_feedforward_layernorm", attn_post="post_attention_layernorm",
+    mlp_post="post_feedforward_layernorm", post_offset=1.0)))
+# OLMo-2: no pre-norms; each block's output is normed before the residual add
+ARCHITECTURES.register("olmo2")(lambda model, d: _decoder(model, d, _Decoder(
+    attn_norm=None, mlp_norm=None, attn_post="post_attention_layernorm", mlp_post="post_feedforward_layernorm")))
 
 
 @ARCHITECTURES.register("gpt2")
@@ -270,8 +413,8 @@ def _gpt2(model: nn.Module, d: _Dims) -> Anatomy:
         c_attn = layer.attn.c_attn
         m = d.d_model
         receivers = _slices(c_attn, d.blocks(0, d.n_heads) + d.blocks(m, d.n_heads) + d.blocks(2 * m, d.n_heads))
-        layers.append(Layer(layer.ln_1, [c_attn], receivers, layer.attn.c_proj, layer.ln_2, layer.mlp,
-                            layer.mlp.c_proj))
+        layers.append(Layer(layer.attn, layer.ln_1, [c_attn], receivers, layer.attn.c_proj, None, layer.ln_2,
+                            layer.mlp, layer.mlp.c_proj, None))
     return Anatomy("gpt2", d.n_heads, d.n_heads, d.head_dim, d.d_model, False, layers, core.h[0], core.ln_f)
 
 
@@ -284,8 +427,8 @@ def _gpt_neox(model: nn.Module, d: _Dims) -> Anatomy:
         qkv = layer.attention.query_key_value
         receivers = _slices(qkv, d.blocks(0, d.n_heads, step) + d.blocks(d.head_dim, d.n_heads, step)
                             + d.blocks(2 * d.head_dim, d.n_heads, step))
-        layers.append(Layer(layer.input_layernorm, [qkv], receivers, layer.attention.dense,
-                            layer.post_attention_layernorm, layer.mlp, layer.mlp.dense_4h_to_h))
+        layers.append(Layer(layer.attention, layer.input_layernorm, [qkv], receivers, layer.attention.dense, None,
+                            layer.post_attention_layernorm, layer.mlp, layer.mlp.dense_4h_to_h, None))
     return Anatomy("gpt_neox", d.n_heads, d.n_heads, d.head_dim, d.d_model, bool(model.config.use_parallel_residual),
                    layers, core.layers[0], core.final_layer_norm)
 
@@ -307,11 +450,15 @@ def param_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 # ---- module types ------------------------------------------------------------------------------------------
 MODULE_TYPES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate", "up_proj": "up",
-                "down_proj": "down", "c_attn": "qkv", "query_key_value": "qkv", "c_proj": "o|down",
-                "dense": "o", "c_fc": "up", "dense_h_to_4h": "up", "dense_4h_to_h": "down"}
+                "down_proj": "down", "c_attn": "qkv", "query_key_value": "qkv", "qkv_proj": "qkv", "c_proj": "o|down",
+                "dense": "o", "c_fc": "up", "dense_h_to_4h": "up", "dense_4h_to_h": "down",
+                "gate_up_proj": "gate|up", "gate": "router"}
 
 
 def module_type(name: str) -> str:
     """State-dict name → module type (``model.layers.3.self_attn.q_proj.weight`` → ``q``)."""
     parts = name.split(".")
-    return MODULE_TYPES.get(parts[-2], parts[-2]) if len(parts) >= 2 else name
+    if len(parts) < 2:
+        return name
+    owner = parts[-1] if parts[-1] in MODULE_TYPES else parts[-2]  # experts keep 3-D parameters without ".weight"
+    return MODULE_TYPES.get(owner, owner)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 
-from .anatomy import INPUT, OUT, edge_problem, receiver_nodes
+from .anatomy import INPUT, OUT, Shape, edge_problem, receiver_nodes
 from .config import default
 from .errors import ClueflowError
 from .io import read_parquet_metadata, read_table, write_text
@@ -61,15 +61,15 @@ def read_circuit(path: str | Path) -> LogicalCircuit:
     for key in ("set", "n_layers", "n_heads", "n_kv_heads"):
         if key not in meta:
             raise ClueflowError(f"circuit metadata lacks {key!r} (rebuild the circuit)", file=path, field=key)
-    size = (meta["n_layers"], meta["n_heads"], meta["n_kv_heads"])
+    shape = Shape.from_meta(meta)
     gates: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for src, dst, gate in edges[edges["gate"].notna()].itertuples(index=False):
         if gate not in ("AND", "OR", "ADDER"):
             raise ClueflowError(f"unknown gate {gate!r} on edge {src} -> {dst}", file=path, field="gate")
-        problem = edge_problem(str(src), str(dst), *size)
+        problem = edge_problem(str(src), str(dst), shape)
         if problem:
             raise ClueflowError(f"edge {src} -> {dst}: {problem}", file=path, field="src")
-        for node in receiver_nodes(dst, meta["n_heads"], meta["n_kv_heads"]):
+        for node in receiver_nodes(dst, shape):
             gates[node][gate].add(src)
     return LogicalCircuit(meta["set"], {t: {g: sorted(s) for g, s in sorted(gs.items())} for t, gs in sorted(gates.items())})
 

@@ -9,7 +9,9 @@ never masked and do not appear. A head ``a{l}.h{h}`` owns
   query heads of the group under GQA) and the output projection's **input features** h·hd..(h+1)·hd — rows or
   columns depending on how each architecture stores its weights, fused QKV included: the slices and
   orientations come from :mod:`clueflow.anatomy`;
-* the matching bias entries. An MLP node ``m{l}`` owns its whole MLP.
+* the matching bias entries. An MLP node ``m{l}`` owns its whole MLP. An expert ``m{l}.e{e}`` of a
+  mixture-of-experts layer owns its slice ``[e]`` of the experts' gate/up and down tensors and its router row
+  (the router's logit for that expert).
 
 Optional base mask (``base: wanda``, off by default): the official CLUE code starts every mask from a WANDA mask
 (per output unit, the top ``ratio`` of ``|W| · ‖X‖₂`` over calibration inputs), which produces the paper's
@@ -57,6 +59,8 @@ def node_slices(graph: Graph, node: str) -> list[tuple[nn.Parameter, tuple]]:
     ref = anatomy.parse_node(node)
     if ref.kind == "mlp":
         return [(p, (...,)) for p in graph.layers[ref.layer].mlp.parameters()]
+    if ref.kind == "expert":
+        return graph.layers[ref.layer].expert_params(ref.expert)
     if ref.kind != "head":
         return []  # input / out: never masked
     layer, h = graph.layers[ref.layer], ref.head
@@ -90,7 +94,7 @@ def build_masks(model: nn.Module, nodes: Iterable[str], *, graph: Graph | None =
 def mask_stats(masks: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
     """The paper's "Unlearned Parameter" (mean over weight matrices of the masked fraction) and the share of all
     model parameters that may change."""
-    matrices = [m for m in masks.values() if m.dim() == 2]
+    matrices = [w for m in masks.values() if m.dim() >= 2 for w in (m if m.dim() == 3 else [m])]  # 3-D: experts
     selected = sum(int(m.sum()) for m in masks.values())
     total = sum(p.numel() for p in model.parameters())
     return dict(unlearned_parameter=float(sum(m.float().mean() for m in matrices) / max(len(matrices), 1)),

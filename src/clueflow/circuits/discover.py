@@ -118,7 +118,7 @@ def select_circuits(model, graph: Graph, batches: list[Batch], attr: Attribution
     summary: dict[str, Any] = dict(edge_fraction=edge_fraction, n_examples=attr.n_examples,
                                    n_edges_total=graph.n_edges, n_writers=len(graph.writers),
                                    n_receivers=len(graph.receivers), architecture=graph.model_type,
-                                   n_layers=graph.n_layers, n_heads=graph.n_heads, n_kv_heads=graph.n_kv_heads,
+                                   **graph.shape.meta(),
                                    attribution_forward_equivalents=attr.forward_equivalents)
     for direction, keep in circuits.items():
         summary[direction] = {**sparsity(graph, keep),

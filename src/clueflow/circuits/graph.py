@@ -1,7 +1,11 @@
 """The computational graph over stock Hugging Face modules (no weight conversion, no forked model files).
 
 Writers (sources), in computation order: ``input`` (the residual entering layer 0), every attention head
-``a{l}.h{h}`` (its slice of the output projection applied to the projection's *input*), every MLP ``m{l}``.
+``a{l}.h{h}`` (its slice of the output projection applied to the projection's *input*), every MLP ``m{l}`` — or,
+in a mixture-of-experts layer, every expert ``m{l}.e{e}`` (its routed, weighted output). Where a norm sits
+between a block and the residual add (Gemma 2/3, OLMo-2), each writer is its share of the normed output: the
+norm's per-token factor of the run where it was captured times the head's (expert's) own output, so that the
+shares sum exactly to what entered the residual on that run (a linearization of the post-norm at that run).
 Receivers (destinations): ``a{l}.h{h}.q`` per query head, ``a{l}.kv{g}.k`` / ``a{l}.kv{g}.v`` per **KV head**
 (grouped-query attention is kept native: query head ``h`` uses KV head ``h // n_rep``), ``m{l}`` (the MLP's
 input) and ``logits`` (the final norm's input). An edge ``u → r`` exists iff writer ``u`` is computed before
@@ -46,18 +50,27 @@ class Graph:
         return self.n_heads // self.n_kv_heads
 
     @property
+    def shape(self) -> anatomy.Shape:
+        return anatomy.Shape(self.n_layers, self.n_heads, self.n_kv_heads,
+                             tuple(layer.n_experts for layer in self.layers))
+
+    @property
     def writers(self) -> list[str]:
-        return anatomy.writer_names(self.n_layers, self.n_heads)
+        return anatomy.writer_names(self.shape)
 
     def attn_receivers(self, l: int) -> list[str]:
         return anatomy.attn_receivers(l, self.n_heads, self.n_kv_heads)
 
     @property
     def receivers(self) -> list[str]:
-        return anatomy.receiver_names(self.n_layers, self.n_heads, self.n_kv_heads)
+        return anatomy.receiver_names(self.shape)
+
+    def mlp_writers(self, l: int) -> int:
+        """How many writers layer ``l``'s MLP contributes (1, or its number of experts)."""
+        return self.layers[l].n_experts or 1
 
     def writers_before_layer(self, l: int) -> int:
-        return 1 + l * (self.n_heads + 1)
+        return 1 + l * self.n_heads + sum(self.mlp_writers(j) for j in range(l))
 
     @property
     def n_sources(self) -> list[int]:
@@ -83,8 +96,8 @@ class Graph:
         """For each receiver, the writer(s) it feeds inside its block (:func:`anatomy.receiver_nodes`; logits
         feed none). Used to follow paths through the graph."""
         w = {name: i for i, name in enumerate(self.writers)}
-        return [[w[n] for n in anatomy.receiver_nodes(r, self.n_heads, self.n_kv_heads) if n in w]
-                for r in self.receivers]
+        shape = self.shape
+        return [[w[n] for n in anatomy.receiver_nodes(r, shape) if n in w] for r in self.receivers]
 
     # ---- module-level helpers ----------------------------------------------------------------------------
     def head_outputs(self, l: int, z: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .. import anatomy
 from .graph import Graph
 
 # fp32 elements of one expanded head chunk [H, tokens, d] (256 MiB): bounds the transient memory of the GEMMs
@@ -88,13 +89,63 @@ def frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@dataclass
+class Group:
+    """The writers of one tensor group, as ``Σ_k sign_k · scale_k ⊙ expand(act_k)``: ``act`` is the input
+    ``[b, s, d]``, a layer's heads as the output projection's input ``z`` ``[b, s, H·hd]``, a dense MLP's output
+    ``[b, s, d]`` or a MoE layer's expert outputs ``[b, s, E, d]``; ``scale`` [b, s, d] (fp32) is a post-norm's
+    factor on the run the activation comes from (None: no post-norm). One term holds one run; a difference of
+    two runs is one term where neither has a post-norm (subtracted in fp32, stored in the model's dtype), and two
+    terms where they do."""
+
+    kind: str  # "input" | "heads" | "mlp" | "experts"
+    layer: int | None
+    terms: list[tuple[torch.Tensor, torch.Tensor | None]]
+    signs: list[float]
+
+    def neg_(self) -> "Group":
+        self.signs = [-s for s in self.signs]
+        return self
+
+    def diff(self, current: "Group", mask: torch.Tensor | None) -> "Group":
+        """``self − current`` (one run each), with padding (``mask`` [b, s] false) zeroed."""
+        (s, s_scale), (c, c_scale) = self.terms[0], current.terms[0]
+        m = None if mask is None else mask.reshape(*mask.shape, *[1] * (c.dim() - 2))
+        if s_scale is None and c_scale is None:
+            t = (s.to(_acc_dtype(c)) - c.to(_acc_dtype(c))).to(c.dtype)
+            return Group(self.kind, self.layer, [(t if m is None else t * m.to(t.dtype), None)], [1.0])
+        m = None if mask is None else mask[..., None].to(torch.float32)
+        terms = [(a, sc if m is None else sc * m) for a, sc in ((s, s_scale), (c, c_scale))]
+        return Group(self.kind, self.layer, terms, [1.0, -1.0])
+
+    def contributions(self, graph: Graph, acc: torch.dtype, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """Per-writer residual contributions of the tokens ``lo:hi`` (batch and sequence flattened) →
+        ``[writers, 1, tokens, d]``, in ``acc``."""
+        out = None
+        for (act, scale), sign in zip(self.terms, self.signs):
+            a = act.flatten(0, 1)[None, lo:hi].to(acc)  # [1, tokens, ·]
+            if self.kind == "heads":  # z → z_h @ W_O[h]
+                c = graph.head_outputs(self.layer, a)
+                if scale is not None and graph.layers[self.layer].out_proj.bias is not None:
+                    c = c + graph.layers[self.layer].out_proj.bias.to(acc) / graph.n_heads  # inside the norm
+            elif self.kind == "experts":  # [1, tokens, E, d]
+                c = a.permute(2, 0, 1, 3)
+            else:
+                c = a[None]
+            if scale is not None:
+                c = c * scale.flatten(0, 1)[None, None, lo:hi].to(acc)
+            c = c if sign == 1 else c * sign
+            out = c if out is None else out + c
+        return out
+
+
 class Writers:
-    """Writer activations in computation order, one *group* per tensor: group 0 the input ``[b, s, d]``, group
-    ``2l + 1`` the heads of layer ``l`` as ``z`` ``[b, s, H·hd]``, group ``2l + 2`` MLP ``l`` ``[b, s, d]``."""
+    """Writer activations in computation order, one :class:`Group` per tensor: group 0 the input, group
+    ``2l + 1`` the heads of layer ``l``, group ``2l + 2`` its MLP (or experts)."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
-        self.groups: list[torch.Tensor] = []
+        self.groups: list[Group] = []
 
     def bounds(self, i: int) -> tuple[int, int]:
         """The writers ``[start, stop)`` of group ``i``."""
@@ -102,7 +153,7 @@ class Writers:
             return 0, 1
         l, is_mlp = divmod(i - 1, 2)
         start = self.graph.writers_before_layer(l) + (self.graph.n_heads if is_mlp else 0)
-        return start, start + (1 if is_mlp else self.graph.n_heads)
+        return start, start + (self.graph.mlp_writers(l) if is_mlp else self.graph.n_heads)
 
     def groups_before(self, n: int) -> Iterator[tuple[int, int, int]]:
         """``(group, start, stop)`` of the groups that make up the first ``n`` writers."""
@@ -112,39 +163,67 @@ class Writers:
                 return
             yield i, start, stop
 
-    def expand(self, i: int, t: torch.Tensor) -> torch.Tensor:
-        """Group ``i``'s tensor ``t`` [b, s, ·] as per-writer residual contributions ``[k, b, s, d]``."""
-        if i % 2:  # heads: z → z_h @ W_O[h], the projection's weight in t's dtype
-            return self.graph.head_outputs((i - 1) // 2, t)
-        return t[None]
-
     def neg_(self) -> "Writers":
-        for t in self.groups:
-            t.neg_()
+        for g in self.groups:
+            g.neg_()
         return self
 
     def hooks(self, *, source: "Writers | None" = None, mask: torch.Tensor | None = None,
               detach: bool = True) -> list[tuple[nn.Module, str, Callable]]:
         """Hooks that append each group as the forward pass reaches it: the activation (kept in autograd's graph
         when ``detach`` is false, as Edge Pruning needs), or with ``source`` (another run's writers)
-        ``(source − activation) · mask``, subtracted in fp32 and stored in the model's dtype (``mask`` [b, s]
-        zeroes padding)."""
+        ``(source − activation) · mask`` (``mask`` [b, s] zeroes padding)."""
         g = self.graph
+        held: dict[int, torch.Tensor] = {}  # a layer's head or expert activations waiting for their post-norm
 
-        def add(t: torch.Tensor) -> None:
-            t = t.detach() if detach else t
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            return t.detach() if detach else t
+
+        def add(kind: str, layer: int | None, act: torch.Tensor, scale: torch.Tensor | None = None) -> None:
+            group = Group(kind, layer, [(keep(act), None if scale is None else keep(scale))], [1.0])
             if source is not None:
-                s = source.groups[len(self.groups)]
-                t = (s.to(_acc_dtype(t)) - t.to(_acc_dtype(t))).to(t.dtype)
-                if mask is not None:
-                    t = t * mask[..., None].to(t.dtype)
-            self.groups.append(t)
+                group = source.groups[len(self.groups)].diff(group, mask)
+            self.groups.append(group)
 
-        out = [(g.first_layer, "pre_kw", lambda module, args, kwargs: add(_hidden(args, kwargs)))]
-        for layer in g.layers:
-            out += [(layer.out_proj, "pre", lambda module, args: add(args[0])),
-                    (layer.mlp, "fwd", lambda module, args, output: add(_first(output)))]
+        out = [(g.first_layer, "pre_kw", lambda module, args, kwargs: add("input", None, _hidden(args, kwargs)))]
+        for l, layer in enumerate(g.layers):
+            if layer.attn_post is None:
+                out.append((layer.out_proj, "pre", lambda module, args, l=l: add("heads", l, args[0])))
+            else:
+                out += [(layer.out_proj, "pre", lambda module, args, l=l: held.__setitem__(l, args[0])),
+                        (layer.attn_post.module, "fwd", lambda module, args, output, l=l, post=layer.attn_post:
+                         add("heads", l, held.pop(l), post.scale(args[0])))]
+            if layer.n_experts:
+                def experts(module, args, output, l=l, layer=layer):
+                    pieces = layer.expert_outputs(args[0]).permute(1, 2, 0, 3)  # [b, s, E, d]
+                    if layer.mlp_post is None:
+                        add("experts", l, pieces)
+                    else:
+                        held[l] = pieces
+                out.append((layer.mlp, "fwd", experts))
+                if layer.mlp_post is not None:
+                    out.append((layer.mlp_post.module, "fwd", lambda module, args, output, l=l, post=layer.mlp_post:
+                                add("experts", l, held.pop(l), post.scale(args[0]))))
+            else:  # a dense MLP is one writer: what enters the residual, after the post-norm if there is one
+                site = layer.mlp if layer.mlp_post is None else layer.mlp_post.module
+                out.append((site, "fwd", lambda module, args, output, l=l: add("mlp", l, _first(output))))
         return out
+
+
+def _routes(graph: Graph) -> list[tuple[nn.Module, str, Callable]]:
+    """For blocks that read the residual directly (their norm a passthrough): a pre-hook that sends the block's
+    input through the passthrough, so that the norm hooks of the runtime apply to it as to a real norm."""
+    out = []
+    for layer in graph.layers:
+        if anatomy.is_passthrough(layer.attn_norm):
+            def attn(module, args, kwargs, norm=layer.attn_norm):
+                if args:
+                    return (norm(args[0]), *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": norm(kwargs["hidden_states"])}
+            out.append((layer.attn, "pre_kw", attn))
+        if anatomy.is_passthrough(layer.mlp_norm):
+            out.append((layer.mlp, "pre", lambda module, args, norm=layer.mlp_norm: (norm(args[0]), *args[1:])))
+    return out
 
 
 @contextlib.contextmanager
@@ -202,14 +281,14 @@ def _add_scores(scores: torch.Tensor, deltas: Writers, pending: list[tuple[list[
     perm = torch.tensor(order, device=scores.device)
     grads = [g.flatten(1, 2) for _, g in pending]  # [k, tokens, d]
     n_tokens, d = grads[0].shape[1:]
-    step = max(1, _CHUNK_ELEMENTS // (deltas.graph.n_heads * d))
+    step = max(1, _CHUNK_ELEMENTS // (max(deltas.graph.n_heads, *map(deltas.graph.mlp_writers,
+                                                                      range(deltas.graph.n_layers))) * d))
     acc = _acc_dtype(grads[0])
     for lo in range(0, n_tokens, step):
         g = torch.cat([x[:, lo:lo + step] for x in grads]).to(acc)[perm].flatten(1)  # [K, chunk·d]
         for i, start, stop in deltas.groups_before(n_src[rs[0]]):
             k = sum(n_src[r] >= stop for r in rs)
-            t = deltas.groups[i].flatten(0, 1)[None, lo:lo + step].to(acc)  # [1, chunk, ·]
-            a = deltas.expand(i, t).flatten(1)  # [writers, chunk·d]
+            a = deltas.groups[i].contributions(deltas.graph, acc, lo, lo + step).flatten(1)  # [writers, chunk·d]
             scores[start:stop, rs[:k]] += a @ g[:k].T
     pending.clear()
 
@@ -272,7 +351,7 @@ def attribute(model, graph: Graph, inputs: dict[str, torch.Tensor], metric: Call
             g_proj[l, i] = grad.detach()
         return lambda: hook
 
-    hooks.append((graph.first_layer, "pre_kw", requires_grad))
+    hooks += [(graph.first_layer, "pre_kw", requires_grad), *_routes(graph)]
     for l, layer in enumerate(graph.layers):
         hooks += [(layer.attn_norm, "pre", save_input(("attn", l))),
                   (layer.attn_norm, "fwd", on_grad(attention_receivers(l))),
@@ -306,9 +385,9 @@ def patched_logits(model, graph: Graph, inputs: dict[str, torch.Tensor], source:
 
 def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor:
     current = Writers(graph)
-    hooks = current.hooks(detach=not keep.requires_grad)
+    hooks = current.hooks(detach=not keep.requires_grad) + _routes(graph)
     n_src = graph.n_sources
-    drop = (~keep if keep.dtype == torch.bool else 1 - keep).to(source.groups[0].device)
+    drop = (~keep if keep.dtype == torch.bool else 1 - keep).to(source.groups[0].terms[0][0].device)
     normed: dict[int, dict[int, torch.Tensor]] = {}  # layer → {receiver: attn_norm(x + its delta)}
     recomputing: set[int] = set()
 
@@ -319,8 +398,14 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
             d = drop[start:stop, rs]
             if d.any():
                 s, c = source.groups[i], current.groups[i]
-                acc = _acc_dtype(c)
-                out = out + torch.einsum("ur,ubsd->rbsd", d.to(acc), current.expand(i, s.to(acc) - c.to(acc)))
+                acc = _acc_dtype(c.terms[0][0])
+                b, n = c.terms[0][0].shape[:2]
+                if s.terms[0][1] is None and c.terms[0][1] is None:  # no post-norm: expand the difference once
+                    diff = Group(c.kind, c.layer, [(s.terms[0][0].to(acc) - c.terms[0][0].to(acc), None)], [1.0])
+                    u = diff.contributions(graph, acc)
+                else:
+                    u = s.contributions(graph, acc) - c.contributions(graph, acc)
+                out = out + torch.einsum("ur,ubsd->rbsd", d.to(acc), u.reshape(len(u), b, n, -1))
         return out
 
     layer_ids, logits_id = _receiver_ids(graph)

@@ -1,0 +1,187 @@
+"""Model families beyond Llama, GPT-2 and NeoX: what their writers are, what their masks own, and exactness.
+
+Gemma 2/3 and OLMo-2 norm each block's output before the residual add, OLMo-2 has no pre-norms, Phi-3 fuses q/k/v
+and gate/up, Mixtral and Qwen3-MoE route each token to experts. The graph's promises, checked per family on tiny
+random configs: the writers of a captured run sum exactly to the residual stream, per layer and in all; a
+difference of two runs is the difference of their writers; a node's masks are exactly what moves it.
+"""
+
+import pytest
+import torch
+
+from clueflow.circuits.graph import build_graph
+from clueflow.circuits.runtime import capture
+from clueflow.masks import build_masks, mask_stats
+from clueflow.models import tiny_model
+
+FAMILIES = ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "qwen3_moe"]
+NEW = ["gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "qwen3_moe"]
+
+
+def _ids(seed, b=2, s=7):
+    return torch.randint(0, 300, (b, s), generator=torch.Generator().manual_seed(seed))
+
+
+def _sites(g):
+    """Per layer, the modules whose outputs are what enters the residual stream from attention and from the MLP."""
+    return [((layer.attn_post.module if layer.attn_post else layer.out_proj),
+             (layer.mlp_post.module if layer.mlp_post else layer.mlp)) for layer in g.layers]
+
+
+def _updates(model, g, ids):
+    """Each layer's (attention, MLP) residual updates and the final norm's input, as the model computed them."""
+    seen, handles = {}, []
+    for l, (attn, mlp) in enumerate(_sites(g)):
+        handles += [attn.register_forward_hook(lambda m, a, o, l=l: seen.__setitem__(("attn", l), o)),
+                    mlp.register_forward_hook(lambda m, a, o, l=l: seen.__setitem__(("mlp", l), o))]
+    handles.append(g.final_norm.register_forward_pre_hook(lambda m, a: seen.__setitem__("final", a[0])))
+    with torch.no_grad():
+        model(input_ids=ids)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_writers_sum_exactly_to_each_layer_update_and_to_the_residual_stream(arch):
+    model = tiny_model(arch, seed=3).double()
+    g = build_graph(model)
+    ids = _ids(0)
+    writers, _ = capture(model, g, {"input_ids": ids})
+    seen = _updates(model, g, ids)
+    total = 0
+    for i, group in enumerate(writers.groups):
+        start, stop = writers.bounds(i)
+        pieces = group.contributions(g, torch.float64).reshape(stop - start, *ids.shape, -1)
+        update = pieces.sum(0)
+        if group.kind == "heads" and g.layers[group.layer].attn_post is None:
+            bias = g.layers[group.layer].out_proj.bias  # constant, on no head (inside a post-norm it is shared out)
+            update = update + (bias if bias is not None else 0)
+        if group.kind != "input":
+            expected = seen["attn" if group.kind == "heads" else "mlp", group.layer]
+            torch.testing.assert_close(update, expected, rtol=1e-6, atol=1e-6)  # fp32 norms inside an fp64 model
+        total = total + update
+    # parallel residual (NeoX): both blocks read the layer input, and still add up
+    torch.testing.assert_close(total, seen["final"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", NEW)
+def test_a_difference_of_two_runs_is_the_difference_of_their_writers(arch):
+    model = tiny_model(arch, seed=3).double()
+    g = build_graph(model)
+    a, _ = capture(model, g, {"input_ids": _ids(1)})
+    mask = torch.ones(_ids(0).shape, dtype=torch.bool)
+    mask[1, -2:] = False  # padding: no delta there
+    b, _ = capture(model, g, {"input_ids": _ids(0)})
+    delta, _ = capture(model, g, {"input_ids": _ids(0)}, source=a, mask=mask)
+    m = mask.reshape(1, -1, 1)
+    for ga, gb, gd in zip(a.groups, b.groups, delta.groups):
+        expected = (ga.contributions(g, torch.float64) - gb.contributions(g, torch.float64)) * m
+        torch.testing.assert_close(gd.contributions(g, torch.float64), expected)
+        post = (g.layers[gd.layer].attn_post if gd.kind == "heads" else g.layers[gd.layer].mlp_post) \
+            if gd.layer is not None else None
+        # a post-norm's factor differs between the runs, so its delta keeps both runs' terms
+        assert len(gd.terms) == (2 if post is not None and gd.kind != "mlp" else 1)
+
+
+def test_graph_nodes_of_each_family():
+    gemma, olmo, mixtral, qwen = (build_graph(tiny_model(a)) for a in ("gemma2", "olmo2", "mixtral", "qwen3_moe"))
+    assert gemma.n_kv_heads == 1 and gemma.attn_receivers(0)[4:] == ["a0.kv0.k", "a0.kv0.v"]
+    assert gemma.layers[0].attn_post.offset == 1.0 and olmo.layers[0].attn_post.offset == 0.0
+    assert mixtral.writers[5:10] == ["m0.e0", "m0.e1", "m0.e2", "m0.e3", "a1.h0"]
+    assert qwen.writers[5:7] == ["m0", "a1.h0"] and qwen.writers[-4:] == ["m1.e0", "m1.e1", "m1.e2", "m1.e3"]
+    assert mixtral.layers[0].mlp_out is None and qwen.layers[0].mlp_out is qwen.layers[0].mlp.down_proj
+
+
+@pytest.mark.parametrize("arch", NEW)
+def test_head_masks_own_exactly_what_moves_the_head(arch):
+    """Changing a head's masked entries moves its output; changing every other maskable entry of the layer leaves
+    it as it was — except, in OLMo-2, the other heads' q/k rows, which reach every head through the full-width q/k
+    norm's shared scale (checked apart: they move nothing of the head before that norm)."""
+    model = tiny_model(arch, seed=2)
+    g = build_graph(model)
+    head = 1
+    masks = build_masks(model, [f"a0.h{head}"], graph=g)
+    params = dict(model.named_parameters())
+    ids = _ids(4)
+    layer = g.layers[0]
+    spec = layer.receivers[head]
+
+    def observe():
+        seen = {}
+        hooks = [layer.out_proj.register_forward_pre_hook(lambda m, a: seen.update(z=a[0])),
+                 spec.module.register_forward_hook(lambda m, a, o: seen.update(q=o[..., spec.cols]))]
+        with torch.no_grad():
+            model(input_ids=ids)
+        for h in hooks:
+            h.remove()
+        return g.head_outputs(0, seen["z"])[head], seen["q"]
+
+    coupled = {n for n in masks if arch == "olmo2" and any(k in n for k in ("q_proj", "k_proj"))}
+    base_out, base_q = observe()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, m in masks.items():
+            if name not in coupled:
+                params[name][~m] += 0.5 * torch.randn(int((~m).sum()), generator=gen)
+    torch.testing.assert_close(observe()[0], base_out)
+    with torch.no_grad():
+        for name in coupled:
+            params[name][~masks[name]] += 0.5 * torch.randn(int((~masks[name]).sum()), generator=gen)
+    torch.testing.assert_close(observe()[1], base_q)  # its own q slice, before the shared norm
+    with torch.no_grad():
+        for name, m in masks.items():
+            params[name][m] += 0.5
+    assert not torch.allclose(observe()[0], base_out)
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe"])
+def test_an_expert_owns_its_matrices_and_its_router_row(arch):
+    """An expert's mask holds its slice of the experts' gate/up and down tensors and its row of the router:
+    perturbing anything else of the layer leaves the expert's own output (before routing weights) and its router
+    logit unchanged; perturbing the masked entries moves both. Its routing *weight* is a softmax over every
+    expert's logit, so it is the router's (the MLP receiver's), not one expert's."""
+    model = tiny_model(arch, seed=5)
+    g = build_graph(model)
+    layer, e = g.layers[1], 2
+    masks = build_masks(model, [f"m1.e{e}"], graph=g)
+    prefix = "model.layers.1.mlp."
+    assert {n for n, m in masks.items() if m.any()} == {f"{prefix}experts.gate_up_proj", f"{prefix}experts.down_proj",
+                                                      f"{prefix}gate.weight"}
+    assert masks[f"{prefix}gate.weight"][e].all() and masks[f"{prefix}gate.weight"].sum() == 32
+    x = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
+    ex = layer.mlp.experts
+
+    def observe():
+        with torch.no_grad():
+            gate, up = torch.nn.functional.linear(x, ex.gate_up_proj[e]).chunk(2, dim=-1)
+            return torch.nn.functional.linear(ex.act_fn(gate) * up, ex.down_proj[e]), x @ layer.mlp.gate.weight[e]
+
+    base = observe()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, m in masks.items():
+            params[name][~m] += 0.5
+    for a, b in zip(observe(), base):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        for name, m in masks.items():
+            params[name][m] += 0.5
+    assert all(not torch.allclose(a, b) for a, b in zip(observe(), base))
+    # each expert's matrices count as matrices of the paper's "Unlearned Parameter"
+    n_matrices = mask_stats(masks, model)["weight_matrices"]
+    assert n_matrices == sum(m.shape[0] if m.dim() == 3 else 1 for m in masks.values() if m.dim() >= 2)
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe"])
+def test_expert_outputs_sum_to_the_moe_block_and_follow_its_routing(arch):
+    model = tiny_model(arch, seed=6)
+    layer = build_graph(model).layers[1]
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        pieces, out = layer.expert_outputs(x), layer.mlp(x)
+        _, _, index = layer.mlp.gate(x.reshape(-1, 32))
+    torch.testing.assert_close(pieces.sum(0), out)
+    routed = torch.zeros(layer.n_experts, 10, dtype=torch.bool)
+    routed[index.T, torch.arange(10)] = True  # top-k experts of each token
+    assert torch.equal(pieces.reshape(layer.n_experts, 10, -1).abs().sum(-1) > 0, routed)
