@@ -75,6 +75,26 @@ def cached_model(repo_id: str, revision: str | None) -> str:
                             f"{_cache_dir()}; {FETCH_HINT}", field="model.source") from None
 
 
+def hub_cache(cache_dir: str | None) -> Path:
+    """The hub cache of ``hub.cache_dir`` (null: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``), found as huggingface_hub
+    finds it but without importing it: importing it fixes its cache and offline switches (see :func:`_download`)."""
+    if cache_dir:
+        return Path(cache_env(cache_dir)["HF_HUB_CACHE"])
+    env = os.environ
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")).expanduser()
+
+
+def cached_file(repo_id: str, filename: str, revision: str | None, cache_dir: str | None = None) -> Path | None:
+    """``filename`` of hub model ``repo_id`` at ``revision`` in the cache (None: not fetched), in the layout
+    huggingface_hub writes: ``models--{org}--{name}/refs/{revision}`` holds the commit of ``snapshots/{commit}/``."""
+    repo = hub_cache(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else revision or "main"  # a revision may be a commit itself
+    path = repo / "snapshots" / commit / filename
+    return path if path.is_file() else None
+
+
 def hub_data_sets(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Every hub data set the loaders of ``config`` read: set, field, hub id, config (None: all), split."""
     out = []

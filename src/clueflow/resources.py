@@ -41,6 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .fetch import cached_file
 from .layout import MODEL_PROVENANCE
 from .unlearn.methods import run_gpus, run_spec
 
@@ -160,16 +161,6 @@ def _shape_from_hf_config(cfg: dict, n_parameters: float | None, origin: str) ->
     return ModelSize(float(n_parameters), layers, hidden, heads, kv, vocab, origin)
 
 
-def _cached_hub_config(repo: str, revision: str | None) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    # the cache the workflow's jobs use (hub.cache_dir, see clueflow.fetch), read when asked, not at import
-    found = try_to_load_from_cache(repo, "config.json", revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE"))
-    return Path(found) if isinstance(found, str) else None
-
-
 @lru_cache(maxsize=16)
 def _model_size(model_dir: str, mtime: float, source: str, name: str, revision: str | None,
                 stated: float | None) -> ModelSize:
@@ -181,7 +172,8 @@ def _model_size(model_dir: str, mtime: float, source: str, name: str, revision: 
             return _shape_from_hf_config(json.loads(cfg.read_text()), count, "provenance")
         return shape_from_parameters(count, "provenance")
     src = Path(source).expanduser()
-    cfg = src / "config.json" if src.is_dir() else _cached_hub_config(source, revision) if "/" in source else None
+    cfg = (src / "config.json" if src.is_dir()
+           else cached_file(source, "config.json", revision) if "/" in source else None)
     if cfg is not None and cfg.is_file():
         return _shape_from_hf_config(json.loads(cfg.read_text()), stated, "config.json")
     if stated is not None:
