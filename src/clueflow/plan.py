@@ -10,14 +10,22 @@ Derived: the pairs (each retain set, and all of them combined), the runs and the
 pairs each run is trained on, the checkpoints, fig3's growing retain pairs, the shared pair of each sweep figure,
 the general-utility sets and lm-eval tasks, which runs read CLUE masks and from which circuit family, each step's
 parameters, and the workflow's targets.
+
+Architecture check: the model's ``model_type`` is read from its config (:func:`clueflow.models.source_model_type`,
+no weights). A config that needs the circuit graph (a run of a method other than full-parameter GA/NPO/PO, or
+table3) on an architecture :data:`clueflow.anatomy.ARCHITECTURES` does not describe is refused at start. Without
+the graph the plan leaves out the circuit, localization and fig7 reports. A hub model not cached yet, or a source
+that is missing or unreadable, cannot be checked and is planned as before (its model or circuit job says why).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+from .anatomy import ARCHITECTURES
 from .circuits.attribution import METHODS as CIRCUIT_METHODS
 from .circuits.discover import method_options
 from .config import merge, read_config, validate_config
@@ -26,8 +34,9 @@ from .evaluate.lmeval import check_general
 from .errors import ClueflowError
 from .fetch import fetch_spec
 from .layout import BASE, RESIZED, Family, Layout, Pair
+from .models import source_model_type
 from .tables import RESULT_TABLES
-from .unlearn.methods import check_runs, needs_clue_masks, run_spec
+from .unlearn.methods import FULL_PARAMETER, check_runs, needs_clue_masks, needs_graph, run_spec
 from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
@@ -57,6 +66,29 @@ class Plan:
 
     def error(self, field: str, message: str) -> ClueflowError:
         return ClueflowError(message, file=self.file, field=field)
+
+    # ---- the model ------------------------------------------------------------------------------------------
+    @cached_property
+    def model_type(self) -> str | None:
+        """The model's transformers ``model_type``; None when it cannot be read yet: a hub model that ``clueflow
+        fetch`` has not cached, or a missing or unreadable source (the model job's error, as in ``fetch_spec``)."""
+        m = self.config["model"]
+        try:
+            return source_model_type(m["source"], revision=m["revision"], cache_dir=self.config["hub"]["cache_dir"])
+        except ClueflowError:
+            return None
+
+    @property
+    def has_graph(self) -> bool:
+        """Whether the circuit graph describes the model (assumed while its type is unknown)."""
+        return self.model_type is None or self.model_type in ARCHITECTURES.names()
+
+    def graph_needed_by(self) -> str | None:
+        """The first config field that needs the circuit graph: a run of a graph method, or table3."""
+        for run in self.runs:
+            if needs_graph(self.run_spec(run)[0]):
+                return f"unlearn.methods.{run}"
+        return "tables.table3" if self.config["tables"]["table3"] else None
 
     # ---- sets and pairs ----------------------------------------------------------------------------------
     @property
@@ -197,12 +229,12 @@ class Plan:
         return [n for n in (*RESULT_TABLES, "table3") if self.config["tables"][n]]
 
     def figures(self) -> list[str]:
-        return [n for n in ("fig3", "fig4", "fig6") if self.config["tables"][n]] + ["fig7"]
+        return [n for n in ("fig3", "fig4", "fig6") if self.config["tables"][n]] + (["fig7"] if self.has_graph else [])
 
     def targets(self, layout: Layout) -> list[str]:
         model = self.model
-        out = [layout.table(model=model, name=n, ext=e) for n in ("base_accuracy", "circuits", "localization")
-               for e in ("parquet", "md")]
+        reports = ("base_accuracy", "circuits", "localization") if self.has_graph else ("base_accuracy",)
+        out = [layout.table(model=model, name=n, ext=e) for n in reports for e in ("parquet", "md")]
         out += [layout.filtered(model=model, set=s) for s in self.sets_in_use]
         out += [layout.table(model=model, name="unlearn_runs", ext=e) for e in ("parquet", "md")]
         out += [layout.table(model=model, name=n, ext=e) for n in self.tables() for e in ("parquet", "md", "csv")]
@@ -230,6 +262,15 @@ class Plan:
             if not self.reads_clue_masks(run):
                 raise self.error("tables.fig4", f"{run!r} does not train on CLUE masks")
         self._check_values(ratio_given)
+        self._check_architecture()
+
+    def _check_architecture(self) -> None:
+        if self.has_graph or (needed := self.graph_needed_by()) is None:
+            return
+        raise self.error("model.source", f"{self.config['model']['source']!r} is a model of type "
+                                         f"{self.model_type!r}, which the circuit graph does not support (supported: "
+                                         f"{', '.join(ARCHITECTURES.names())}); {needed} needs the graph (only "
+                                         f"{', '.join(sorted(FULL_PARAMETER))} run without it)")
 
     def _check_values(self, ratio_given: bool) -> None:
         """Values the schema cannot relate to each other."""

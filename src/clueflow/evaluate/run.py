@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from ..anatomy import ARCHITECTURES
 from ..circuits.graph import build_graph
 from ..config import default
 from ..data.filter import correctness
@@ -104,13 +106,20 @@ def greedy_generations(model, tok, prompts: list[str], *, max_new_tokens: int, b
 
 
 def unlearned_parameter(model, base) -> float:
-    """Mean over the maskable weight matrices of the share of entries that differ from ``base``. ``base`` may
-    live on another device (the CPU, so that a GPU never holds two models): each of its matrices is compared
-    on ``model``'s device, one at a time."""
-    graph = build_graph(model)
+    """Mean over the maskable weight matrices of the share of entries that differ from ``base``; for an
+    architecture the circuit graph does not describe (only full-parameter runs train it), over every weight matrix
+    outside the embeddings. ``base`` may live on another device (the CPU, so that a GPU never holds two models):
+    each of its matrices is compared on ``model``'s device, one at a time."""
+    if model.config.model_type in ARCHITECTURES.names():
+        params = maskable(model, build_graph(model))
+    else:
+        embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        if model.get_output_embeddings() is not None:
+            embeddings.add(id(model.get_output_embeddings().weight))
+        params = {name: p for name, p in model.named_parameters() if id(p) not in embeddings}
     base_params = dict(base.named_parameters())
     shares = [float((p != base_params[name].to(p.device)).float().mean())
-              for name, p in maskable(model, graph).items() if p.dim() == 2]
+              for name, p in params.items() if p.dim() == 2]
     return float(np.mean(shares)) if shares else 0.0
 
 

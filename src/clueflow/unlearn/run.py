@@ -39,7 +39,7 @@ from ..layout import CHECKPOINT_SUMMARY
 from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from .batches import Batches, examples
-from .methods import METHODS, Context
+from .methods import METHODS, Context, needs_graph
 from .trainer import UnlearnData, train, world
 
 SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
@@ -75,7 +75,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     if size > 1 and resolve_device(device).type == "cuda":  # one GPU per process
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    graph = build_graph(model)
+    graph = build_graph(model) if needs_graph(method) else None  # full-parameter methods run on any architecture
     clue_masks = None
     if masks is not None:  # the pair's CLUE mask files: {"forget": path, "conflict": path}
         clue_masks = {k: load_masks(masks[k], model, graph=graph) for k in ("forget", "conflict")}

@@ -9,6 +9,7 @@ epochs of a single-stage method), ``loss`` (forget loss: ga | npo | po), ``retai
 ``weight_decay``; the trainer's memory options ``gradient_checkpointing`` and ``lora`` (the latter for the
 full-parameter methods of :data:`FULL_PARAMETER` only: a masked method trains exactly its mask's entries). The
 section's ``gpus`` (per run too) is not a setting of the run's result: it sizes the job and its process count.
+Only the full-parameter methods run without the circuit graph (:func:`needs_graph`), on any causal LM.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
 class Context:
     model: nn.Module
     tok: Any
-    graph: Graph
+    graph: Graph | None  # None for a method that does not need it (:func:`needs_graph`)
     data: UnlearnData
     forget_qa: Batches  # forget rows as prompt + answer (answer labelled): attribution targets
     forget_df: pd.DataFrame
@@ -103,6 +104,12 @@ class Context:
         if ratio == "clue":
             return sum(int(m.sum()) for m in self.clue_union().values())
         return int(round(float(ratio) * sum(p.numel() for p in self.maskable().values())))
+
+
+def needs_graph(method: str) -> bool:
+    """Whether ``method`` needs the circuit graph: every method but the full-parameter ones trains (or localizes)
+    entries of the parameters the graph marks maskable; those run on any causal LM transformers loads."""
+    return method not in FULL_PARAMETER
 
 
 def needs_clue_masks(method: str, options: dict) -> bool:
