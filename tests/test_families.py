@@ -185,3 +185,77 @@ def test_expert_outputs_sum_to_the_moe_block_and_follow_its_routing(arch):
     routed = torch.zeros(layer.n_experts, 10, dtype=torch.bool)
     routed[index.T, torch.arange(10)] = True  # top-k experts of each token
     assert torch.equal(pieces.reshape(layer.n_experts, 10, -1).abs().sum(-1) > 0, routed)
+
+
+# ---- a tiny workflow run per family ------------------------------------------------------------------------
+def _family_config(arch: str) -> dict:
+    return {"seed": 0, "model": {"name": "t", "source": f"tiny:{arch}"}, "forget": "capitals", "retain": ["ioi"],
+            "filter": {"keep": "all", "batch_size": 16},
+            "circuits": {"edge_fraction": 0.2, "n_examples": 4, "batch_size": 2},
+            "datasets": {"capitals": {"generator": "capitals", "n": 12}, "ioi": {"generator": "ioi", "n": 10}},
+            "unlearn": {"forget_ratio": 4, "batch_size": 2, "max_length": 48, "lr": 1.0e-3, "epochs": 1,
+                        "methods": {"clue": {}}},
+            "evaluate": {"batch_size": 8, "max_new_tokens": 4},
+            "tables": {"table1": ["clue"], "table2": ["clue"], "table3": ["clue"], "table6": ["clue"],
+                       "fig3": ["ioi"], "fig4": ["clue"], "fig6": ["clue"]}}
+
+
+@pytest.mark.parametrize("arch", NEW)
+def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
+    """model → circuits → CNF → assignment → masks → one CLUE run → evaluation through Snakemake; the checkpoint
+    moves only entries its masks allow."""
+    import pandas as pd
+    import yaml
+
+    from clueflow.masks import load_masks
+    from clueflow.models import load_model
+    from test_workflow import snakemake
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_family_config(arch)))
+    snakemake(tmp_path, "results/eval/t/clue/capitals__ioi.parquet", "--cores", "2")
+    r = tmp_path / "results"
+    base = load_model(r / "models/t")
+    graph = build_graph(base)
+    circuit = pd.read_parquet(r / "circuits/t/capitals.parquet")
+    assert len(circuit) == graph.n_edges and set(circuit["src"]) <= set(graph.writers)
+    assignment = pd.read_parquet(r / "assignments/t/capitals__ioi.parquet")
+    assert sorted(assignment["node"]) == sorted(graph.writers)
+    masks = [load_masks(r / f"masks/t/capitals__ioi/{k}.safetensors", base) for k in ("forget", "conflict")]
+    after = load_model(r / "checkpoints/t/clue/capitals__ioi")
+    trainable = {n: masks[0][n] | masks[1][n] for n in masks[0]}
+    moved = False
+    for name, p in after.state_dict().items():
+        before = base.state_dict()[name]
+        allowed = trainable.get(name, torch.zeros(p.shape, dtype=torch.bool))
+        assert torch.equal(p[~allowed], before[~allowed]), name  # bit-identical outside the masks
+        moved |= not torch.equal(p, before)
+    assert moved == any(m.any() for m in trainable.values())
+    rows = pd.read_parquet(r / "eval/t/clue/capitals__ioi.parquet")
+    assert {"forget", "retain"} <= set(rows["subset"]) and rows["correct"].notna().all()
+    assert rows.loc[rows["subset"] == "forget", "loss"].notna().all()
+
+
+@pytest.mark.parametrize("method", ["depn", "memit", "simu"])
+def test_neuron_methods_refuse_a_mixture_of_experts_in_one_line(method, tmp_path, capsys):
+    """DEPN, MEMIT and SIMU score or edit the neurons of one MLP output projection per layer; an MoE layer has
+    none, so the run stops before training with one line and leaves no checkpoint."""
+    import yaml
+
+    from clueflow.cli import main
+    from clueflow.data.build import write_set
+    from clueflow.models import load_tokenizer, materialize
+
+    model_dir = materialize("tiny:mixtral", tmp_path / "mixtral")
+    cfg = _family_config("mixtral")
+    cfg["unlearn"]["methods"] = {method: {}}
+    cfg["tables"] = {"table1": [method], "table2": [], "table3": [], "table6": [], "fig4": [], "fig6": []}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    tok = load_tokenizer(model_dir)
+    for name in ("capitals", "ioi"):
+        write_set(name, {"generator": name, "n": 8}, tok, tmp_path / f"{name}.parquet", seed=0)
+    code = main(["unlearn", "run", "--config", str(tmp_path / "config.yaml"), "--run", method, "--model-dir",
+                 str(model_dir), "--forget", str(tmp_path / "capitals.parquet"), "--retain",
+                 str(tmp_path / "ioi.parquet"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "layer 0 of this mixtral model is a mixture of experts" in err[-1]
+    assert not (tmp_path / "out").exists()

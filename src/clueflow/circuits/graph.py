@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import anatomy
+from ..errors import ClueflowError
 from ..anatomy import Layer, Projection  # noqa: F401  (re-exported: the graph's per-layer parts)
 
 
@@ -98,6 +99,15 @@ class Graph:
         w = {name: i for i, name in enumerate(self.writers)}
         shape = self.shape
         return [[w[n] for n in anatomy.receiver_nodes(r, shape) if n in w] for r in self.receivers]
+
+    def mlp_outs(self, method: str) -> list[nn.Module]:
+        """Each layer's dense MLP output projection, for methods that score or edit MLP neurons; one line naming the
+        first mixture-of-experts layer otherwise (its neurons belong to experts, not to one projection)."""
+        moe = [l for l, layer in enumerate(self.layers) if layer.mlp_out is None]
+        if moe:
+            raise ClueflowError(f"{method} works on the neurons of dense MLPs, and layer {moe[0]} of this "
+                                f"{self.model_type} model is a mixture of experts", field="unlearn.methods")
+        return [layer.mlp_out for layer in self.layers]
 
     # ---- module-level helpers ----------------------------------------------------------------------------
     def head_outputs(self, l: int, z: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from ..losses import IGNORE, nll
 
 def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Tensor:
     """Mask of ``neurons``' output weights (the input features of the layer's MLP output projection)."""
-    out = graph.layers[layer].mlp_out
+    out = graph.mlp_outs("neuron masks")[layer]
     mask = torch.zeros(out.weight.shape, dtype=torch.bool)
     mask[anatomy.input_index(out, neurons.cpu())] = True
     return mask
@@ -67,7 +67,7 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, steps: int = 
     the baseline is zero activation at that position, and the attributions of all neurons sum to
     f(β) − f(0) up to the Riemann error.
     """
-    outs = [layer.mlp_out for layer in graph.layers]
+    outs = graph.mlp_outs("neuron attribution (DEPN, SIMU)")
     totals = [None] * len(outs)
     for p in model.parameters():
         p.requires_grad_(False)

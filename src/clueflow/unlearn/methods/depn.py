@@ -16,7 +16,7 @@ def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.
     masks = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
     names = {id(p): n for n, p in params.items()}
     for l, neurons in enumerate(selected):
-        masks[names[id(ctx.graph.layers[l].mlp_out.weight)]] = neuron_columns(ctx.graph, l, neurons)
+        masks[names[id(ctx.graph.mlp_outs("depn")[l].weight)]] = neuron_columns(ctx.graph, l, neurons)
     return masks
 
 

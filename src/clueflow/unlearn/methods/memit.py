@@ -69,11 +69,12 @@ def layer_effects(ctx: Context, batch_size: int = 16) -> torch.Tensor:
 
 @METHODS.register("memit", options={"window": int, "loss": LOSSES})
 def memit(ctx: Context):
+    outs = ctx.graph.mlp_outs("memit")
     effects = layer_effects(ctx)
     window, n = int(ctx.options.get("window", 3)), len(effects)
     peak = int(effects.argmax())
     lo = max(0, min(peak - window // 2, n - window))
-    chosen = {id(ctx.graph.layers[l].mlp_out) for l in range(lo, min(n, lo + window))}
+    chosen = {id(outs[l]) for l in range(lo, min(n, lo + window))}
     owner = anatomy.param_modules(ctx.model)
     masks = {name: torch.full(p.shape, id(owner[name]) in chosen, dtype=torch.bool)
              for name, p in ctx.maskable().items()}
