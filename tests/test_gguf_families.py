@@ -41,7 +41,9 @@ def test_gguf_source_loads_as_the_model_it_was_written_from(tmp_path, byte_tok, 
     (lambda: tiny_model("mixtral"), "reads it as llama, and 6 of its weights"),
     # experts narrower than the reader's default width, which it does not read from the file
     (lambda: readable_tiny_model("qwen3_moe", moe_intermediate_size=32), "reads it as qwen3_moe, and 4 of its"),
-], ids=["olmo2", "mixtral", "qwen3_moe"])
+    # a Gemma whose head_dim is not 256: the file cannot say how to scale attention (the reader would guess 256)
+    (lambda: tiny_model("gemma2"), "assumes 256, which is not this model's head_dim 8"),
+], ids=["olmo2", "mixtral", "qwen3_moe", "gemma2_head_dim"])
 def test_gguf_source_transformers_cannot_read_fails_with_one_line(tmp_path, byte_tok, model, needle):
     path = write_gguf(model(), byte_tok, tmp_path / "family.gguf")
     with pytest.raises(ClueflowError, match=needle) as err:

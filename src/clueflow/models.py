@@ -280,6 +280,13 @@ def _load_from_source(src: Source, *, dtype: torch.dtype, trust_remote_code: boo
         raise ClueflowError(f"cannot load model (gguf): transformers reads it as {model.config.model_type}, and "
                             f"{len(unread)} of its weights find no tensor of that shape in the file ({unread[0]}, ...)",
                             file=where, field="model.source")
+    cfg = model.config
+    if src.kind == "gguf" and cfg.model_type in ("gemma2", "gemma3_text") and cfg.query_pre_attn_scalar != cfg.head_dim:
+        # GGUF has no key for Gemma's attention scale: transformers assumes 256, right only where head_dim is 256
+        raise ClueflowError(f"cannot load model (gguf): a {cfg.model_type} GGUF does not carry the attention scale "
+                            f"(query_pre_attn_scalar); transformers assumes {cfg.query_pre_attn_scalar}, which is not "
+                            f"this model's head_dim {cfg.head_dim}: use its Hugging Face checkpoint",
+                            file=where, field="model.source")
     if getattr(model.config, "quantization_config", None) is not None and src.kind == "gguf":
         # transformers de-quantizes GGUF tensors on load but marks the model as quantized, which blocks
         # save_pretrained; rebuild a plain model from the same config and copy the de-quantized weights.
