@@ -259,3 +259,16 @@ def test_neuron_methods_refuse_a_mixture_of_experts_in_one_line(method, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "layer 0 of this mixtral model is a mixture of experts" in err[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_unlearned_parameter_counts_each_experts_matrix():
+    """The evaluation's measured "Unlearned Parameter" and the masks' count the same matrices: each expert's."""
+    from clueflow.evaluate.run import unlearned_parameter
+
+    base, model = tiny_model("mixtral"), tiny_model("mixtral")
+    with torch.no_grad():
+        model.model.layers[0].mlp.experts.down_proj[1] += 1.0  # one expert's whole down matrix
+    per_layer = 4 + 1 + 2 * 4  # q, k, v, o; the router; gate|up and down of 4 experts
+    assert unlearned_parameter(model, base) == pytest.approx(1 / (2 * per_layer))
+    masks = build_masks(base, ["m0.e1"])
+    assert mask_stats(masks, base)["weight_matrices"] == 2 * per_layer

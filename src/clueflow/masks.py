@@ -91,15 +91,21 @@ def build_masks(model: nn.Module, nodes: Iterable[str], *, graph: Graph | None =
     return masks
 
 
+def matrices(t: torch.Tensor) -> list[torch.Tensor]:
+    """The weight matrices in a tensor of a parameter's shape: itself if 2-D, each ``[e]`` of experts' 3-D tensors,
+    none for a vector."""
+    return [t] if t.dim() == 2 else list(t) if t.dim() == 3 else []
+
+
 def mask_stats(masks: dict[str, torch.Tensor], model: nn.Module) -> dict[str, Any]:
     """The paper's "Unlearned Parameter" (mean over weight matrices of the masked fraction) and the share of all
     model parameters that may change."""
-    matrices = [w for m in masks.values() if m.dim() >= 2 for w in (m if m.dim() == 3 else [m])]  # 3-D: experts
+    weights = [w for m in masks.values() for w in matrices(m)]
     selected = sum(int(m.sum()) for m in masks.values())
     total = sum(p.numel() for p in model.parameters())
-    return dict(unlearned_parameter=float(sum(m.float().mean() for m in matrices) / max(len(matrices), 1)),
+    return dict(unlearned_parameter=float(sum(m.float().mean() for m in weights) / max(len(weights), 1)),
                 fraction_of_all_parameters=selected / total, selected_entries=selected,
-                weight_matrices=len(matrices))
+                weight_matrices=len(weights))
 
 
 def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:

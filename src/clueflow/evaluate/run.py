@@ -51,7 +51,7 @@ from ..data.schema import pair_of_files, read_set, set_name
 from ..devices import model_device
 from ..errors import ClueflowError
 from ..io import write_json, write_parquet
-from ..masks import maskable
+from ..masks import maskable, matrices
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_prompt
 from ..unlearn.run import forget_rows
@@ -106,7 +106,7 @@ def greedy_generations(model, tok, prompts: list[str], *, max_new_tokens: int, b
 
 
 def unlearned_parameter(model, base) -> float:
-    """Mean over the maskable weight matrices of the share of entries that differ from ``base``; for an
+    """Mean over the maskable weight matrices (each expert's its own) of the share of entries that differ from ``base``; for an
     architecture the circuit graph does not describe (only full-parameter runs train it), over every weight matrix
     outside the embeddings. ``base`` may live on another device (the CPU, so that a GPU never holds two models):
     each of its matrices is compared on ``model``'s device, one at a time."""
@@ -118,8 +118,8 @@ def unlearned_parameter(model, base) -> float:
             embeddings.add(id(model.get_output_embeddings().weight))
         params = {name: p for name, p in model.named_parameters() if id(p) not in embeddings}
     base_params = dict(base.named_parameters())
-    shares = [float((p != base_params[name].to(p.device)).float().mean())
-              for name, p in params.items() if p.dim() == 2]
+    shares = [float((a != b.to(a.device)).float().mean())
+              for name, p in params.items() for a, b in zip(matrices(p), matrices(base_params[name]))]
     return float(np.mean(shares)) if shares else 0.0
 
 
