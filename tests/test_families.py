@@ -238,7 +238,8 @@ def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
 @pytest.mark.parametrize("method", ["depn", "memit", "simu"])
 def test_neuron_methods_refuse_a_mixture_of_experts_in_one_line(method, tmp_path, capsys):
     """DEPN, MEMIT and SIMU score or edit the neurons of one MLP output projection per layer; an MoE layer has
-    none, so the run stops before training with one line and leaves no checkpoint."""
+    none, so the run stops before training with one line and leaves no checkpoint — also where the config check
+    could not know the model type (a hub model not fetched yet)."""
     import yaml
 
     from clueflow.cli import main
@@ -247,6 +248,7 @@ def test_neuron_methods_refuse_a_mixture_of_experts_in_one_line(method, tmp_path
 
     model_dir = materialize("tiny:mixtral", tmp_path / "mixtral")
     cfg = _family_config("mixtral")
+    cfg["model"]["source"], cfg["hub"] = "some-org/not-fetched", {"cache_dir": str(tmp_path / "hub")}
     cfg["unlearn"]["methods"] = {method: {}}
     cfg["tables"] = {"table1": [method], "table2": [], "table3": [], "table6": [], "fig4": [], "fig6": []}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -272,3 +274,20 @@ def test_unlearned_parameter_counts_each_experts_matrix():
     assert unlearned_parameter(model, base) == pytest.approx(1 / (2 * per_layer))
     masks = build_masks(base, ["m0.e1"])
     assert mask_stats(masks, base)["weight_matrices"] == 2 * per_layer
+
+
+@pytest.mark.parametrize("method", ["depn", "memit", "simu"])
+def test_neuron_methods_on_an_moe_type_are_refused_at_start(method, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = _family_config("qwen3_moe")
+    cfg["unlearn"]["methods"] = {"clue": {}, "mine": {"method": method}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cli = subprocess.run([sys.executable, "-m", "clueflow.cli", "config", "validate", "config.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2 and cli.stderr == (
+        f"clueflow: config.yaml: unlearn.methods.mine: {method} works on the neurons of dense MLPs, and "
+        f"'tiny:qwen3_moe' is a mixture-of-experts model (qwen3_moe)\n"), cli.stderr

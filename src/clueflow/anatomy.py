@@ -312,18 +312,25 @@ class _Architectures:
 
     def __init__(self):
         self._items: dict[str, Callable[[nn.Module, "_Dims"], Anatomy]] = {}
+        self._experts: set[str] = set()
 
-    def register(self, *model_types: str):
+    def register(self, *model_types: str, experts: bool = False):
+        """``experts``: the family routes (some of) its MLPs to experts, known from the model type alone."""
         def deco(fn):
             for t in model_types:
                 if t in self._items:
                     raise ValueError(f"architecture {t!r} registered twice")
                 self._items[t] = fn
+                if experts:
+                    self._experts.add(t)
             return fn
         return deco
 
     def names(self) -> list[str]:
         return list(self._items)
+
+    def has_experts(self, model_type: str) -> bool:
+        return model_type in self._experts
 
     def get(self, model_type: str):
         if model_type not in self._items:
@@ -393,8 +400,8 @@ def _decoder(model: nn.Module, d: _Dims, parts: _Decoder) -> Anatomy:
 
 
 # Llama-like pre-norm blocks; Mixtral and Qwen3-MoE replace (some) MLPs with routed experts
-ARCHITECTURES.register("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe")(
-    lambda model, d: _decoder(model, d, _Decoder()))
+ARCHITECTURES.register("llama", "mistral", "qwen2", "qwen3")(lambda model, d: _decoder(model, d, _Decoder()))
+ARCHITECTURES.register("mixtral", "qwen3_moe", experts=True)(lambda model, d: _decoder(model, d, _Decoder()))
 ARCHITECTURES.register("phi3")(lambda model, d: _decoder(model, d, _Decoder(fused_qkv="qkv_proj")))
 # Gemma 2/3: a norm before and after each block; the norms scale by (1 + weight)
 ARCHITECTURES.register("gemma2", "gemma3_text")(lambda model, d: _decoder(model, d, _Decoder(

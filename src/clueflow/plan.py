@@ -36,7 +36,7 @@ from .fetch import fetch_spec
 from .layout import BASE, RESIZED, Family, Layout, Pair
 from .models import source_model_type
 from .tables import RESULT_TABLES
-from .unlearn.methods import FULL_PARAMETER, check_runs, needs_clue_masks, needs_graph, run_spec
+from .unlearn.methods import DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, needs_clue_masks, needs_graph, run_spec
 from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
@@ -265,6 +265,13 @@ class Plan:
         self._check_architecture()
 
     def _check_architecture(self) -> None:
+        if self.model_type is not None and ARCHITECTURES.has_experts(self.model_type):
+            for run in self.runs:
+                method = self.run_spec(run)[0]
+                if DENSE_MLP in METHODS.requires(method):
+                    raise self.error(f"unlearn.methods.{run}", f"{method} works on the neurons of dense MLPs, and "
+                                                               f"{self.config['model']['source']!r} is a mixture-of-"
+                                                               f"experts model ({self.model_type})")
         if self.has_graph or (needed := self.graph_needed_by()) is None:
             return
         raise self.error("model.source", f"{self.config['model']['source']!r} is a model of type "

@@ -43,17 +43,24 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._options: dict[str, dict[str, Any]] = {}
+        self._requires: dict[str, frozenset[str]] = {}
 
-    def register(self, name: str, *, options: dict[str, Any] | None = None) -> Callable[[T], T]:
-        """Register under ``name``; ``options``: option key → what it accepts (see the module docstring)."""
+    def register(self, name: str, *, options: dict[str, Any] | None = None,
+                 requires: tuple[str, ...] = ()) -> Callable[[T], T]:
+        """Register under ``name``; ``options``: option key → what it accepts (see the module docstring);
+        ``requires``: what the implementation needs of its input, checked at start (e.g. ``dense_mlp``)."""
         def deco(fn: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = fn
             self._options[name] = dict(options or {})
+            self._requires[name] = frozenset(requires)
             return fn
 
         return deco
+
+    def requires(self, name: str) -> frozenset[str]:
+        return self._requires[name]
 
     def check_options(self, name: str, options: dict, *, field: str, file: str | None = None) -> None:
         """Reject option keys that ``name`` does not read (a typo would otherwise be silently ignored) and values of

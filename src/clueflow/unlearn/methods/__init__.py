@@ -37,6 +37,7 @@ RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the 
 SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "epochs", "loss", "retain_weight", "weight_decay",
             "npo_beta", "grad_clip", "gradient_checkpointing", "lora")
 FULL_PARAMETER: set[str] = set()  # methods that train every parameter (filled where they register)
+DENSE_MLP = "dense_mlp"  # a method's requirement: it scores or edits the neurons of one MLP output projection a layer
 
 
 def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...registry import NUMBER
-from . import LOSSES, METHODS, Context
+from . import DENSE_MLP, LOSSES, METHODS, Context
 from .attribution import neuron_columns, neuron_ig
 
 
@@ -20,7 +20,7 @@ def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.
     return masks
 
 
-@METHODS.register("depn", options={"top": NUMBER, "steps": int, "loss": LOSSES})
+@METHODS.register("depn", requires=(DENSE_MLP,), options={"top": NUMBER, "steps": int, "loss": LOSSES})
 def depn(ctx: Context):
     scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, steps=int(ctx.options.get("steps", 8)), target="prob")
     flat = torch.cat(scores)

@@ -12,7 +12,7 @@ import torch
 from ... import anatomy
 from ...devices import model_device
 from ...scoring import encode_continuation, encode_prompt
-from . import LOSSES, METHODS, Context
+from . import DENSE_MLP, LOSSES, METHODS, Context
 
 
 def _prompts(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,7 +67,7 @@ def layer_effects(ctx: Context, batch_size: int = 16) -> torch.Tensor:
     return effects / max(len(df), 1)
 
 
-@METHODS.register("memit", options={"window": int, "loss": LOSSES})
+@METHODS.register("memit", requires=(DENSE_MLP,), options={"window": int, "loss": LOSSES})
 def memit(ctx: Context):
     outs = ctx.graph.mlp_outs("memit")
     effects = layer_effects(ctx)

@@ -8,7 +8,7 @@ Sophia by default (``optimizer: adamw`` to switch)."""
 from __future__ import annotations
 
 from ...registry import NUMBER
-from . import LOSSES, METHODS, Context
+from . import DENSE_MLP, LOSSES, METHODS, Context
 from .attribution import neuron_ig
 from .depn import neuron_masks
 
@@ -17,7 +17,7 @@ def _critical(scores, t):
     return [s > t * s.max() for s in scores]
 
 
-@METHODS.register("simu", options={"threshold": NUMBER, "neurons": ("with_dual", "forget_only"), "steps": int,
+@METHODS.register("simu", requires=(DENSE_MLP,), options={"threshold": NUMBER, "neurons": ("with_dual", "forget_only"), "steps": int,
                                   "optimizer": ("sophia", "adamw"), "rho": NUMBER, "loss": LOSSES})
 def simu(ctx: Context):
     steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
