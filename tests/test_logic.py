@@ -120,7 +120,15 @@ def test_dimacs_round_trip_and_bad_files(tmp_path):
 
 
 def test_receiver_nodes_follow_gqa_groups():
-    shape = Shape(4, 4, 2)
-    assert receiver_nodes("a3.kv1.k", shape) == ["a3.h2", "a3.h3"]
-    assert receiver_nodes("a3.h1.q", shape) == ["a3.h1"] and receiver_nodes("m2", shape) == ["m2"]
-    assert receiver_nodes("logits", shape) == ["out"]
+    assert receiver_nodes("a3.kv1.k", 4, 2) == ["a3.h2", "a3.h3"]
+    assert receiver_nodes("a3.h1.q", 4, 2) == ["a3.h1"] and receiver_nodes("m2", 4, 2) == ["m2"]
+    assert receiver_nodes("logits", 4, 2) == ["out"]
+
+
+def test_expert_edges_are_checked_against_the_circuit_shape():
+    shape = Shape(2, 4, 2, (0, 3))
+    assert shape.edge_problem("m1.e2", "logits") is None and shape.edge_problem("m0", "a1.h0.q") is None
+    assert "no node 'm1.e3'" in shape.edge_problem("m1.e3", "logits")
+    assert "no node 'm1'" in shape.edge_problem("m1", "logits")  # an MoE layer's writers are its experts
+    assert "no node 'm0.e0'" in shape.edge_problem("m0.e0", "logits")
+    assert Shape.from_meta(shape.meta()) == shape and "experts" not in Shape(2, 4, 2).meta()

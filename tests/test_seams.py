@@ -31,20 +31,21 @@ def test_node_and_receiver_names_round_trip():
     for bad in ("a1", "h1.a0", "m", "a1.h2.q", "logits", "m1.x", "m1.e", "m1.e2.q"):
         with pytest.raises(ValueError):
             anatomy.parse_node(bad)
-    names = anatomy.receiver_names(anatomy.Shape(2, 4, 2))
+    names = anatomy.receiver_names(2, 4, 2)
     assert [anatomy.parse_receiver(r)[0] for r in names[:9]] == ["q"] * 4 + ["k"] * 2 + ["v"] * 2 + ["mlp"]
     assert anatomy.parse_receiver("a1.kv1.v") == ("v", 1, 1) and names[-1] == "logits"
 
 
 def test_receiver_nodes_follow_gqa_groups_in_graph_and_logic_alike():
-    assert anatomy.receiver_nodes("a3.kv1.k", anatomy.Shape(4, 4, 2)) == ["a3.h2", "a3.h3"]
-    assert anatomy.receiver_nodes("a3.kv0.v", anatomy.Shape(4, 6, 3)) == ["a3.h0", "a3.h1"]
-    assert anatomy.receiver_nodes("m1", anatomy.Shape(2, 4, 2, (0, 3))) == ["m1.e0", "m1.e1", "m1.e2"]
-    assert anatomy.receiver_nodes("m0", anatomy.Shape(2, 4, 2, (0, 3))) == ["m0"]
+    assert anatomy.receiver_nodes("a3.kv1.k", 4, 2) == ["a3.h2", "a3.h3"]
+    assert anatomy.receiver_nodes("a3.kv0.v", 6, 3) == ["a3.h0", "a3.h1"]
+    assert anatomy.receiver_nodes("m1", 4, 2, experts=(0, 3)) == ["m1.e0", "m1.e1", "m1.e2"]
+    assert anatomy.receiver_nodes("m0", 4, 2, experts=(0, 3)) == ["m0"]
     for arch in ("llama", "qwen3_moe"):  # dense, and a dense layer 0 before a sparse layer 1
         g = build_graph(tiny_model(arch))
         for r, targets in zip(g.receivers, g.receiver_targets()):
-            assert [g.writers[t] for t in targets] == [n for n in anatomy.receiver_nodes(r, g.shape) if n != "out"]
+            assert [g.writers[t] for t in targets] == [n for n in anatomy.receiver_nodes(
+                r, g.n_heads, g.n_kv_heads, experts=g.shape.experts) if n != "out"]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])

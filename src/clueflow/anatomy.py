@@ -47,23 +47,31 @@ def expert(layer: int, e: int) -> str:
     return f"m{layer}.e{e}"
 
 
+def mlp_writers(layer: int, experts: tuple[int, ...] = ()) -> list[str]:
+    """Layer ``layer``'s MLP writers: ``m{l}``, or each expert ``m{l}.e{e}`` where ``experts[l]`` (the layer's
+    number of experts; 0 or missing: a dense MLP) says so."""
+    k = experts[layer] if layer < len(experts) else 0
+    return [expert(layer, e) for e in range(k)] if k else [mlp(layer)]
+
+
 @dataclass(frozen=True)
 class Shape:
-    """What a graph's names and edges depend on. ``experts[l]`` is layer ``l``'s number of experts (0: a dense
-    MLP, one writer ``m{l}``; E: E writers ``m{l}.e{e}``); empty means every layer is dense."""
+    """What a graph's names and edges depend on, as stored in a circuit file's metadata. ``experts[l]`` is layer
+    ``l``'s number of experts (0: a dense MLP); empty means every layer is dense."""
 
     n_layers: int
     n_heads: int
     n_kv_heads: int
     experts: tuple[int, ...] = ()
 
-    def n_experts(self, layer: int) -> int:
-        return self.experts[layer] if self.experts else 0
+    def writers(self) -> list[str]:
+        return writer_names(self.n_layers, self.n_heads, experts=self.experts)
 
-    def mlp_writers(self, layer: int) -> list[str]:
-        """Layer ``layer``'s MLP writers: the MLP, or each of its experts."""
-        k = self.n_experts(layer)
-        return [expert(layer, e) for e in range(k)] if k else [mlp(layer)]
+    def receiver_nodes(self, receiver: str) -> list[str]:
+        return receiver_nodes(receiver, self.n_heads, self.n_kv_heads, experts=self.experts)
+
+    def edge_problem(self, src: str, dst: str) -> str | None:
+        return edge_problem(src, dst, self.n_layers, self.n_heads, self.n_kv_heads, experts=self.experts)
 
     def meta(self) -> dict:
         """The circuit file's metadata keys (``experts`` only for a mixture-of-experts model)."""
@@ -81,18 +89,18 @@ def attn_receivers(layer: int, n_heads: int, n_kv_heads: int) -> list[str]:
             + [f"a{layer}.kv{g}.v" for g in range(n_kv_heads)])
 
 
-def writer_names(shape: Shape) -> list[str]:
+def writer_names(n_layers: int, n_heads: int, *, experts: tuple[int, ...] = ()) -> list[str]:
     """``input``, then per layer its heads and its MLP writer(s) (computation order)."""
     names = [INPUT]
-    for layer in range(shape.n_layers):
-        names += [head(layer, h) for h in range(shape.n_heads)] + shape.mlp_writers(layer)
+    for layer in range(n_layers):
+        names += [head(layer, h) for h in range(n_heads)] + mlp_writers(layer, experts)
     return names
 
 
-def receiver_names(shape: Shape) -> list[str]:
+def receiver_names(n_layers: int, n_heads: int, n_kv_heads: int) -> list[str]:
     names = []
-    for layer in range(shape.n_layers):
-        names += attn_receivers(layer, shape.n_heads, shape.n_kv_heads) + [mlp(layer)]
+    for layer in range(n_layers):
+        names += attn_receivers(layer, n_heads, n_kv_heads) + [mlp(layer)]
     return names + [LOGITS]
 
 
@@ -139,21 +147,22 @@ def parse_receiver(name: str) -> tuple[str, int | None, int | None]:
     return m[4], int(m[1]), int(m[3])
 
 
-def receiver_nodes(receiver: str, shape: Shape) -> list[str]:
+def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int, *, experts: tuple[int, ...] = ()) -> list[str]:
     """The node(s) a receiver feeds: q → its head; a KV head's k/v → every query head of its group; an MLP
     input → the MLP, or every expert of the layer (the router reads the same input); ``logits`` → ``out``."""
     kind, layer, index = parse_receiver(receiver)
     if kind == LOGITS:
         return [OUT]
     if kind == "mlp":
-        return shape.mlp_writers(layer)
+        return mlp_writers(layer, experts)
     if kind == "q":
         return [head(layer, index)]
-    n_rep = shape.n_heads // shape.n_kv_heads
+    n_rep = n_heads // n_kv_heads
     return [head(layer, h) for h in range(index * n_rep, (index + 1) * n_rep)]
 
 
-def edge_problem(src: str, dst: str, shape: Shape) -> str | None:
+def edge_problem(src: str, dst: str, n_layers: int, n_heads: int, n_kv_heads: int, *,
+                 experts: tuple[int, ...] = ()) -> str | None:
     """Why ``src → dst`` is not an edge of a graph of this shape, or None. A writer feeds only receivers that
     read the residual stream after it was computed, so edges point forward and no set of them forms a cycle."""
     try:
@@ -163,8 +172,7 @@ def edge_problem(src: str, dst: str, shape: Shape) -> str | None:
         return str(err)
     if w.kind == "out":
         return "'out' is not a writer"
-    n_layers, n_heads, n_kv_heads = shape.n_layers, shape.n_heads, shape.n_kv_heads
-    if w.kind in ("mlp", "expert") and (w.layer >= n_layers or src not in shape.mlp_writers(w.layer)):
+    if w.kind in ("mlp", "expert") and (w.layer >= n_layers or src not in mlp_writers(w.layer, experts)):
         return f"no node {src!r} in this graph (an MLP writer is m<layer>, or m<layer>.e<expert> in an MoE layer)"
     if (w.layer is not None and w.layer >= n_layers) or (w.head is not None and w.head >= n_heads):
         return f"no node {src!r} in a graph of {n_layers} layers × {n_heads} heads"

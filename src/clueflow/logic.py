@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 
-from .anatomy import INPUT, OUT, Shape, edge_problem, receiver_nodes
+from .anatomy import INPUT, OUT, Shape
 from .config import default
 from .errors import ClueflowError
 from .io import read_parquet_metadata, read_table, write_text
@@ -66,10 +66,10 @@ def read_circuit(path: str | Path) -> LogicalCircuit:
     for src, dst, gate in edges[edges["gate"].notna()].itertuples(index=False):
         if gate not in ("AND", "OR", "ADDER"):
             raise ClueflowError(f"unknown gate {gate!r} on edge {src} -> {dst}", file=path, field="gate")
-        problem = edge_problem(str(src), str(dst), shape)
+        problem = shape.edge_problem(str(src), str(dst))
         if problem:
             raise ClueflowError(f"edge {src} -> {dst}: {problem}", file=path, field="src")
-        for node in receiver_nodes(dst, shape):
+        for node in shape.receiver_nodes(dst):
             gates[node][gate].add(src)
     return LogicalCircuit(meta["set"], {t: {g: sorted(s) for g, s in sorted(gs.items())} for t, gs in sorted(gates.items())})
 

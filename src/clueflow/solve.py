@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .anatomy import INPUT, OUT, Shape, parse_node, writer_names
+from .anatomy import INPUT, OUT, Shape, parse_node
 from .config import default
 from .errors import ClueflowError
 from .io import read_parquet_metadata, read_table, write_json, write_parquet
@@ -121,7 +121,7 @@ def graph_nodes(circuit_path: str | Path) -> list[str]:
     if "n_layers" not in meta or "n_heads" not in meta:
         raise ClueflowError("circuit metadata lacks n_layers/n_heads (rebuild the circuit)", file=circuit_path,
                             field="n_layers")
-    return writer_names(Shape.from_meta(meta))
+    return Shape.from_meta(meta).writers()
 
 
 def run_solve(cnf: str | Path, wcnf: str | Path, forget_circuit: str | Path, retain_circuits: Iterable[str | Path],

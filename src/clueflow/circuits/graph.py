@@ -57,14 +57,14 @@ class Graph:
 
     @property
     def writers(self) -> list[str]:
-        return anatomy.writer_names(self.shape)
+        return self.shape.writers()
 
     def attn_receivers(self, l: int) -> list[str]:
         return anatomy.attn_receivers(l, self.n_heads, self.n_kv_heads)
 
     @property
     def receivers(self) -> list[str]:
-        return anatomy.receiver_names(self.shape)
+        return anatomy.receiver_names(self.n_layers, self.n_heads, self.n_kv_heads)
 
     def mlp_writers(self, l: int) -> int:
         """How many writers layer ``l``'s MLP contributes (1, or its number of experts)."""
@@ -98,7 +98,7 @@ class Graph:
         feed none). Used to follow paths through the graph."""
         w = {name: i for i, name in enumerate(self.writers)}
         shape = self.shape
-        return [[w[n] for n in anatomy.receiver_nodes(r, shape) if n in w] for r in self.receivers]
+        return [[w[n] for n in shape.receiver_nodes(r) if n in w] for r in self.receivers]
 
     def mlp_outs(self, method: str) -> list[nn.Module]:
         """Each layer's dense MLP output projection, for methods that score or edit MLP neurons; one line naming the
