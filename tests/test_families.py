@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from clueflow.circuits.graph import build_graph
-from clueflow.circuits.runtime import capture
+from clueflow.circuits.runtime import attribute, capture, frozen, patched_logits
+from clueflow.circuits.select import edge_mask
 from clueflow.masks import build_masks, mask_stats
 from clueflow.models import tiny_model
 
 FAMILIES = ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "qwen3_moe"]
 NEW = ["gemma2", "gemma3_text", "phi3", "olmo2", "mixtral", "qwen3_moe"]
+# MLPs split into neuron blocks: separate, Conv1D, parallel-residual, fused gate|up, post-normed, mixed with experts
+BLOCKS = ["llama", "gpt2", "gpt_neox", "phi3", "gemma2", "olmo2", "qwen3_moe"]
 
 
 def _ids(seed, b=2, s=7):
@@ -42,10 +45,10 @@ def _updates(model, g, ids):
     return seen
 
 
-@pytest.mark.parametrize("arch", FAMILIES)
-def test_writers_sum_exactly_to_each_layer_update_and_to_the_residual_stream(arch):
+@pytest.mark.parametrize("arch, blocks", [(a, 1) for a in FAMILIES] + [(a, 4) for a in BLOCKS])
+def test_writers_sum_exactly_to_each_layer_update_and_to_the_residual_stream(arch, blocks):
     model = tiny_model(arch, seed=3).double()
-    g = build_graph(model)
+    g = build_graph(model, mlp_blocks=blocks)
     ids = _ids(0)
     writers, _ = capture(model, g, {"input_ids": ids})
     seen = _updates(model, g, ids)
@@ -54,9 +57,11 @@ def test_writers_sum_exactly_to_each_layer_update_and_to_the_residual_stream(arc
         start, stop = writers.bounds(i)
         pieces = group.contributions(g, torch.float64).reshape(stop - start, *ids.shape, -1)
         update = pieces.sum(0)
-        if group.kind == "heads" and g.layers[group.layer].attn_post is None:
-            bias = g.layers[group.layer].out_proj.bias  # constant, on no head (inside a post-norm it is shared out)
-            update = update + (bias if bias is not None else 0)
+        if group.kind in ("heads", "blocks") and (g.layers[group.layer].attn_post if group.kind == "heads"
+                                                  else g.layers[group.layer].mlp_post) is None:
+            layer = g.layers[group.layer]
+            bias = (layer.out_proj if group.kind == "heads" else layer.mlp_out).bias  # constant, on no head or block
+            update = update + (bias if bias is not None else 0)  # (inside a post-norm it is shared out)
         if group.kind != "input":
             expected = seen["attn" if group.kind == "heads" else "mlp", group.layer]
             torch.testing.assert_close(update, expected, rtol=1e-6, atol=1e-6)  # fp32 norms inside an fp64 model
@@ -189,9 +194,10 @@ def test_expert_outputs_sum_to_the_moe_block_and_follow_its_routing(arch):
 
 # ---- a tiny workflow run per family ------------------------------------------------------------------------
 def _family_config(arch: str) -> dict:
+    blocks = 2 if arch in ("phi3", "olmo2", "qwen3_moe") else 1  # some families with MLPs split into neuron blocks
     return {"seed": 0, "model": {"name": "t", "source": f"tiny:{arch}"}, "forget": "capitals", "retain": ["ioi"],
             "filter": {"keep": "all", "batch_size": 16},
-            "circuits": {"edge_fraction": 0.2, "n_examples": 4, "batch_size": 2},
+            "circuits": {"edge_fraction": 0.2, "n_examples": 4, "batch_size": 2, "mlp_blocks": blocks},
             "datasets": {"capitals": {"generator": "capitals", "n": 12}, "ioi": {"generator": "ioi", "n": 10}},
             "unlearn": {"forget_ratio": 4, "batch_size": 2, "max_length": 48, "lr": 1.0e-3, "epochs": 1,
                         "methods": {"clue": {}}},
@@ -215,7 +221,7 @@ def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
     snakemake(tmp_path, "results/eval/t/clue/capitals__ioi.parquet", "--cores", "2")
     r = tmp_path / "results"
     base = load_model(r / "models/t")
-    graph = build_graph(base)
+    graph = build_graph(base, mlp_blocks=_family_config(arch)["circuits"]["mlp_blocks"])
     circuit = pd.read_parquet(r / "circuits/t/capitals.parquet")
     assert len(circuit) == graph.n_edges and set(circuit["src"]) <= set(graph.writers)
     assignment = pd.read_parquet(r / "assignments/t/capitals__ioi.parquet")
@@ -291,3 +297,78 @@ def test_neuron_methods_on_an_moe_type_are_refused_at_start(method, tmp_path):
     assert cli.returncode == 2 and cli.stderr == (
         f"clueflow: config.yaml: unlearn.methods.mine: {method} works on the neurons of dense MLPs, and "
         f"'tiny:qwen3_moe' is a mixture-of-experts model (qwen3_moe)\n"), cli.stderr
+
+
+@pytest.mark.parametrize("arch", BLOCKS)
+def test_patching_limits_with_neuron_blocks(arch):
+    model = tiny_model(arch, seed=1)
+    g = build_graph(model, mlp_blocks=4)
+    dense = [l for l in range(g.n_layers) if g.split(l)]
+    assert dense and all(f"m{l}.b3" in g.writers and f"m{l}.b3" in g.receivers for l in dense)
+    clean, corrupted = {"input_ids": _ids(1, b=3, s=6)}, {"input_ids": _ids(2, b=3, s=6)}
+    a_corr, logits_corr = capture(model, g, corrupted)
+    _, logits_clean = capture(model, g, clean)
+    keep = torch.ones(len(g.writers), len(g.receivers), dtype=torch.bool)
+    assert torch.equal(patched_logits(model, g, clean, a_corr, keep), logits_clean)
+    torch.testing.assert_close(patched_logits(model, g, clean, a_corr, ~keep), logits_corr, atol=1e-5, rtol=1e-4)
+    # a block receiver patched alone changes the run (its gate/up rows read the patched input)
+    one = keep.clone()
+    one[:, g.receivers.index(f"m{dense[-1]}.b1")] = False
+    assert not torch.equal(patched_logits(model, g, clean, a_corr, one), logits_clean)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "phi3", "olmo2"])
+def test_attribution_with_neuron_blocks_approaches_exact_patching(arch):
+    model = tiny_model(arch, seed=1).double()
+    g = build_graph(model, mlp_blocks=4)
+    emb = model.get_input_embeddings()(_ids(3, b=2, s=6)).detach()
+    noise = torch.randn(emb.shape, generator=torch.Generator().manual_seed(4))
+    clean, corrupted = {"inputs_embeds": emb}, {"inputs_embeds": emb + 1e-3 * emb.std() * noise}
+    metric = lambda logits: logits[:, -1, 7] - logits[:, -1, 11]  # noqa: E731
+    a_corr, _ = capture(model, g, corrupted)
+    approx = torch.zeros(len(g.writers), len(g.receivers), dtype=torch.float64)
+    with frozen(model):
+        attribute(model, g, clean, metric, approx, source=a_corr)
+    everything = torch.ones_like(approx, dtype=torch.bool)
+    m_base = metric(patched_logits(model, g, clean, a_corr, everything)).sum()
+    exact = torch.zeros_like(approx)
+    for u, r in zip(*(t.tolist() for t in edge_mask(g).nonzero(as_tuple=True))):
+        keep = everything.clone()
+        keep[u, r] = False
+        exact[u, r] = metric(patched_logits(model, g, clean, a_corr, keep)).sum() - m_base
+    blocks = [i for i, r in enumerate(g.receivers) if ".b" in r]
+    assert exact[:, blocks].abs().max() > 0
+    assert ((approx - exact).abs().max() / exact.abs().max()).item() < 0.01
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "phi3"])
+def test_a_block_owns_its_gate_up_rows_and_down_columns(arch):
+    """Perturbing every maskable entry of the MLP outside block 1's mask leaves the block's output (its neurons
+    through their down columns) unchanged; perturbing the masked entries moves it."""
+    model = tiny_model(arch, seed=2)
+    g = build_graph(model, mlp_blocks=4)
+    masks = build_masks(model, ["m0.b1"], graph=g)
+    layer = g.layers[0]
+    owned = {n for n, m in masks.items() if m.any()}
+    assert len(owned) == len({id(m) for m, _ in layer.mlp_in}) + 1 + (arch == "gpt2")  # + down; GPT-2's c_fc bias
+    ids = _ids(5)
+
+    def block_out():
+        seen = {}
+        hook = layer.mlp_out.register_forward_pre_hook(lambda m, a: seen.update(act=a[0]))
+        with torch.no_grad():
+            model(input_ids=ids)
+        hook.remove()
+        return g.block_outputs(0, seen["act"])[1]
+
+    base = block_out()
+    params = dict(model.named_parameters())
+    mlp = {n for n, p in params.items() if any(p is q for q in layer.mlp.parameters())}
+    with torch.no_grad():
+        for name in mlp:
+            params[name][~masks[name]] += 0.5
+    torch.testing.assert_close(block_out(), base)
+    with torch.no_grad():
+        for name in mlp:
+            params[name][masks[name]] += 0.5
+    assert not torch.allclose(block_out(), base)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from .errors import ClueflowError
@@ -47,11 +47,25 @@ def expert(layer: int, e: int) -> str:
     return f"m{layer}.e{e}"
 
 
-def mlp_writers(layer: int, experts: tuple[int, ...] = ()) -> list[str]:
-    """Layer ``layer``'s MLP writers: ``m{l}``, or each expert ``m{l}.e{e}`` where ``experts[l]`` (the layer's
-    number of experts; 0 or missing: a dense MLP) says so."""
-    k = experts[layer] if layer < len(experts) else 0
-    return [expert(layer, e) for e in range(k)] if k else [mlp(layer)]
+def block(layer: int, k: int) -> str:
+    return f"m{layer}.b{k}"
+
+
+def mlp_writers(layer: int, experts: tuple[int, ...] = (), blocks: int = 1) -> list[str]:
+    """Layer ``layer``'s MLP writers: ``m{l}``; each expert ``m{l}.e{e}`` where ``experts[l]`` (the layer's number
+    of experts; 0 or missing: a dense MLP) says so; or, a dense MLP split into ``blocks`` neuron blocks, each block
+    ``m{l}.b{k}``."""
+    n = experts[layer] if layer < len(experts) else 0
+    if n:
+        return [expert(layer, e) for e in range(n)]
+    return [block(layer, k) for k in range(blocks)] if blocks > 1 else [mlp(layer)]
+
+
+def mlp_receivers(layer: int, experts: tuple[int, ...] = (), blocks: int = 1) -> list[str]:
+    """Layer ``layer``'s MLP receivers: ``m{l}`` (also the router's input in an MoE layer), or each neuron block
+    ``m{l}.b{k}`` reading through its own gate/up rows."""
+    dense = not (experts[layer] if layer < len(experts) else 0)
+    return [block(layer, k) for k in range(blocks)] if dense and blocks > 1 else [mlp(layer)]
 
 
 @dataclass(frozen=True)
@@ -63,24 +77,36 @@ class Shape:
     n_heads: int
     n_kv_heads: int
     experts: tuple[int, ...] = ()
+    mlp_blocks: int = 1
+
+    @property
+    def _mlp(self) -> dict:
+        return dict(experts=self.experts, blocks=self.mlp_blocks)
 
     def writers(self) -> list[str]:
-        return writer_names(self.n_layers, self.n_heads, experts=self.experts)
+        return writer_names(self.n_layers, self.n_heads, **self._mlp)
+
+    def receivers(self) -> list[str]:
+        return receiver_names(self.n_layers, self.n_heads, self.n_kv_heads, **self._mlp)
 
     def receiver_nodes(self, receiver: str) -> list[str]:
-        return receiver_nodes(receiver, self.n_heads, self.n_kv_heads, experts=self.experts)
+        return receiver_nodes(receiver, self.n_heads, self.n_kv_heads, **self._mlp)
 
     def edge_problem(self, src: str, dst: str) -> str | None:
-        return edge_problem(src, dst, self.n_layers, self.n_heads, self.n_kv_heads, experts=self.experts)
+        return edge_problem(src, dst, self.n_layers, self.n_heads, self.n_kv_heads, **self._mlp)
 
     def meta(self) -> dict:
-        """The circuit file's metadata keys (``experts`` only for a mixture-of-experts model)."""
+        """The circuit file's metadata keys (``experts`` only for a mixture-of-experts model, ``mlp_blocks`` only
+        when MLPs are split)."""
         out = dict(n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads)
-        return {**out, "experts": list(self.experts)} if any(self.experts) else out
+        if any(self.experts):
+            out["experts"] = list(self.experts)
+        return {**out, "mlp_blocks": self.mlp_blocks} if self.mlp_blocks > 1 else out
 
     @classmethod
     def from_meta(cls, meta: dict) -> "Shape":
-        return cls(meta["n_layers"], meta["n_heads"], meta["n_kv_heads"], tuple(meta.get("experts") or ()))
+        return cls(meta["n_layers"], meta["n_heads"], meta["n_kv_heads"], tuple(meta.get("experts") or ()),
+                   int(meta.get("mlp_blocks", 1)))
 
 
 def attn_receivers(layer: int, n_heads: int, n_kv_heads: int) -> list[str]:
@@ -89,18 +115,19 @@ def attn_receivers(layer: int, n_heads: int, n_kv_heads: int) -> list[str]:
             + [f"a{layer}.kv{g}.v" for g in range(n_kv_heads)])
 
 
-def writer_names(n_layers: int, n_heads: int, *, experts: tuple[int, ...] = ()) -> list[str]:
+def writer_names(n_layers: int, n_heads: int, *, experts: tuple[int, ...] = (), blocks: int = 1) -> list[str]:
     """``input``, then per layer its heads and its MLP writer(s) (computation order)."""
     names = [INPUT]
     for layer in range(n_layers):
-        names += [head(layer, h) for h in range(n_heads)] + mlp_writers(layer, experts)
+        names += [head(layer, h) for h in range(n_heads)] + mlp_writers(layer, experts, blocks)
     return names
 
 
-def receiver_names(n_layers: int, n_heads: int, n_kv_heads: int) -> list[str]:
+def receiver_names(n_layers: int, n_heads: int, n_kv_heads: int, *, experts: tuple[int, ...] = (),
+                   blocks: int = 1) -> list[str]:
     names = []
     for layer in range(n_layers):
-        names += attn_receivers(layer, n_heads, n_kv_heads) + [mlp(layer)]
+        names += attn_receivers(layer, n_heads, n_kv_heads) + mlp_receivers(layer, experts, blocks)
     return names + [LOGITS]
 
 
@@ -113,10 +140,11 @@ class Node:
     layer: int | None = None
     head: int | None = None
     expert: int | None = None
+    block: int | None = None
 
 
-_NODE = re.compile(r"^(?:a(\d+)\.h(\d+)|m(\d+)(?:\.e(\d+))?)$")
-_RECEIVER = re.compile(r"^(?:a(\d+)\.(?:h(\d+)\.q|kv(\d+)\.([kv]))|m(\d+))$")
+_NODE = re.compile(r"^(?:a(\d+)\.h(\d+)|m(\d+)(?:\.e(\d+)|\.b(\d+))?)$")
+_RECEIVER = re.compile(r"^(?:a(\d+)\.(?:h(\d+)\.q|kv(\d+)\.([kv]))|m(\d+)(?:\.b(\d+))?)$")
 
 
 def parse_node(name: str) -> Node:
@@ -124,37 +152,42 @@ def parse_node(name: str) -> Node:
         return Node(name)
     m = _NODE.match(name)
     if not m:
-        raise ValueError(f"not a node name: {name!r} (input, out, a<layer>.h<head>, m<layer> or m<layer>.e<expert>)")
+        raise ValueError(f"not a node name: {name!r} (input, out, a<layer>.h<head>, m<layer>, m<layer>.e<expert> or "
+                         f"m<layer>.b<block>)")
     if m[4] is not None:
         return Node("expert", int(m[3]), expert=int(m[4]))
+    if m[5] is not None:
+        return Node("block", int(m[3]), block=int(m[5]))
     if m[3] is not None:
         return Node("mlp", int(m[3]))
     return Node("head", int(m[1]), int(m[2]))
 
 
 def parse_receiver(name: str) -> tuple[str, int | None, int | None]:
-    """``(kind, layer, index)``: kind ``q`` (index = query head), ``k``/``v`` (index = KV head), ``mlp``,
-    ``logits``."""
+    """``(kind, layer, index)``: kind ``q`` (index = query head), ``k``/``v`` (index = KV head), ``mlp`` (index =
+    neuron block, or None for the whole MLP), ``logits``."""
     if name == LOGITS:
         return LOGITS, None, None
     m = _RECEIVER.match(name)
     if not m:
         raise ValueError(f"not a receiver name: {name!r}")
     if m[5] is not None:
-        return "mlp", int(m[5]), None
+        return "mlp", int(m[5]), None if m[6] is None else int(m[6])
     if m[2] is not None:
         return "q", int(m[1]), int(m[2])
     return m[4], int(m[1]), int(m[3])
 
 
-def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int, *, experts: tuple[int, ...] = ()) -> list[str]:
+def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int, *, experts: tuple[int, ...] = (),
+                   blocks: int = 1) -> list[str]:
     """The node(s) a receiver feeds: q → its head; a KV head's k/v → every query head of its group; an MLP
-    input → the MLP, or every expert of the layer (the router reads the same input); ``logits`` → ``out``."""
+    input → the MLP, or every expert of the layer (the router reads the same input); a neuron block's input → the
+    block; ``logits`` → ``out``."""
     kind, layer, index = parse_receiver(receiver)
     if kind == LOGITS:
         return [OUT]
     if kind == "mlp":
-        return mlp_writers(layer, experts)
+        return mlp_writers(layer, experts, blocks) if index is None else [block(layer, index)]
     if kind == "q":
         return [head(layer, index)]
     n_rep = n_heads // n_kv_heads
@@ -162,7 +195,7 @@ def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int, *, experts: tup
 
 
 def edge_problem(src: str, dst: str, n_layers: int, n_heads: int, n_kv_heads: int, *,
-                 experts: tuple[int, ...] = ()) -> str | None:
+                 experts: tuple[int, ...] = (), blocks: int = 1) -> str | None:
     """Why ``src → dst`` is not an edge of a graph of this shape, or None. A writer feeds only receivers that
     read the residual stream after it was computed, so edges point forward and no set of them forms a cycle."""
     try:
@@ -172,8 +205,12 @@ def edge_problem(src: str, dst: str, n_layers: int, n_heads: int, n_kv_heads: in
         return str(err)
     if w.kind == "out":
         return "'out' is not a writer"
-    if w.kind in ("mlp", "expert") and (w.layer >= n_layers or src not in mlp_writers(w.layer, experts)):
-        return f"no node {src!r} in this graph (an MLP writer is m<layer>, or m<layer>.e<expert> in an MoE layer)"
+    if w.kind in ("mlp", "expert", "block") and (w.layer >= n_layers or
+                                                 src not in mlp_writers(w.layer, experts, blocks)):
+        return (f"no node {src!r} in this graph (an MLP writer is m<layer>, m<layer>.e<expert> in an MoE layer, "
+                f"m<layer>.b<block> in an MLP split into blocks)")
+    if kind == "mlp" and layer < n_layers and dst not in mlp_receivers(layer, experts, blocks):
+        return f"no receiver {dst!r} in this graph (its MLP receivers: {', '.join(mlp_receivers(layer, experts, blocks))})"
     if (w.layer is not None and w.layer >= n_layers) or (w.head is not None and w.head >= n_heads):
         return f"no node {src!r} in a graph of {n_layers} layers × {n_heads} heads"
     if (layer is not None and layer >= n_layers) or (kind == "q" and index >= n_heads) or (
@@ -278,6 +315,21 @@ class Layer:
     mlp_out: nn.Module | None  # a dense MLP's output projection (its input features are the neurons); None for MoE
     mlp_post: PostNorm | None
     n_experts: int = 0  # 0: dense
+    # a dense MLP's input projections, each with the row where its neurons start (fused gate|up: one module twice)
+    mlp_in: list[tuple[nn.Module, int]] = field(default_factory=list)
+
+    def block_width(self, blocks: int) -> int:
+        """Neurons per block when the dense MLP is split into ``blocks`` equal blocks."""
+        n = out_in(self.mlp_out, self.mlp_out.weight).shape[1]
+        if n % blocks:
+            raise ClueflowError(f"{n} MLP neurons do not split into {blocks} equal blocks", field="circuits.mlp_blocks")
+        return n // blocks
+
+    def block_receivers(self, k: int, blocks: int) -> list[Projection]:
+        """Block ``k``'s slices of the MLP's input projections (its gate and up rows)."""
+        w = self.block_width(blocks)
+        return [p for module, offset in self.mlp_in for p in _slices(module, [slice(offset + k * w,
+                                                                                    offset + (k + 1) * w)])]
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Each expert's routed, weighted output on the MoE block's input ``x`` [b, s, d] → [E, b, s, d] (zero
@@ -378,6 +430,7 @@ class _Decoder:
     mlp_post: str | None = None
     post_offset: float = 0.0
     fused_qkv: str | None = None  # one projection ``[q heads | k heads | v heads]`` (Phi-3)
+    fused_gate_up: str | None = None  # one projection ``[gate | up]`` (Phi-3)
 
 
 def _decoder(model: nn.Module, d: _Dims, parts: _Decoder) -> Anatomy:
@@ -399,10 +452,17 @@ def _decoder(model: nn.Module, d: _Dims, parts: _Decoder) -> Anatomy:
             receivers = (_slices(at.q_proj, d.blocks(0, d.n_heads)) + _slices(at.k_proj, d.blocks(0, d.n_kv_heads))
                          + _slices(at.v_proj, d.blocks(0, d.n_kv_heads)))
         moe = hasattr(layer.mlp, "experts")
+        if moe:
+            mlp_in = []
+        elif parts.fused_gate_up:
+            fused = getattr(layer.mlp, parts.fused_gate_up)
+            mlp_in = [(fused, 0), (fused, out_in(fused, fused.weight).shape[0] // 2)]
+        else:
+            mlp_in = [(layer.mlp.gate_proj, 0), (layer.mlp.up_proj, 0)]
         layers.append(Layer(at, norm(layer, parts.attn_norm), projections, receivers, at.o_proj,
                             post(layer, parts.attn_post), norm(layer, parts.mlp_norm), layer.mlp,
                             None if moe else layer.mlp.down_proj, post(layer, parts.mlp_post),
-                            layer.mlp.experts.num_experts if moe else 0))
+                            layer.mlp.experts.num_experts if moe else 0, mlp_in))
     return Anatomy(model.config.model_type, d.n_heads, d.n_kv_heads, d.head_dim, d.d_model, False, layers,
                    core.layers[0], core.norm)
 
@@ -410,7 +470,8 @@ def _decoder(model: nn.Module, d: _Dims, parts: _Decoder) -> Anatomy:
 # Llama-like pre-norm blocks; Mixtral and Qwen3-MoE replace (some) MLPs with routed experts
 ARCHITECTURES.register("llama", "mistral", "qwen2", "qwen3")(lambda model, d: _decoder(model, d, _Decoder()))
 ARCHITECTURES.register("mixtral", "qwen3_moe", experts=True)(lambda model, d: _decoder(model, d, _Decoder()))
-ARCHITECTURES.register("phi3")(lambda model, d: _decoder(model, d, _Decoder(fused_qkv="qkv_proj")))
+ARCHITECTURES.register("phi3")(lambda model, d: _decoder(model, d, _Decoder(fused_qkv="qkv_proj",
+                                                                          fused_gate_up="gate_up_proj")))
 # Gemma 2/3: a norm before and after each block; the norms scale by (1 + weight)
 ARCHITECTURES.register("gemma2", "gemma3_text")(lambda model, d: _decoder(model, d, _Decoder(
     mlp_norm="pre_feedforward_layernorm", attn_post="post_attention_layernorm",
@@ -429,7 +490,7 @@ def _gpt2(model: nn.Module, d: _Dims) -> Anatomy:
         m = d.d_model
         receivers = _slices(c_attn, d.blocks(0, d.n_heads) + d.blocks(m, d.n_heads) + d.blocks(2 * m, d.n_heads))
         layers.append(Layer(layer.attn, layer.ln_1, [c_attn], receivers, layer.attn.c_proj, None, layer.ln_2,
-                            layer.mlp, layer.mlp.c_proj, None))
+                            layer.mlp, layer.mlp.c_proj, None, mlp_in=[(layer.mlp.c_fc, 0)]))
     return Anatomy("gpt2", d.n_heads, d.n_heads, d.head_dim, d.d_model, False, layers, core.h[0], core.ln_f)
 
 
@@ -443,7 +504,8 @@ def _gpt_neox(model: nn.Module, d: _Dims) -> Anatomy:
         receivers = _slices(qkv, d.blocks(0, d.n_heads, step) + d.blocks(d.head_dim, d.n_heads, step)
                             + d.blocks(2 * d.head_dim, d.n_heads, step))
         layers.append(Layer(layer.attention, layer.input_layernorm, [qkv], receivers, layer.attention.dense, None,
-                            layer.post_attention_layernorm, layer.mlp, layer.mlp.dense_4h_to_h, None))
+                            layer.post_attention_layernorm, layer.mlp, layer.mlp.dense_4h_to_h, None,
+                            mlp_in=[(layer.mlp.dense_h_to_4h, 0)]))
     return Anatomy("gpt_neox", d.n_heads, d.n_heads, d.head_dim, d.d_model, bool(model.config.use_parallel_residual),
                    layers, core.layers[0], core.final_layer_norm)
 

@@ -138,7 +138,8 @@ def _cmd_circuits_build(args) -> None:
     s = run_circuit(args.data, args.model_dir, args.out, args.summary, method=args.method,
                     edge_fraction=args.edge_fraction, n_examples=args.n_examples, batch_size=args.batch_size,
                     max_length=args.max_length, batch_tokens=args.batch_tokens,
-                    options=options, seed=args.seed, dtype=args.dtype, device=args.device)
+                    options=options, seed=args.seed, mlp_blocks=args.mlp_blocks, dtype=args.dtype,
+                    device=args.device)
     for d in ("noising", "denoising"):
         f = s[d]["faithfulness"]
         print(f"{d}: {s[d]['edges']} edges, {s[d]['nodes']} nodes, faithfulness {f['normalized']:.3f}, "
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--batch-size", "circuits.batch_size")
     _flag(p, "--max-length", "circuits.max_length")
     _flag(p, "--batch-tokens", "circuits.batch_tokens")
+    _flag(p, "--mlp-blocks", "circuits.mlp_blocks", help="neuron blocks per MLP, each a node (1: the whole MLP)")
     p.add_argument("--seed", type=_key("seed"), default=0)
     _model_flags(p)
     p.set_defaults(func=_cmd_circuits_build, outputs={"out": None, "summary": None})

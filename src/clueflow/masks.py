@@ -61,6 +61,15 @@ def node_slices(graph: Graph, node: str) -> list[tuple[nn.Parameter, tuple]]:
         return [(p, (...,)) for p in graph.layers[ref.layer].mlp.parameters()]
     if ref.kind == "expert":
         return graph.layers[ref.layer].expert_params(ref.expert)
+    if ref.kind == "block":  # its gate/up rows and its down-projection columns
+        layer, out = graph.layers[ref.layer], []
+        for spec in layer.block_receivers(ref.block, graph.mlp_blocks):
+            out.append((spec.module.weight, anatomy.output_index(spec.module, spec.cols)))
+            if spec.module.bias is not None:
+                out.append((spec.module.bias, (spec.cols,)))
+        w = layer.block_width(graph.mlp_blocks)
+        cols = slice(ref.block * w, (ref.block + 1) * w)
+        return out + [(layer.mlp_out.weight, anatomy.input_index(layer.mlp_out, cols))]
     if ref.kind != "head":
         return []  # input / out: never masked
     layer, h = graph.layers[ref.layer], ref.head
@@ -183,7 +192,10 @@ def run_masks(assignment_path: str | Path, model_dir: str | Path, forget_out: st
     on ``device``) only computes the WANDA base; the masks are built and written on the CPU."""
     # without WANDA the model is only read for its shapes: no accelerator needed
     model = load_model(model_dir, dtype=dtype, device=device if base == "wanda" else "cpu")
-    graph = build_graph(model)
+    # the nodes name the graph's MLP blocks (m{l}.b{k}); checked against the graph built with as many
+    blocks = 1 + max((n.block for n in map(anatomy.parse_node, read_assignment(assignment_path)["node"])
+                      if n.block is not None), default=0)
+    graph = build_graph(model, mlp_blocks=blocks)
     table = read_assignment(assignment_path, nodes=graph.writers)
     base_masks = None
     if base == "wanda":

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..anatomy import parse_receiver
+from ..anatomy import Shape, parse_receiver
 from ..config import default
 from ..data.schema import read_set, set_name
 from ..devices import model_device
@@ -92,11 +92,12 @@ def make_batches(df: pd.DataFrame, tok, batch_size: int, *, max_length: int = de
 def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fraction: float = 0.05,
              batch_size: int = 8, max_length: int = default("circuits.max_length"),
              batch_tokens: int = default("circuits.batch_tokens"), options: dict[str, Any] | None = None,
-             seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any], float]:
+             seed: int = 0, mlp_blocks: int = default("circuits.mlp_blocks")
+             ) -> tuple[pd.DataFrame, dict[str, Any], float]:
     """Scores, both circuits (equal pruned size), gate labels and faithfulness for the rows of ``df``;
     returns the edge table, the summary and the wall seconds."""
     start = time.perf_counter()
-    graph: Graph = build_graph(model)
+    graph: Graph = build_graph(model, mlp_blocks=mlp_blocks)
     batches = make_batches(df, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens,
                            device=model_device(model))
     options = dict(options or {})
@@ -167,8 +168,8 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
                 n_examples: int = default("circuits.n_examples"), batch_size: int = default("circuits.batch_size"),
                 max_length: int = default("circuits.max_length"), batch_tokens: int = default("circuits.batch_tokens"),
                 options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit",
-                dtype: str = default("model.dtype"), device: str = default("model.device"),
-                trust_remote_code: bool = False) -> dict[str, Any]:
+                mlp_blocks: int = default("circuits.mlp_blocks"), dtype: str = default("model.dtype"),
+                device: str = default("model.device"), trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: filtered data set + model → circuit parquet + JSON summary (computed on ``device``)."""
     METHODS.get(method, field="circuits.method")  # before any model is loaded
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
@@ -176,7 +177,7 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     edges, summary, seconds = discover(model, tok, rows, method=method, edge_fraction=edge_fraction,
                                        batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens,
-                                       options=options, seed=seed)
+                                       options=options, seed=seed, mlp_blocks=mlp_blocks)
     summary.update(set=set_name(data_path), seed=seed, split=split,
                    example_ids=rows["id"].tolist())
     return _write_circuit(edges, summary, seconds, out_parquet, out_json)
@@ -202,7 +203,7 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
         raise ClueflowError(f"circuit examples {unknown[:3]} are not in the data set", file=data_path, field="id")
     rows = df.loc[meta["example_ids"]].reset_index()
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    graph = build_graph(model)
+    graph = build_graph(model, mlp_blocks=Shape.from_meta(meta).mlp_blocks)
     table = read_table(circuit_path, what="circuit")
     mask = edge_mask(graph)
     src_idx, dst_idx = mask.nonzero(as_tuple=True)

@@ -44,6 +44,7 @@ class Graph:
     layers: list[Layer] = field(repr=False)
     first_layer: nn.Module = field(repr=False)
     final_norm: nn.Module = field(repr=False)
+    mlp_blocks: int = 1  # neuron blocks per dense MLP (circuits.mlp_blocks): each a writer and a receiver
 
     # ---- node and edge bookkeeping ---------------------------------------------------------------------
     @property
@@ -53,7 +54,7 @@ class Graph:
     @property
     def shape(self) -> anatomy.Shape:
         return anatomy.Shape(self.n_layers, self.n_heads, self.n_kv_heads,
-                             tuple(layer.n_experts for layer in self.layers))
+                             tuple(layer.n_experts for layer in self.layers), self.mlp_blocks)
 
     @property
     def writers(self) -> list[str]:
@@ -64,11 +65,19 @@ class Graph:
 
     @property
     def receivers(self) -> list[str]:
-        return anatomy.receiver_names(self.n_layers, self.n_heads, self.n_kv_heads)
+        return self.shape.receivers()
 
     def mlp_writers(self, l: int) -> int:
-        """How many writers layer ``l``'s MLP contributes (1, or its number of experts)."""
-        return self.layers[l].n_experts or 1
+        """How many writers layer ``l``'s MLP contributes (1, its number of experts, or its neuron blocks)."""
+        return self.layers[l].n_experts or self.mlp_blocks
+
+    def split(self, l: int) -> bool:
+        """Whether layer ``l``'s MLP is split into neuron blocks (each a writer and a receiver)."""
+        return self.mlp_blocks > 1 and not self.layers[l].n_experts
+
+    def mlp_receiver_parts(self, l: int) -> list[list[Projection]]:
+        """Per MLP receiver of layer ``l`` (a split MLP: its blocks), the projection slices it reads through."""
+        return [self.layers[l].block_receivers(k, self.mlp_blocks) for k in range(self.mlp_blocks)]
 
     def writers_before_layer(self, l: int) -> int:
         return 1 + l * self.n_heads + sum(self.mlp_writers(j) for j in range(l))
@@ -80,7 +89,8 @@ class Graph:
         for l in range(self.n_layers):
             before = self.writers_before_layer(l)
             out += [before] * (self.n_heads + 2 * self.n_kv_heads)
-            out.append(before if self.parallel_residual else before + self.n_heads)
+            out += [before if self.parallel_residual else before + self.n_heads] * (self.mlp_blocks if self.split(l)
+                                                                                    else 1)
         return out + [len(self.writers)]
 
     @property
@@ -117,9 +127,22 @@ class Graph:
         zh = z.reshape(*z.shape[:-1], self.n_heads, self.head_dim)
         return torch.einsum("bshk,hkd->hbsd", zh, wh.to(z.dtype))
 
+    def block_outputs(self, l: int, act: torch.Tensor) -> torch.Tensor:
+        """Per-block contributions of layer ``l``'s MLP output projection: neuron activations ``act`` [b, s, I] →
+        [K, b, s, d] (without the projection's bias, which is constant)."""
+        out = self.layers[l].mlp_out
+        w = self.layers[l].block_width(self.mlp_blocks)
+        wk = anatomy.per_head_out_weight(out, self.mlp_blocks, w, self.d_model)
+        return torch.einsum("bskn,knd->kbsd", act.reshape(*act.shape[:-1], self.mlp_blocks, w), wk.to(act.dtype))
 
-def build_graph(model: nn.Module) -> Graph:
-    """Describe ``model``'s graph (its structure from :mod:`clueflow.anatomy`)."""
+
+def build_graph(model: nn.Module, *, mlp_blocks: int = 1) -> Graph:
+    """Describe ``model``'s graph (its structure from :mod:`clueflow.anatomy`), each dense MLP split into
+    ``mlp_blocks`` neuron blocks."""
     a = anatomy.describe(model)
-    return Graph(a.model_type, len(a.layers), a.n_heads, a.n_kv_heads, a.head_dim, a.d_model, a.parallel_residual,
-                 a.layers, a.first_layer, a.final_norm)
+    graph = Graph(a.model_type, len(a.layers), a.n_heads, a.n_kv_heads, a.head_dim, a.d_model, a.parallel_residual,
+                  a.layers, a.first_layer, a.final_norm, mlp_blocks)
+    for l in range(graph.n_layers):
+        if graph.split(l):
+            graph.layers[l].block_width(mlp_blocks)  # one line now if the neurons do not split evenly
+    return graph

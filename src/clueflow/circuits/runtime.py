@@ -93,12 +93,13 @@ def frozen(model: nn.Module) -> Iterator[None]:
 class Group:
     """The writers of one tensor group, as ``Σ_k sign_k · scale_k ⊙ expand(act_k)``: ``act`` is the input
     ``[b, s, d]``, a layer's heads as the output projection's input ``z`` ``[b, s, H·hd]``, a dense MLP's output
-    ``[b, s, d]`` or a MoE layer's expert outputs ``[b, s, E, d]``; ``scale`` [b, s, d] (fp32) is a post-norm's
+    ``[b, s, d]``, its neuron blocks as the output projection's input ``[b, s, I]``, or a MoE layer's expert outputs
+    ``[b, s, E, d]``; ``scale`` [b, s, d] (fp32) is a post-norm's
     factor on the run the activation comes from (None: no post-norm). One term holds one run; a difference of
     two runs is one term where neither has a post-norm (subtracted in fp32, stored in the model's dtype), and two
     terms where they do."""
 
-    kind: str  # "input" | "heads" | "mlp" | "experts"
+    kind: str  # "input" | "heads" | "mlp" | "experts" | "blocks"
     layer: int | None
     terms: list[tuple[torch.Tensor, torch.Tensor | None]]
     signs: list[float]
@@ -124,10 +125,13 @@ class Group:
         out = None
         for (act, scale), sign in zip(self.terms, self.signs):
             a = act.flatten(0, 1)[None, lo:hi].to(acc)  # [1, tokens, ·]
-            if self.kind == "heads":  # z → z_h @ W_O[h]
-                c = graph.head_outputs(self.layer, a)
-                if scale is not None and graph.layers[self.layer].out_proj.bias is not None:
-                    c = c + graph.layers[self.layer].out_proj.bias.to(acc) / graph.n_heads  # inside the norm
+            if self.kind in ("heads", "blocks"):  # z → z_h @ W_O[h]; neuron activations → their down columns' share
+                heads = self.kind == "heads"
+                layer = graph.layers[self.layer]
+                c = (graph.head_outputs if heads else graph.block_outputs)(self.layer, a)
+                bias = (layer.out_proj if heads else layer.mlp_out).bias
+                if scale is not None and bias is not None:
+                    c = c + bias.to(acc) / len(c)  # inside the norm: shared out
             elif self.kind == "experts":  # [1, tokens, E, d]
                 c = a.permute(2, 0, 1, 3)
             else:
@@ -185,25 +189,23 @@ class Writers:
                 group = source.groups[len(self.groups)].diff(group, mask)
             self.groups.append(group)
 
+        def at(kind: str, l: int, module: nn.Module, how: str, get: Callable, post) -> list:
+            """Hooks that add group ``kind`` of layer ``l`` from ``get(*hook args)`` at ``module`` — with a
+            post-norm, once the norm has run, with its factor on this run."""
+            if post is None:
+                return [(module, how, lambda *a: add(kind, l, get(*a)))]
+            return [(module, how, lambda *a: held.__setitem__(l, get(*a))),
+                    (post.module, "fwd", lambda m, args, output: add(kind, l, held.pop(l), post.scale(args[0])))]
+
+        proj_input = lambda module, args: args[0]  # noqa: E731  (z of the heads, a block's neuron activations)
         out = [(g.first_layer, "pre_kw", lambda module, args, kwargs: add("input", None, _hidden(args, kwargs)))]
         for l, layer in enumerate(g.layers):
-            if layer.attn_post is None:
-                out.append((layer.out_proj, "pre", lambda module, args, l=l: add("heads", l, args[0])))
-            else:
-                out += [(layer.out_proj, "pre", lambda module, args, l=l: held.__setitem__(l, args[0])),
-                        (layer.attn_post.module, "fwd", lambda module, args, output, l=l, post=layer.attn_post:
-                         add("heads", l, held.pop(l), post.scale(args[0])))]
-            if layer.n_experts:
-                def experts(module, args, output, l=l, layer=layer):
-                    pieces = layer.expert_outputs(args[0]).permute(1, 2, 0, 3)  # [b, s, E, d]
-                    if layer.mlp_post is None:
-                        add("experts", l, pieces)
-                    else:
-                        held[l] = pieces
-                out.append((layer.mlp, "fwd", experts))
-                if layer.mlp_post is not None:
-                    out.append((layer.mlp_post.module, "fwd", lambda module, args, output, l=l, post=layer.mlp_post:
-                                add("experts", l, held.pop(l), post.scale(args[0]))))
+            out += at("heads", l, layer.out_proj, "pre", proj_input, layer.attn_post)
+            if layer.n_experts:  # [b, s, E, d]
+                out += at("experts", l, layer.mlp, "fwd", lambda module, args, output, layer=layer:
+                          layer.expert_outputs(args[0]).permute(1, 2, 0, 3), layer.mlp_post)
+            elif g.split(l):  # neuron blocks: the output projection's input, as heads
+                out += at("blocks", l, layer.mlp_out, "pre", proj_input, layer.mlp_post)
             else:  # a dense MLP is one writer: what enters the residual, after the post-norm if there is one
                 site = layer.mlp if layer.mlp_post is None else layer.mlp_post.module
                 out.append((site, "fwd", lambda module, args, output, l=l: add("mlp", l, _first(output))))
@@ -253,14 +255,35 @@ def capture(model, graph: Graph, inputs: dict[str, torch.Tensor], *, source: Wri
     return writers, logits
 
 
-def _receiver_ids(graph: Graph) -> tuple[list[tuple[list[int], int]], int]:
-    """Per layer (its attention receivers' indices, its MLP receiver's index), and the logits receiver's."""
+def _receiver_ids(graph: Graph) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """Per layer (its attention receivers' indices, its MLP receivers' indices), and the logits receiver's."""
     ids = iter(range(len(graph.n_sources)))
     layers = []
-    for layer in graph.layers:
+    for l, layer in enumerate(graph.layers):
         attn = [next(ids) for _ in layer.receivers]
-        layers.append((attn, next(ids)))
+        layers.append((attn, [next(ids) for _ in range(graph.mlp_blocks if graph.split(l) else 1)]))
     return layers, next(ids)
+
+
+def _read_sites(graph: Graph) -> list[tuple[tuple, nn.Module, list[int], list[list]]]:
+    """Norms whose receivers read through projection slices: ``(key, norm, receiver ids, each receiver's
+    slices)`` — every attention norm, and the MLP norm of a layer split into neuron blocks (gate and up rows)."""
+    layer_ids, _ = _receiver_ids(graph)
+    out = []
+    for l, layer in enumerate(graph.layers):
+        out.append((("attn", l), layer.attn_norm, layer_ids[l][0], [[r] for r in layer.receivers]))
+        if graph.split(l):
+            out.append((("mlp", l), layer.mlp_norm, layer_ids[l][1], graph.mlp_receiver_parts(l)))
+    return out
+
+
+def _modules(parts: list[list]) -> list[nn.Module]:
+    """The distinct modules that slices read from, in order."""
+    seen: dict[int, nn.Module] = {}
+    for ps in parts:
+        for p in ps:
+            seen.setdefault(id(p.module), p.module)
+    return list(seen.values())
 
 
 def norm_vjp(norm: nn.Module, x: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
@@ -332,32 +355,40 @@ def attribute(model, graph: Graph, inputs: dict[str, torch.Tensor], metric: Call
             pending.append(([r], norm_vjp(norm, x_in.pop(key), grad[None])))
         return lambda: hook
 
-    def attention_receivers(l):
-        """Fires after every projection of layer ``l`` has its gradient: its receivers, then the GEMM of all
-        queued receivers against the stored deltas."""
-        layer = graph.layers[l]
-        module_index = {id(p): i for i, p in enumerate(layer.projections)}
+    def read_receivers(key, norm, ids, parts):
+        """Fires once every projection read at this norm has its gradient: each receiver's cotangent (the sum over
+        its slices) pulled back through the norm and queued; at an attention norm (the last of its layer in the
+        backward), the GEMM of all queued receivers against the stored deltas."""
+        index = {id(m): i for i, m in enumerate(_modules(parts))}
 
         def hook(grad):
-            cot = torch.stack([g_proj[l, module_index[id(r.module)]][..., r.cols] @ r.weight for r in layer.receivers])
-            for i in range(len(layer.projections)):
-                del g_proj[l, i]
-            pending.append((layer_ids[l][0], norm_vjp(layer.attn_norm, x_in.pop(("attn", l)), cot)))
-            _add_scores(scores, deltas, pending)
+            cot = []
+            for ps in parts:
+                t = g_proj[key, index[id(ps[0].module)]][..., ps[0].cols] @ ps[0].weight
+                for p in ps[1:]:
+                    t = t + g_proj[key, index[id(p.module)]][..., p.cols] @ p.weight
+                cot.append(t)
+            for i in range(len(index)):
+                del g_proj[key, i]
+            pending.append((ids, norm_vjp(norm, x_in.pop(key), torch.stack(cot))))
+            if key[0] == "attn":
+                _add_scores(scores, deltas, pending)
         return lambda: hook
 
-    def keep_grad(l, i):
+    def keep_grad(key, i):
         def hook(grad):
-            g_proj[l, i] = grad.detach()
+            g_proj[key, i] = grad.detach()
         return lambda: hook
 
     hooks += [(graph.first_layer, "pre_kw", requires_grad), *_routes(graph)]
     for l, layer in enumerate(graph.layers):
-        hooks += [(layer.attn_norm, "pre", save_input(("attn", l))),
-                  (layer.attn_norm, "fwd", on_grad(attention_receivers(l))),
-                  (layer.mlp_norm, "pre", save_input(("mlp", l))),
-                  (layer.mlp_norm, "fwd", on_grad(single_receiver(("mlp", l), layer.mlp_norm, layer_ids[l][1])))]
-        hooks += [(proj, "fwd", on_grad(keep_grad(l, i))) for i, proj in enumerate(layer.projections)]
+        hooks += [(layer.attn_norm, "pre", save_input(("attn", l))), (layer.mlp_norm, "pre", save_input(("mlp", l)))]
+        if not graph.split(l):
+            hooks.append((layer.mlp_norm, "fwd", on_grad(single_receiver(("mlp", l), layer.mlp_norm,
+                                                                         layer_ids[l][1][0]))))
+    for key, norm, ids, parts in _read_sites(graph):
+        hooks.append((norm, "fwd", on_grad(read_receivers(key, norm, ids, parts))))
+        hooks += [(m, "fwd", on_grad(keep_grad(key, i))) for i, m in enumerate(_modules(parts))]
     hooks += [(graph.final_norm, "pre", save_input(("final",))),
               (graph.final_norm, "fwd", on_grad(single_receiver(("final",), graph.final_norm, logits_id)))]
     with torch.enable_grad():
@@ -388,8 +419,8 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
     hooks = current.hooks(detach=not keep.requires_grad) + _routes(graph)
     n_src = graph.n_sources
     drop = (~keep if keep.dtype == torch.bool else 1 - keep).to(source.groups[0].terms[0][0].device)
-    normed: dict[int, dict[int, torch.Tensor]] = {}  # layer → {receiver: attn_norm(x + its delta)}
-    recomputing: set[int] = set()
+    normed: dict[tuple, dict[int, torch.Tensor]] = {}  # norm site → {receiver: norm(x + its delta)}
+    recomputing: set[tuple] = set()
 
     def delta(rs: list[int]) -> torch.Tensor:
         """Σ over dropped edges of (source − current), per receiver in ``rs`` (same prefix) → [len(rs), b, s, d]."""
@@ -410,31 +441,33 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
 
     layer_ids, logits_id = _receiver_ids(graph)
 
-    def patch_attn_norm(l):
+    def patch_norm(key, ids):
+        """At a norm whose receivers read through projection slices: the norm of ``x + delta`` for each receiver
+        with a dropped edge, kept for the projections' hooks."""
         def fwd(module, args, output):
-            if l in recomputing:
+            if key in recomputing:
                 return
-            rs = [r for r in layer_ids[l][0] if drop[:n_src[r], r].any()]
-            normed[l] = {}
+            rs = [r for r in ids if drop[:n_src[r], r].any()]
+            normed[key] = {}
             if rs:
                 x = args[0]
-                recomputing.add(l)  # this extra norm call must not patch itself
-                normed[l] = dict(zip(rs, module(x[None] + delta(rs).to(x.dtype))))
-                recomputing.discard(l)
+                recomputing.add(key)  # this extra norm call must not patch itself
+                normed[key] = dict(zip(rs, module(x[None] + delta(rs).to(x.dtype))))
+                recomputing.discard(key)
             return
         return fwd
 
-    def patch_projection(l, proj):
-        mine = [(r, spec) for r, spec in zip(layer_ids[l][0], graph.layers[l].receivers) if spec.module is proj]
+    def patch_projection(key, ids, parts, proj):
+        mine = [(r, p) for r, ps in zip(ids, parts) for p in ps if p.module is proj]
 
         def fwd(module, args, output):
-            todo = [(normed[l][r], spec) for r, spec in mine if r in normed[l]]
+            todo = [(normed[key][r], p) for r, p in mine if r in normed[key]]
             if not todo:
                 return output
             out = output.clone()
-            for x, spec in todo:
-                y = x @ spec.weight.T
-                out[..., spec.cols] = y + spec.bias if spec.bias is not None else y
+            for x, p in todo:
+                y = x @ p.weight.T
+                out[..., p.cols] = y + p.bias if p.bias is not None else y
             return out
         return fwd
 
@@ -445,10 +478,12 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
             return (args[0] + delta([r])[0].to(args[0].dtype), *args[1:])
         return pre
 
+    for key, norm, ids, parts in _read_sites(graph):
+        hooks.append((norm, "fwd", patch_norm(key, ids)))
+        hooks += [(m, "fwd", patch_projection(key, ids, parts, m)) for m in _modules(parts)]
     for l, layer in enumerate(graph.layers):
-        hooks.append((layer.attn_norm, "fwd", patch_attn_norm(l)))
-        hooks += [(proj, "fwd", patch_projection(l, proj)) for proj in layer.projections]
-        hooks.append((layer.mlp_norm, "pre", patch_norm_input(layer_ids[l][1])))
+        if not graph.split(l):
+            hooks.append((layer.mlp_norm, "pre", patch_norm_input(layer_ids[l][1][0])))
     hooks.append((graph.final_norm, "pre", patch_norm_input(logits_id)))
     with _installed(hooks):
         return model(**inputs).logits
