@@ -257,3 +257,22 @@ def test_edge_pruning_keeps_everything_at_full_density_and_leaves_weights_alone(
     assert all(p.requires_grad for p in model.parameters())
     sparse = METHODS.get("edge_pruning")(model, g, small_batches, edge_fraction=0.1, steps=40, lr=0.1)
     assert sparse.noising[mask].mean() < attr.noising[mask].mean()  # the sparsity constraint pulls masks down
+
+
+def test_a_node_budget_shrinks_both_circuits_to_one_size_within_it(tiny_dirs, ioi_set, tmp_path):
+    """With MLPs split into neuron blocks and a node budget: both circuits keep one size, smaller than the edge
+    budget alone gives, and touch at most the budget's nodes; resizing keeps the blocks and the node budget."""
+    run = lambda name, **kw: run_circuit(ioi_set, tiny_dirs["llama"], tmp_path / f"{name}.parquet",  # noqa: E731
+                                         tmp_path / f"{name}.json", edge_fraction=0.5, n_examples=6, batch_size=3,
+                                         mlp_blocks=4, **kw)
+    free, bounded = run("free"), run("bounded", node_fraction=0.4)
+    assert free["mlp_blocks"] == 4 and free["n_writers"] == 1 + 2 * (4 + 4)  # input; a layer's 4 heads, 4 blocks
+    assert "node_fraction" not in free
+    assert bounded["node_fraction"] == 0.4 and bounded["max_nodes"] == int(0.4 * (free["n_writers"] - 1))
+    for d in ("noising", "denoising"):
+        assert bounded[d]["nodes"] <= bounded["max_nodes"] < free[d]["nodes"]
+        assert bounded[d]["edges"] == bounded["noising"]["edges"] < free[d]["edges"]
+    again = resize_circuit(tmp_path / "bounded.parquet", ioi_set, tiny_dirs["llama"], tmp_path / "r.parquet",
+                           tmp_path / "r.json", edge_fraction=0.5, batch_size=3)
+    assert again["mlp_blocks"] == 4 and again["max_nodes"] == bounded["max_nodes"]
+    assert again["noising"]["edges"] == bounded["noising"]["edges"]

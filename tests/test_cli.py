@@ -1,5 +1,6 @@
 """The clueflow CLI: subcommands mirror the rules; user errors are one line on stderr with exit status 2."""
 
+import json
 import subprocess
 import sys
 
@@ -68,6 +69,7 @@ def test_cli_circuits_build_and_summary(tiny_dirs, tmp_path, capsys):
 def test_cli_cnf_solve_explain_masks(tiny_dirs, tmp_path, capsys):
     from clueflow.circuits.discover import run_circuit
     from clueflow.data.build import write_set
+    from clueflow.logic import read_circuit
     from clueflow.models import load_tokenizer
 
     model = str(tiny_dirs["llama"])
@@ -85,6 +87,9 @@ def test_cli_cnf_solve_explain_masks(tiny_dirs, tmp_path, capsys):
                  "--retain", t("ioi.c.parquet"), "--out", t("a.parquet"), "--summary", t("a.json"),
                  "--enumerate", "3"]) == 0
     assert "minimum conflicts" in capsys.readouterr().out
+    coverage = json.loads((tmp_path / "a.json").read_text())["node_coverage"]
+    for side, name in (("forget", "capitals"), ("retain", "ioi")):  # of the 10 heads and MLPs of the tiny Llama
+        assert coverage[side] == len(read_circuit(tmp_path / f"{name}.c.parquet").nodes - {"input", "out"}) / 10
     assert main(["solve", "summary", t("a.parquet")]) == 0
     assert main(["solve", "explain", "a1.h0", "--wcnf", t("x.wcnf"), "--assignment", t("a.parquet")]) == 0
     assert capsys.readouterr().out.count("a1.h0: category") == 1

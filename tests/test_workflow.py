@@ -181,6 +181,7 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     pairs = ["capitals__sentiment", "capitals__ioi", "capitals__sentiment+ioi"]
     loc = pd.read_parquet(workdir / "results/tables/tiny-llama/localization.parquet")
     assert sorted(loc["retain"]) == sorted(p.split("__")[1] for p in pairs)
+    assert loc[["node_coverage_forget", "node_coverage_retain"]].stack().between(0, 1).all()
     model = load_model(model_dir)
     for pair in pairs:
         assert (workdir / f"results/cnf/tiny-llama/{pair}.cnf").read_text().startswith("c clueflow cnf v1")

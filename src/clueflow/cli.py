@@ -138,7 +138,8 @@ def _cmd_circuits_build(args) -> None:
     s = run_circuit(args.data, args.model_dir, args.out, args.summary, method=args.method,
                     edge_fraction=args.edge_fraction, n_examples=args.n_examples, batch_size=args.batch_size,
                     max_length=args.max_length, batch_tokens=args.batch_tokens,
-                    options=options, seed=args.seed, mlp_blocks=args.mlp_blocks, dtype=args.dtype,
+                    options=options, seed=args.seed, mlp_blocks=args.mlp_blocks,
+                    node_fraction=args.node_fraction, dtype=args.dtype,
                     device=args.device)
     for d in ("noising", "denoising"):
         f = s[d]["faithfulness"]
@@ -442,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--max-length", "circuits.max_length")
     _flag(p, "--batch-tokens", "circuits.batch_tokens")
     _flag(p, "--mlp-blocks", "circuits.mlp_blocks", help="neuron blocks per MLP, each a node (1: the whole MLP)")
+    _flag(p, "--node-fraction", "circuits.node_fraction", help="most of the graph's nodes a circuit may touch")
     p.add_argument("--seed", type=_key("seed"), default=0)
     _model_flags(p)
     p.set_defaults(func=_cmd_circuits_build, outputs={"out": None, "summary": None})

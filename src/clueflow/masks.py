@@ -218,12 +218,16 @@ def run_masks(assignment_path: str | Path, model_dir: str | Path, forget_out: st
 
 
 def localization_table(solve_summaries: Iterable[str | Path], mask_stats_files: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per forget/retain pair from the solve summaries and mask statistics (same order)."""
+    """One row per forget/retain pair from the solve summaries and mask statistics (same order). Node coverage is
+    the share of the graph's nodes (``input`` aside) that the forget circuit, and the retain circuits together,
+    touch."""
     rows = []
     for s_path, m_path in zip(solve_summaries, mask_stats_files):
         s, m = json.loads(Path(s_path).read_text()), json.loads(Path(m_path).read_text())
         rows.append(dict(forget=s["forget"], retain="+".join(s["retain"]), phi_satisfiable=s["phi_satisfiable"],
                          **{f"n_{c}": s["counts"][c] for c in s["counts"]},
+                         node_coverage_forget=s["node_coverage"]["forget"],
+                         node_coverage_retain=s["node_coverage"]["retain"],
                          unlearned_forget=m["forget"]["unlearned_parameter"],
                          unlearned_conflict=m["conflict"]["unlearned_parameter"],
                          unlearned_union=m["union"]["unlearned_parameter"], base=m["base"],

@@ -211,7 +211,8 @@ class Plan:
     def circuit_params(self) -> dict[str, Any]:
         """Only what the configured method uses, so that editing another method's options reruns nothing."""
         c = self.config["circuits"]
-        keys = ("method", "edge_fraction", "n_examples", "batch_size", "max_length", "batch_tokens", "mlp_blocks")
+        keys = ("method", "edge_fraction", "n_examples", "batch_size", "max_length", "batch_tokens", "mlp_blocks",
+                "node_fraction")
         return {**{k: c[k] for k in keys}, "options": method_options(c)}
 
     def unlearn_params(self, run: str) -> dict[str, Any]:

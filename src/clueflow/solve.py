@@ -133,7 +133,10 @@ def run_solve(cnf: str | Path, wcnf: str | Path, forget_circuit: str | Path, ret
     table, summary = solve(read_dimacs(cnf, "cnf"), read_dimacs(wcnf, "wcnf"), forget, retains, graph_nodes(forget_circuit),
                            enumerate_limit=enumerate_limit)
     conflicts = table[table["category"] == "conflict"]
+    graph = set(table["node"]) - {INPUT}
+    coverage = lambda circuits: len(set().union(*(c.nodes for c in circuits)) & graph) / len(graph)  # noqa: E731
     summary.update(forget=forget.name, retain=[r.name for r in retains],
+                   node_coverage=dict(forget=coverage([forget]), retain=coverage(retains)),
                    conflicts_by_retain_set={r.name: int(conflicts["retain_sets"].map(lambda s: r.name in s).sum())
                                             for r in retains})
     write_parquet(out_parquet, table, metadata={k: v for k, v in summary.items() if "seconds" not in k})

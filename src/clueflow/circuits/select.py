@@ -76,6 +76,24 @@ def circuit_of_size(graph: Graph, scores: torch.Tensor, size: int) -> torch.Tens
     return prune(graph, top_edges(graph, scores, lo))
 
 
+def node_count(graph: Graph, keep: torch.Tensor) -> int:
+    """Nodes (heads, MLPs, experts, blocks; ``input`` aside) a circuit touches."""
+    return int(node_mask(graph, keep)[1:].sum())
+
+
+def size_within_nodes(graph: Graph, scores: torch.Tensor, max_nodes: int) -> int:
+    """The most edges a pruned top-k circuit of ``scores`` can hold while touching at most ``max_nodes`` nodes
+    (node count and pruned size both grow monotonically with k, so a binary search finds the largest k)."""
+    lo, hi = 0, graph.n_edges
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if node_count(graph, prune(graph, top_edges(graph, scores, mid))) <= max_nodes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return int(prune(graph, top_edges(graph, scores, lo)).sum())
+
+
 def gate_labels(noising: torch.Tensor, denoising: torch.Tensor) -> torch.Tensor:
     """Per edge of the union: 0 = AND (only in the noising circuit, with ≥ 2 such inputs at the same receiver),
     1 = OR (only in the denoising circuit, ≥ 2 such inputs), 2 = ADDER (everything else); -1 outside."""
