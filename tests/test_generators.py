@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from clueflow.data import wordlists as W
 from clueflow.data.build import build_set, write_set
 from clueflow.data.generators import GENERATORS
 from clueflow.data.schema import COLUMNS, read_set, validate_frame
@@ -83,3 +84,19 @@ def test_write_set_is_atomic_and_readable(byte_tok, tmp_path):
     assert len(df) == 12
     meta = read_parquet_metadata(out)
     assert meta["set"] == "ioi" and meta["generator"] == "ioi" and meta["seed"] == 0
+
+
+def test_capitals_halves_share_the_task_but_no_country(byte_tok):
+    """A forget set and a retain set of one task: disjoint countries (counterfactuals and distractors included),
+    the same templates, whatever the seeds; ``all`` keeps every country."""
+    spec = lambda half, n: {"generator": "capitals", "n": n, "options": {"countries": half}}  # noqa: E731
+    a, b = (build_set("capitals", spec(h, 60), byte_tok, seed=s) for h, s in (("half_a", 0), ("half_b", 7)))
+    country = lambda t: t.removeprefix("The capital of ").split(" is ")[0]  # noqa: E731
+    in_a, in_b = set(a["text"].map(country)), set(b["text"].map(country))
+    assert in_a and in_b and not in_a & in_b
+    for df, other in ((a, in_b), (b, in_a)):
+        assert not set(df["corrupted_prompt"].map(lambda p: p.split("The capital of ")[-1].split(" is")[0])) & other
+        mc = df[df["format"] == "mc"]
+        assert not {c.strip() for cs in mc["choices"] for c in cs} & set(dict(W.COUNTRY_CAPITALS)[c] for c in other)
+    every = build_set("capitals", spec("all", 194), byte_tok, seed=0)
+    assert set(every["text"].map(country)) >= in_a | in_b

@@ -49,13 +49,24 @@ def mc_prompt(question: str, options: Sequence[str]) -> str:
     return "\n".join([question] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + ["Answer:"])
 
 
-@GENERATORS.register("capitals", options={"forms": list, "mc_scoring": ("text", "letter")})
+COUNTRY_HALVES = ("all", "half_a", "half_b")
+
+
+@GENERATORS.register("capitals", options={"forms": list, "mc_scoring": ("text", "letter"),
+                                          "countries": COUNTRY_HALVES})
 def capitals(ctx: GenContext) -> Iterator[Row]:
     """Country → capital, the default forget knowledge. Options: ``forms`` (subset of ``[cloze, mc]``),
-    ``mc_scoring`` (``text``: score the option texts, for small models; ``letter``: score `` A``..`` D``)."""
+    ``mc_scoring`` (``text``: score the option texts, for small models; ``letter``: score `` A``..`` D``),
+    ``countries`` (``all``; ``half_a`` / ``half_b``: two disjoint halves of the country list, fixed whatever the
+    seed, so that a forget set and a retain set of one task share its mechanism and output space but no fact;
+    counterfactuals and distractors come from the same half)."""
     forms = ctx.options.get("forms", ["cloze", "mc"])
     letter = ctx.options.get("mc_scoring", "text") == "letter"
+    half = COUNTRY_HALVES.index(ctx.options.get("countries", "all"))
     capital = dict(W.COUNTRY_CAPITALS)
+    if half:  # every other country in alphabetical order: the halves do not depend on the list's order
+        kept = set(sorted(capital)[half - 1::2])
+        capital = {c: a for c, a in capital.items() if c in kept}
     countries = list(capital)
     ctx.rng.shuffle(countries)
     cloze = lambda c: f"The capital of {c} is"  # noqa: E731
