@@ -100,3 +100,14 @@ def test_capitals_halves_share_the_task_but_no_country(byte_tok):
         assert not {c.strip() for cs in mc["choices"] for c in cs} & set(dict(W.COUNTRY_CAPITALS)[c] for c in other)
     every = build_set("capitals", spec("all", 194), byte_tok, seed=0)
     assert set(every["text"].map(country)) >= in_a | in_b
+
+
+def test_split_by_fact_keeps_every_form_of_a_fact_in_one_split(byte_tok):
+    spec = {"generator": "capitals", "n": 120, "options": {"forms": ["cloze", "mc"]}}
+    by_row = build_set("capitals", spec, byte_tok, seed=0)
+    by_fact = build_set("capitals", {**spec, "split_by": "fact"}, byte_tok, seed=0)
+    mixed = lambda df: (df.groupby("text")["split"].nunique() > 1).sum()  # noqa: E731
+    assert mixed(by_row) > 0 and mixed(by_fact) == 0  # row by row, a country's cloze and mc rows part ways
+    pd.testing.assert_frame_equal(by_fact.drop(columns="split"), by_row.drop(columns="split"))  # the same rows
+    shares = by_fact["split"].value_counts(normalize=True)
+    assert abs(shares["circuit"] - 0.4) < 0.05 and abs(shares["test"] - 0.3) < 0.05

@@ -54,7 +54,8 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
 
     Generators propose rows endlessly; proposals that are not token-aligned, or whose answers share their
     first token, are skipped. Loaders read real data; the same checks apply, and loaders raise when a file is
-    unusable. The first ``n`` usable, distinct rows are kept and split by ``splits`` fractions.
+    unusable. The first ``n`` usable, distinct rows are kept and split by ``splits`` fractions, row by row or
+    (``split_by: fact``) fact by fact.
     """
     fn = check_spec(name, spec)
     rng = random.Random(f"{seed}:{name}")
@@ -76,14 +77,27 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
     if not rows:
         raise ClueflowError("no usable (token-aligned) examples could be built", field=f"datasets.{name}")
     fractions = {**DEFAULT_SPLITS, **spec.get("splits", {})}
-    order = list(range(len(rows)))
-    rng.shuffle(order)
     bounds, acc = {}, 0
     for split in SPLITS[:-1]:
         acc += round(fractions[split] * len(rows))
         bounds[split] = acc
-    for rank, i in enumerate(order):
-        rows[i]["split"] = next((s for s in SPLITS[:-1] if rank < bounds[s]), SPLITS[-1])
+    split_of = lambda rank: next((s for s in SPLITS[:-1] if rank < bounds[s]), SPLITS[-1])  # noqa: E731
+    if spec.get("split_by", "row") == "fact":  # a fact's rows share the split of its first row in the shuffled order
+        facts: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            facts.setdefault(row.get("text") or row["prompt"], []).append(i)
+        groups = list(facts.values())
+        rng.shuffle(groups)
+        rank = 0
+        for group in groups:
+            for i in group:
+                rows[i]["split"] = split_of(rank)
+            rank += len(group)
+    else:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for rank, i in enumerate(order):
+            rows[i]["split"] = split_of(rank)
     for i, row in enumerate(rows):
         row["id"] = f"{name}-{i:04d}"
     return to_frame(rows)
