@@ -163,13 +163,16 @@ def evaluated_model(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    """The model, the base model, the pair's sets, and the general-utility sets built here."""
+    """The model, the base model, the pair's sets (the test rows filtered or not: evaluate.filtered), and the
+    general-utility sets built here."""
     return dict(
         model=evaluated_model(wildcards),
         base=L.model(model=wildcards.model),
         forget=L.filtered(model=wildcards.model, set=wildcards.forget),
+        heldout=PLAN.test_set(L, model=wildcards.model, set=wildcards.forget),
         retain=[
-            L.filtered(model=wildcards.model, set=r) for r in pair_of(wildcards).retains
+            PLAN.test_set(L, model=wildcards.model, set=r)
+            for r in pair_of(wildcards).retains
         ],
         general=[L.data(model=wildcards.model, set=s) for s in PLAN.general_sets],
     )

@@ -11,6 +11,7 @@ import torch
 from clueflow.data.build import write_set
 from clueflow.data.filter import correctness
 from clueflow.data.schema import read_set
+from clueflow.errors import ClueflowError
 from clueflow.evaluate.lmeval import evaluate_general, write_tasks
 from clueflow.evaluate.metrics import auc, lcs_length, min_k_plus_plus, min_k_prob, rouge_l_recall
 from clueflow.evaluate.run import evaluate_model, greedy_generations, summarize, text_scores, unlearned_parameter
@@ -154,3 +155,43 @@ def test_evaluate_model_writes_per_example_rows_and_a_summary(setup, tmp_path):
     assert json.loads((tmp_path / "capitals__sentiment.json").read_text())["run"] == "test"
     forget = df[df["subset"] == "forget"]
     assert s["forget_efficacy"] == pytest.approx(1 - forget["correct"].mean())
+
+
+def test_held_out_forget_rows_from_the_unfiltered_set(setup, tmp_path):
+    """``evaluate.filtered: false``: the held-out forget rows are every test row of the built set, while the
+    unlearned rows stay those training drew from the filtered set; another set as the held-out set is refused."""
+    from clueflow.io import read_parquet_metadata, write_parquet
+
+    root = setup["root"]
+    built = pd.read_parquet(root / "capitals.parquet")
+    filtered = tmp_path / "capitals.filtered.parquet"  # as if the filter had dropped half of the test rows
+    test = built.index[built["split"] == "test"]
+    write_parquet(filtered, built.drop(index=test[::2]), metadata=read_parquet_metadata(root / "capitals.parquet"))
+    run = lambda name, **kw: evaluate_model(  # noqa: E731
+        setup["model_dir"], setup["model_dir"], filtered, [root / "sentiment.parquet"], {}, tmp_path / f"{name}.pq",
+        tmp_path / f"{name}.json", run="origin", forget_ratio=4, batch_size=8, max_new_tokens=2, **kw)
+    run("filtered")
+    run("all", heldout_path=root / "capitals.parquet")
+    rows = {n: pd.read_parquet(tmp_path / f"{n}.pq") for n in ("filtered", "all")}
+    held = {n: df[df["subset"] == "forget_heldout"] for n, df in rows.items()}
+    assert len(held["all"]) == len(test) and len(held["filtered"]) == len(test) - len(test[::2])
+    pd.testing.assert_frame_equal(rows["all"][rows["all"]["subset"] == "forget"],
+                                  rows["filtered"][rows["filtered"]["subset"] == "forget"])
+    with pytest.raises(ClueflowError, match="not the forget set 'capitals'"):
+        run("other", heldout_path=root / "ioi.parquet")
+    assert not (tmp_path / "other.pq").exists()
+
+
+@pytest.mark.parametrize("filtered, kind", [(True, "filtered"), (False, "data")])
+def test_the_plan_evaluates_the_filtered_or_the_built_test_rows(filtered, kind):
+    import copy
+
+    from clueflow.layout import Layout
+    from clueflow.plan import Plan
+    from test_workflow import TINY_CONFIG
+
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["evaluate"]["filtered"] = filtered
+    layout = Layout()
+    path = Plan.from_config(cfg, file="c.yaml").test_set(layout, model="tiny-llama", set="ioi")
+    assert path == getattr(layout, kind)(model="tiny-llama", set="ioi")

@@ -255,7 +255,8 @@ def _cmd_evaluate_run(args) -> None:
 
     s = evaluate_model(args.model_dir, args.base_dir, args.forget, args.retain,
                        {set_name(p): p for p in args.general}, args.out, args.summary, run=args.run,
-                       forget_ratio=args.forget_ratio, seed=args.seed, standard_tasks=[n for n, _ in args.task],
+                       forget_ratio=args.forget_ratio, seed=args.seed, heldout_path=args.heldout,
+                       standard_tasks=[n for n, _ in args.task],
                        metrics={n: m for n, m in args.task if m}, k=args.k,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                        device=args.device)
@@ -518,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ev.add_parser("run", help="evaluate one model on one forget/retain pair (per-example parquet + summary)")
     _required(p, "--model-dir", "--base-dir", "--forget", "--out", "--summary")
     p.add_argument("--retain", required=True, nargs="+", type=Path)
+    p.add_argument("--heldout", type=Path, help="the set whose test rows are the held-out forget rows "
+                                                "(default --forget; the unfiltered set for the paper's protocol)")
     p.add_argument("--general", nargs="*", type=Path, default=[], help="built-in sets run as local lm-eval tasks")
     p.add_argument("--task", nargs="*", type=_task, default=[],
                    help="standard lm-eval tasks or groups, NAME or NAME:METRIC (acc | acc_norm; default acc)")

@@ -223,7 +223,12 @@ class Plan:
         u = self.config["unlearn"]
         ratio = u["forget_ratio"] if run == ORIGIN else self.run_spec(run)[2]["forget_ratio"]
         return dict(forget_ratio=ratio, standard_tasks=self.standard_tasks,
-                    **{k: v for k, v in self.config["evaluate"].items() if k != "general"})
+                    **{k: v for k, v in self.config["evaluate"].items() if k not in ("general", "filtered")})
+
+    def test_set(self, layout: Layout, **v) -> str:
+        """The set whose test rows are evaluated (``v``: its wildcards): filtered (``evaluate.filtered``) or as
+        built."""
+        return (layout.filtered if self.config["evaluate"]["filtered"] else layout.data)(**v)
 
     # ---- targets -------------------------------------------------------------------------------------------
     def tables(self) -> list[str]:

@@ -131,6 +131,7 @@ def _rows(df: pd.DataFrame, subset: str, correct: pd.Series) -> pd.DataFrame:
 def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str | Path,
                    retain_paths: list[str | Path], general_paths: dict[str, str | Path], out_parquet: str | Path,
                    out_json: str | Path, *, run: str, forget_ratio: float, seed: int = 0,
+                   heldout_path: str | Path | None = None,
                    standard_tasks: list[str] = (), k: float = default("evaluate.k"),
                    max_new_tokens: int = default("evaluate.max_new_tokens"),
                    batch_size: int = default("evaluate.batch_size"), general_limit: int | None = None,
@@ -138,7 +139,9 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    dtype: str = default("model.dtype"), device: str = default("model.device"),
                    trust_remote_code: bool = False) -> dict[str, Any]:
     """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype``; the base
-    model, read only for ``unlearned_parameter``, stays on the CPU."""
+    model, read only for ``unlearned_parameter``, stays on the CPU. The unlearned forget rows come from
+    ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
+    the same file; the unfiltered set under ``evaluate.filtered: false``)."""
     started = time.perf_counter()
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
 
@@ -147,9 +150,14 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
 
     full = labelled(forget_path)
     forget = forget_rows(full, forget_ratio, seed)
-    heldout = full[full["split"] == "test"]
+    heldout_path = forget_path if heldout_path is None else heldout_path
+    held = full if heldout_path == forget_path else labelled(heldout_path)
+    if held["set"].iloc[0] != full["set"].iloc[0]:
+        raise ClueflowError(f"set {held['set'].iloc[0]!r}, not the forget set {full['set'].iloc[0]!r}",
+                            file=heldout_path, field="set")
+    heldout = held[held["split"] == "test"]
     if heldout.empty:
-        raise ClueflowError("no rows in the test split (held-out forget rows)", file=forget_path, field="split")
+        raise ClueflowError("no rows in the test split (held-out forget rows)", file=heldout_path, field="split")
     retain = pd.concat([labelled(p)[lambda d: d["split"] == "test"] for p in retain_paths])
     if retain.empty:
         raise ClueflowError("no rows in the test split of any retain set", file=retain_paths[0], field="split")
