@@ -2,16 +2,21 @@
 and edge patching.
 
 * :class:`Writers` — every writer's activation of one run (or a difference of two runs), in the model's dtype and
-  compact: the input and each MLP as ``[b, s, d]``, each layer's heads as the output projection's input ``z``
-  ``[b, s, H·hd]``. A head's contribution ``z_h @ W_O[h]`` is linear in ``z_h``, so it is expanded to
-  ``[H, ·, d]`` (in fp32) only where it is used, a token chunk at a time: d/hd times less memory for the heads.
+  compact, one :class:`Group` per tensor: the input and each MLP as ``[b, s, d]``, each layer's heads as the output
+  projection's input ``z`` ``[b, s, H·hd]`` (an MLP split into neuron blocks likewise, as the down projection's
+  input), a MoE layer's experts as ``[b, s, E, d]``. A head's contribution ``z_h @ W_O[h]`` is linear in ``z_h``,
+  so it is expanded to ``[H, ·, d]`` (in fp32) only where it is used, a token chunk at a time: d/hd times less
+  memory for the heads. Behind a post-norm (Gemma, OLMo-2) a group also keeps the norm's per-token factor of its
+  run, and a difference of two runs keeps both runs' terms.
 * :func:`capture` — one gradient-free forward; the writers (or ``(source − writers) · mask``) and the logits.
 * :func:`attribute` — one forward + backward of a metric that adds ``Σ_{b,s} δ_u · ∂m/∂(input of r)`` to
   ``scores[u, r]`` for every edge, layer by layer *inside* the backward pass: as soon as a layer's receiver
   gradients exist they are multiplied (fp32 GEMM) with the stored deltas of the writers upstream and dropped, so
   at most one layer's receiver gradients are alive. Gradients are taken at the norm's *output* side (projection
-  outputs, MLP-norm output, final-norm output) and pulled back through that norm with a vmapped VJP, so that
-  each receiver gets only its own path (the residual's own gradient would also contain the skip connection).
+  outputs — q/k/v, and a neuron block's gate/up rows —, MLP-norm output, final-norm output) and pulled back
+  through that norm with a vmapped VJP, so that each receiver gets only its own path (the residual's own gradient
+  would also contain the skip connection). A block that reads the residual without a norm (OLMo-2) is given a
+  passthrough node for the same purpose.
 * :func:`patched_logits` — one forward in which receiver ``r`` reads
   ``x_r + Σ_{u → r not kept} (a_u(source) − a_u(current))``: edges outside the circuit carry the other run's
   activations. With every edge kept this is the plain run; with none kept it is the source run.
