@@ -55,7 +55,7 @@ def mlp_writers(layer: int, experts: tuple[int, ...] = (), blocks: int = 1) -> l
     """Layer ``layer``'s MLP writers: ``m{l}``; each expert ``m{l}.e{e}`` where ``experts[l]`` (the layer's number
     of experts; 0 or missing: a dense MLP) says so; or, a dense MLP split into ``blocks`` neuron blocks, each block
     ``m{l}.b{k}``."""
-    n = experts[layer] if layer < len(experts) else 0
+    n = _n_experts(layer, experts)
     if n:
         return [expert(layer, e) for e in range(n)]
     return [block(layer, k) for k in range(blocks)] if blocks > 1 else [mlp(layer)]
@@ -64,8 +64,12 @@ def mlp_writers(layer: int, experts: tuple[int, ...] = (), blocks: int = 1) -> l
 def mlp_receivers(layer: int, experts: tuple[int, ...] = (), blocks: int = 1) -> list[str]:
     """Layer ``layer``'s MLP receivers: ``m{l}`` (also the router's input in an MoE layer), or each neuron block
     ``m{l}.b{k}`` reading through its own gate/up rows."""
-    dense = not (experts[layer] if layer < len(experts) else 0)
+    dense = not _n_experts(layer, experts)
     return [block(layer, k) for k in range(blocks)] if dense and blocks > 1 else [mlp(layer)]
+
+
+def _n_experts(layer: int, experts: tuple[int, ...]) -> int:
+    return experts[layer] if layer < len(experts) else 0  # empty: every layer dense
 
 
 @dataclass(frozen=True)

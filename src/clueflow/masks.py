@@ -54,6 +54,18 @@ def maskable(model: nn.Module, graph: Graph) -> dict[str, nn.Parameter]:
     return out
 
 
+def _reads_and_writes(reads, out_proj: nn.Module, cols: slice) -> list[tuple[nn.Parameter, tuple]]:
+    """A unit's rows of the projections it reads through (with their bias entries) and its input features
+    ``cols`` of the projection it writes through."""
+    out = []
+    for spec in reads:
+        m = spec.module
+        out.append((m.weight, anatomy.output_index(m, spec.cols)))
+        if m.bias is not None:
+            out.append((m.bias, (spec.cols,)))
+    return out + [(out_proj.weight, anatomy.input_index(out_proj, cols))]
+
+
 def node_slices(graph: Graph, node: str) -> list[tuple[nn.Parameter, tuple]]:
     """(parameter, index) pairs owned by ``node``; index is a tuple usable as ``mask[index] = True``."""
     ref = anatomy.parse_node(node)
@@ -62,29 +74,17 @@ def node_slices(graph: Graph, node: str) -> list[tuple[nn.Parameter, tuple]]:
     if ref.kind == "expert":
         return graph.layers[ref.layer].expert_params(ref.expert)
     if ref.kind == "block":  # its gate/up rows and its down-projection columns
-        layer, out = graph.layers[ref.layer], []
-        for spec in layer.block_receivers(ref.block, graph.mlp_blocks):
-            out.append((spec.module.weight, anatomy.output_index(spec.module, spec.cols)))
-            if spec.module.bias is not None:
-                out.append((spec.module.bias, (spec.cols,)))
+        layer = graph.layers[ref.layer]
         w = layer.block_width(graph.mlp_blocks)
-        cols = slice(ref.block * w, (ref.block + 1) * w)
-        return out + [(layer.mlp_out.weight, anatomy.input_index(layer.mlp_out, cols))]
+        return _reads_and_writes(layer.block_receivers(ref.block, graph.mlp_blocks), layer.mlp_out,
+                                 slice(ref.block * w, (ref.block + 1) * w))
     if ref.kind != "head":
         return []  # input / out: never masked
     layer, h = graph.layers[ref.layer], ref.head
     g = h // graph.n_rep
     owned = [layer.receivers[h], layer.receivers[graph.n_heads + g],
              layer.receivers[graph.n_heads + graph.n_kv_heads + g]]
-    out = []
-    for spec in owned:
-        m = spec.module
-        out.append((m.weight, anatomy.output_index(m, spec.cols)))
-        if m.bias is not None:
-            out.append((m.bias, (spec.cols,)))
-    cols = slice(h * graph.head_dim, (h + 1) * graph.head_dim)
-    out.append((layer.out_proj.weight, anatomy.input_index(layer.out_proj, cols)))
-    return out
+    return _reads_and_writes(owned, layer.out_proj, slice(h * graph.head_dim, (h + 1) * graph.head_dim))
 
 
 def build_masks(model: nn.Module, nodes: Iterable[str], *, graph: Graph | None = None,
