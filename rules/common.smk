@@ -164,7 +164,7 @@ def evaluated_model(wildcards):
 
 def evaluate_inputs(wildcards):
     """The model, the base model, the pair's sets (the test rows filtered or not: evaluate.filtered), and the
-    general-utility sets built here."""
+    general-utility sets built here with the base model's accuracy on each (evaluate.general_band)."""
     return dict(
         model=evaluated_model(wildcards),
         base=L.model(model=wildcards.model),
@@ -175,6 +175,7 @@ def evaluate_inputs(wildcards):
             for r in pair_of(wildcards).retains
         ],
         general=[L.data(model=wildcards.model, set=s) for s in PLAN.general_sets],
+        general_accuracy=[L.accuracy(model=wildcards.model, set=s) for s in PLAN.general_sets],
     )
 
 

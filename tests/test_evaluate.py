@@ -141,15 +141,20 @@ def test_evaluate_model_writes_per_example_rows_and_a_summary(setup, tmp_path):
         next(p for n, p in model.named_parameters() if n.endswith("down_proj.weight")).mul_(0.5)
     save_checkpoint(model, setup["tok"], ckpt)
     out = tmp_path / "capitals__sentiment.parquet"
+    accuracy = {name: tmp_path / f"{name}.accuracy.json" for name in ("ioi", "greater_than")}
+    for name, acc in (("ioi", 0.8), ("greater_than", 1.0)):  # the base model's, as the data filter writes them
+        accuracy[name].write_text(json.dumps([dict(set=name, format="choice", accuracy=acc, chance=0.5)]))
     s = evaluate_model(ckpt, setup["model_dir"], root / "capitals.parquet", [root / "sentiment.parquet"],
                        {"ioi": root / "ioi.parquet", "greater_than": root / "greater_than.parquet"}, out,
                        tmp_path / "capitals__sentiment.json", run="test", forget_ratio=6, batch_size=8,
-                       max_new_tokens=3)
+                       max_new_tokens=3, general_accuracy=accuracy)
     df = pd.read_parquet(out)
     assert (df["subset"] == "forget").sum() == 6
     general = df[df["subset"] == "general"]
     assert set(general["set"]) == {"ioi", "greater_than"}
     assert s["general_per_set"] == {k: pytest.approx(v) for k, v in general.groupby("set")["correct"].mean().items()}
+    assert s["general_sets"] == ["ioi"] and list(s["general_left_out"]) == ["greater_than"]  # above the ceiling
+    assert s["general_utility"] == s["general_per_set"]["ioi"]
     assert df.loc[df["subset"] == "forget", "generation"].notna().all()
     assert 0 < s["unlearned_parameter"] < 1 and s["pair"] == "capitals__sentiment"
     assert json.loads((tmp_path / "capitals__sentiment.json").read_text())["run"] == "test"

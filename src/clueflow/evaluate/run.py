@@ -25,7 +25,9 @@ Summary ``….json``: run, pair, the aggregates below, per-set accuracies, MIA A
 * ``forget_efficacy`` = 1 − accuracy on the ``forget`` rows (also ``fe_mc``, ``fe_cloze``, ``fe_heldout``);
 * ``retain_utility`` = accuracy on the retain sets' test rows (pooled);
 * ``general_utility`` = mean over general tasks of each task's score (built-in sets: both of its kinds pooled; an
-  lm-eval group such as ``mmlu`` is one task, scored by its own aggregate: :mod:`clueflow.evaluate.lmeval`);
+  lm-eval group such as ``mmlu`` is one task, scored by its own aggregate: :mod:`clueflow.evaluate.lmeval`), over
+  the tasks of ``general_sets`` only: ``general_left_out`` names each set left out and why
+  (``evaluate.general_band``: :mod:`clueflow.evaluate.band`); ``general_per_set`` scores every task;
 * ``mia_auc_{min_k,loss,min_k_pp}`` over the unique texts (:mod:`clueflow.evaluate.metrics` for the convention);
 * ``unlearned_parameter`` = the paper's definition measured on the weights: mean over the maskable weight matrices
   of the share of entries that differ from the base model (0 for ``origin``).
@@ -55,6 +57,7 @@ from ..masks import maskable, matrices
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_prompt
 from ..unlearn.run import forget_rows
+from .band import left_out
 from .lmeval import evaluate_general
 from .metrics import auc, min_k_plus_plus, min_k_prob, rouge_l_recall
 
@@ -136,13 +139,18 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    max_new_tokens: int = default("evaluate.max_new_tokens"),
                    batch_size: int = default("evaluate.batch_size"), general_limit: int | None = None,
                    metrics: dict[str, str] | None = None,
+                   general_accuracy: dict[str, str | Path] | None = None,
+                   general_band: dict[str, float] | None = None,
                    dtype: str = default("model.dtype"), device: str = default("model.device"),
                    trust_remote_code: bool = False) -> dict[str, Any]:
     """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype``; the base
     model, read only for ``unlearned_parameter``, stays on the CPU. The unlearned forget rows come from
     ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
-    the same file; the unfiltered set under ``evaluate.filtered: false``)."""
+    the same file; the unfiltered set under ``evaluate.filtered: false``). ``general_accuracy``: the base model's
+    accuracy file of each built-in general set, which with ``general_band`` (``evaluate.general_band``) decides the
+    sets GU averages; without it every task counts."""
     started = time.perf_counter()
+    dropped = left_out([*general_paths, *standard_tasks], general_accuracy or {}, **(general_band or {}))
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
 
     def labelled(path):
@@ -195,7 +203,8 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
         share = unlearned_parameter(model, base)
 
     table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).astype({"correct": float})
-    summary = summarize(table, general_scores, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text)
+    summary = summarize(table, general_scores, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text,
+                        general_left_out=dropped)
     pair = pair_of_files(forget_path, retain_paths)
     summary.update(run=run, pair=pair, unlearned_parameter=share,
                    seconds=round(time.perf_counter() - started, 2))
@@ -205,8 +214,12 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
 
 
 def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: set[str], texts: list[str],
-              by_text: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The summary of an evaluation ``table``; ``general``: each general task's score (:func:`evaluate_general`)."""
+              by_text: dict[str, dict[str, float]], general_left_out: dict[str, str] | None = None
+              ) -> dict[str, Any]:
+    """The summary of an evaluation ``table``; ``general``: each general task's score (:func:`evaluate_general`);
+    ``general_left_out``: the tasks GU leaves out, with the reason (:func:`clueflow.evaluate.band.left_out`)."""
+    general_left_out = general_left_out or {}
+    used = [t for t in general if t not in general_left_out]
 
     def acc(mask) -> float:
         rows = table[mask]
@@ -221,8 +234,9 @@ def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: s
                fe_cloze=1 - acc((sub == "forget") & (table["format"] == "cloze")),
                fe_heldout=1 - acc(sub == "forget_heldout"),
                retain_utility=acc(sub == "retain"), retain_per_set=retain.to_dict(),
-               general_utility=float(np.mean(list(general.values()))) if general else float("nan"),
-               general_per_set=dict(sorted(general.items())),
+               general_utility=float(np.mean([general[t] for t in used])) if used else float("nan"),
+               general_per_set=dict(sorted(general.items())), general_sets=sorted(used),
+               general_left_out=dict(sorted(general_left_out.items())),
                rouge_l=float(table.loc[sub == "forget", "rouge_l"].mean()))
     for key, sign in (("min_k", 1), ("loss", -1), ("min_k_pp", 1)):  # every score: higher = more member-like
         out[f"mia_auc_{key}"] = auc([sign * m[key] for m in members], [sign * o[key] for o in others])
