@@ -22,7 +22,8 @@ from clueflow.unlearn.trainer import Stage, UnlearnData, reference_logprobs, tra
 # GA as the forget loss of the localization methods: on a random tiny model only GA/NPO must lower the forget
 # likelihood (PO raises the refusal's, which is what its test checks).
 SETTINGS = dict(forget_ratio=8, batch_size=4, max_length=48, lr=3e-3, epochs=3, loss="ga", retain_weight=0.3,
-                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None)
+                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None,
+                steps=None, lr_grid=None)
 FULL = {"ga", "npo", "po"}
 
 

@@ -153,6 +153,10 @@ class Plan:
     def checkpoints(self) -> list[tuple[str, Pair]]:
         return [(run, pair) for run in self.runs for pair in self.run_pairs(run)]
 
+    def searches_lr(self, run: str) -> bool:
+        """Whether ``run`` picks its lr from ``lr_grid`` on the validation split (one lr search per pair)."""
+        return self.run_spec(run)[2]["lr_grid"] is not None
+
     def reads_clue_masks(self, run: str) -> bool:
         method, options, _ = self.run_spec(run)
         return needs_clue_masks(method, options)
@@ -305,6 +309,12 @@ class Plan:
                 field = f"unlearn.methods.{run}" if "epochs" in cfg["unlearn"]["methods"][run] else "unlearn"
                 raise self.error(f"{field}.epochs", f"run {run!r} would train for 0 epochs (its checkpoint would "
                                                     f"be the base model)")
+            if settings["lr_grid"] is not None:
+                for name in dict.fromkeys(s for pair in self.run_pairs(run) for s in (pair.forget, *pair.retains)):
+                    if not cfg["datasets"][name].get("validation"):
+                        raise self.error(f"datasets.{name}.validation", f"run {run!r} picks its lr from lr_grid "
+                                                                        f"on the validation split, and {name!r} "
+                                                                        f"has none (give a fraction > 0)")
         for name in cfg["evaluate"]["general"] or []:
             if name in self.sets_in_use:
                 raise self.error("evaluate.general", f"{name!r} is the forget or a retain set, not a general-"

@@ -54,8 +54,8 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
 
     Generators propose rows endlessly; proposals that are not token-aligned, or whose answers share their
     first token, are skipped. Loaders read real data; the same checks apply, and loaders raise when a file is
-    unusable. The first ``n`` usable, distinct rows are kept and split by ``splits`` fractions, row by row or
-    (``split_by: fact``) fact by fact.
+    unusable. The first ``n`` usable, distinct rows are kept and split by ``splits`` fractions (``validation`` of
+    the non-circuit rows carved out first), row by row or (``split_by: fact``) fact by fact.
     """
     fn = check_spec(name, spec)
     rng = random.Random(f"{seed}:{name}")
@@ -77,6 +77,8 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
     if not rows:
         raise ClueflowError("no usable (token-aligned) examples could be built", field=f"datasets.{name}")
     fractions = {**DEFAULT_SPLITS, **spec.get("splits", {})}
+    validation = spec.get("validation", 0)  # a share of the non-circuit rows, taken from train and test alike
+    fractions.update(train=fractions["train"] * (1 - validation), validation=validation * (1 - fractions["circuit"]))
     bounds, acc = {}, 0
     for split in SPLITS[:-1]:
         acc += round(fractions[split] * len(rows))

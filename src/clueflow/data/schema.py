@@ -4,7 +4,9 @@
 column             type            meaning
 =================  ==============  =============================================================================
 id                 string          ``<set>-<nnnn>``, unique within the file
-split              string          ``circuit`` (circuit discovery), ``train`` (unlearning / fine-tuning) or ``test``
+split              string          ``circuit`` (circuit discovery), ``train`` (unlearning / fine-tuning),
+                                   ``validation`` (the lr search, only where ``datasets.<name>.validation`` > 0) or
+                                   ``test``
 format             string          ``cloze``: correct iff the model's greedy continuation is ``answer``;
                                    ``choice``: ``choices`` scored by log-likelihood after the prompt (options not
                                    shown in the prompt); ``mc``: options listed in the prompt, ``choices`` holds
@@ -34,7 +36,7 @@ from ..errors import ClueflowError
 from ..io import read_table
 from ..scoring import encode_continuation, encode_prompt
 
-SPLITS = ("circuit", "train", "test")
+SPLITS = ("circuit", "train", "validation", "test")
 FORMATS = ("cloze", "choice", "mc")
 COLUMNS = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer", "choices", "label",
            "text", "refusal")

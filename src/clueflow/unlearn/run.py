@@ -7,9 +7,11 @@
 * ``train_log.parquet``: one row per optimizer step — stage, epoch, step, skipped, loss, forget_loss,
   retain_loss (null without a retain term), grad_norm (before clipping, trainable entries only), lr, seconds;
 * ``masks/{stage}.safetensors``: each stage's mask, in the mask-file format (absent for full fine-tuning);
-* ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, per-stage trainable
-  entries and unlearned-parameter share (or the merged LoRA adapter: r, alpha, dropout, target modules,
-  trainable parameters), dtype, wall seconds. The device is not recorded: it changes no result beyond round-off.
+* ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, per stage its
+  optimizer steps, trainable entries and unlearned-parameter share (or the merged LoRA adapter: r, alpha, dropout,
+  target modules, trainable parameters), dtype, wall seconds; with ``unlearn.lr_grid``, ``lr_grid``: the lr
+  search (grid, per-lr validation scores, pick), whose pick is the settings' ``lr``. The device is not
+  recorded: it changes no result beyond round-off.
 
 The directory appears complete or not at all (written beside the target, then renamed). :func:`launch` runs
 one unlearning in several processes (``unlearn.gpus``); only the first writes the directory.
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from .batches import Batches, examples
 from .methods import METHODS, Context, needs_graph
-from .trainer import UnlearnData, train, world
+from .trainer import Stage, UnlearnData, allot_steps, train, world
 
 SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
 
@@ -54,14 +57,46 @@ def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
     return train_rows.sample(n=n, random_state=seed).sort_index() if n < len(train_rows) else train_rows
 
 
-def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path],
-                out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
-                seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
-                device: str | torch.device = default("model.device"), trust_remote_code: bool = False
-                ) -> dict[str, Any]:
-    started = time.perf_counter()
-    check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
-    impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
+def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: pd.DataFrame, *, run: str, impl,
+            options: dict[str, Any], settings: dict[str, Any], seed: int) -> tuple[list[Stage], list[dict]]:
+    """Train ``model`` in place by method ``impl`` (its stages; ``settings["steps"]`` split over them): the stages
+    and the train log. :func:`run_unlearn` and the lr search (:mod:`.lr`) both train through here."""
+
+    def batches(df, kind, salt):
+        return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
+                       pad_id=tok.pad_token_id or 0, seed=seed + salt, device=model_device(model))
+
+    data = UnlearnData(forget=batches(forget_df, "forget", 0), refusal=batches(forget_df, "refusal", 0),
+                       retain=batches(retain_df, "retain", 1))
+    ctx = Context(model=model, tok=tok, graph=graph, data=data, forget_qa=batches(forget_df, "retain", 0),
+                  forget_df=forget_df, settings=settings, options=options, clue_masks=clue_masks, seed=seed)
+    try:
+        stages = impl(ctx)
+    except ValueError as err:
+        raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
+    if settings["steps"] is not None:
+        allot_steps(stages, settings["steps"])
+    log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
+                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"])
+    return stages, log
+
+
+@dataclass
+class Inputs:
+    """What one run trains on: the tokenizer, the forget rows to unlearn, the retain rows (train split), the model
+    (loaded after seeding torch with the run's seed), its graph and the pair's CLUE masks."""
+
+    tok: Any
+    forget_df: pd.DataFrame
+    retain_df: pd.DataFrame
+    model: Any
+    graph: Any
+    clue_masks: dict | None
+
+
+def load_inputs(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path], *, method: str,
+                settings: dict[str, Any], seed: int, masks: dict[str, str | Path] | None, dtype: str,
+                device: str | torch.device, trust_remote_code: bool) -> Inputs:
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     full = read_set(forget_path, tokenizer=tok)
     if not (full["split"] == "train").any():
@@ -79,29 +114,36 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     clue_masks = None
     if masks is not None:  # the pair's CLUE mask files: {"forget": path, "conflict": path}
         clue_masks = {k: load_masks(masks[k], model, graph=graph) for k in ("forget", "conflict")}
+    return Inputs(tok, forget_df, retain_df, model, graph, clue_masks)
 
-    def batches(df, kind, salt):
-        return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
-                       pad_id=tok.pad_token_id or 0, seed=seed + salt, device=model_device(model))
 
-    data = UnlearnData(forget=batches(forget_df, "forget", 0), refusal=batches(forget_df, "refusal", 0),
-                       retain=batches(retain_df, "retain", 1))
-    ctx = Context(model=model, tok=tok, graph=graph, data=data, forget_qa=batches(forget_df, "retain", 0),
-                  forget_df=forget_df, settings=settings, options=options, clue_masks=clue_masks, seed=seed)
-    try:
-        stages = impl(ctx)
-    except ValueError as err:
-        raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
-    log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
-                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"])
+def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path],
+                out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
+                seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
+                device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
+                lr_search: str | Path | None = None) -> dict[str, Any]:
+    """``lr_search``: the run's lr search file (:mod:`.lr`, ``unlearn.lr_grid``), whose pick replaces ``lr``."""
+    started = time.perf_counter()
+    check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
+    impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
+    searched = None if lr_search is None else json.loads(Path(lr_search).read_text())
+    if searched is not None:
+        settings = {**settings, "lr": searched["lr"]}
+    x = load_inputs(model_dir, forget_path, retain_paths, method=method, settings=settings, seed=seed, masks=masks,
+                    dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    model, tok, forget_df, retain_df = x.model, x.tok, x.forget_df, x.retain_df
+    stages, log = unlearn(model, tok, x.graph, x.clue_masks, forget_df, retain_df, run=run, impl=impl,
+                          options=options, settings=settings, seed=seed)
+    rank = world()[0]
     pair = pair_of_files(forget_path, retain_paths)
     summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
                    n_forget=len(forget_df), n_retain=len(retain_df),
-                   stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, lr=s.lr, retain_weight=s.retain_weight,
-                                optimizer=s.optimizer, full_model=s.mask is None,
+                   stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, steps=trained_steps(log, s.name), lr=s.lr,
+                                retain_weight=s.retain_weight, optimizer=s.optimizer, full_model=s.mask is None,
                                 **({} if s.mask is None else mask_stats(s.mask, model)),
                                 **({} if s.adapter is None else dict(lora=s.adapter))) for s in stages],
-                   dtype=dtype, seconds=round(time.perf_counter() - started, 2))
+                   dtype=dtype, seconds=round(time.perf_counter() - started, 2),
+                   **({} if searched is None else dict(lr_grid=searched)))
     if rank != 0:  # every process holds the same trained weights
         return summary
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
@@ -112,6 +154,10 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
         write_parquet(tmp / "train_log.parquet", pd.DataFrame(log), metadata=dict(run=run, method=method))
         write_json(tmp / SUMMARY, summary)
     return summary
+
+
+def trained_steps(log: list[dict], stage: str) -> int:
+    return sum(1 for row in log if row["stage"] == stage and not row["skipped"])
 
 
 def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
@@ -131,7 +177,8 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
-    """One row per unlearning run (a checkpoint directory): wall time, steps, trainable share, final losses."""
+    """One row per unlearning run (a checkpoint directory): wall time, steps, lr (and the grid it was
+    picked from, if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
         s = json.loads((Path(ckpt) / SUMMARY).read_text())
@@ -139,7 +186,8 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
         rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seconds=s["seconds"],
-                         steps=len(trained), n_forget=s["n_forget"],
+                         steps=len(trained), n_forget=s["n_forget"], lr=s["settings"]["lr"],
+                         lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,
                          unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),
                                                  default=0.0),
                          final_loss=last.get("loss"), final_forget_loss=last.get("forget_loss")))

@@ -1,10 +1,11 @@
 """The one trainer every unlearning method runs through: a list of stages, each with its own mask.
 
 A stage minimises ``forget_loss(D_f) + retain_weight · nll(D_r)`` for ``epochs`` passes over the forget batches
-(one retain batch, cycled, per forget batch), updating only its mask's entries through a masked optimizer
-(:mod:`.optim`): entries outside the mask are never written. Parameters outside the mask get no gradient
-(``requires_grad`` off), which is where a masked step saves time over a full one. Gradient clipping uses the
-norm over the trainable entries only.
+(one retain batch, cycled, per forget batch) or, when its ``steps`` is set, for exactly that many optimizer steps
+over as many shuffled passes as they take (the log's ``epoch`` counts the passes), updating only its mask's
+entries through a masked optimizer (:mod:`.optim`): entries outside the mask are never written. Parameters
+outside the mask get no gradient (``requires_grad`` off), which is where a masked step saves time over a full one.
+Gradient clipping uses the norm over the trainable entries only.
 
 Memory options (the run's settings): ``gradient_checkpointing`` recomputes each layer's activations in the
 backward pass instead of keeping them; ``lora`` trains a full-model stage as a fresh peft LoRA adapter that is
@@ -41,6 +42,7 @@ class Stage:
     mask: dict[str, torch.Tensor] | None  # None: every parameter of the model
     loss: str = "po"
     epochs: int = 1
+    steps: int | None = None  # set (by :func:`allot_steps`): exactly this many optimizer steps instead of epochs
     lr: float = 1e-5
     retain_weight: float = 0.0
     optimizer: str = "adamw"
@@ -54,6 +56,38 @@ class UnlearnData:
     forget: Batches  # GA/NPO examples
     refusal: Batches  # PO examples (same rows, refusal targets)
     retain: Batches | None
+
+
+def allot_steps(stages: list[Stage], steps: int) -> None:
+    """Split ``steps`` optimizer steps over the stages in proportion to their epochs (largest remainders get the
+    rounding); a stage with 0 epochs stays skipped."""
+    epochs = sum(s.epochs for s in stages)
+    if epochs == 0:  # every stage skipped
+        return
+    shares = [steps * s.epochs / epochs for s in stages]
+    counts = [int(x) for x in shares]
+    by_remainder = sorted(range(len(stages)), key=lambda i: counts[i] - shares[i])
+    for i in by_remainder[:steps - sum(counts)]:
+        counts[i] += 1
+    for stage, n in zip(stages, counts):
+        stage.steps = n
+
+
+def schedule(forget: Batches, stage: Stage):
+    """(epoch, batch) of each optimizer step of ``stage``: ``epochs`` passes, or exactly ``steps`` batches over as
+    many shuffled passes as they take."""
+    epoch, done = 0, 0
+    while (epoch < stage.epochs) if stage.steps is None else (done < stage.steps):
+        for batch in forget.epoch():
+            if stage.steps is not None and done == stage.steps:
+                return
+            yield epoch, batch
+            done += 1
+        epoch += 1
+
+
+def stage_steps(stage: Stage, forget: Batches) -> int:
+    return stage.epochs * len(forget) if stage.steps is None else stage.steps
 
 
 def _logits(model: nn.Module, batch) -> torch.Tensor:
@@ -119,7 +153,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
         ref = accel.reduce(ref, "sum")
     retain_stream = data.retain.forever() if data.retain is not None else None
     log, step = [], 0
-    total = sum(s.epochs * len(data.forget if s.loss != "po" else data.refusal) for s in stages)
+    total = sum(stage_steps(s, data.forget if s.loss != "po" else data.refusal) for s in stages)
     bar = tqdm(total=total, desc="unlearning", unit="step", disable=rank != 0)
     if gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -128,7 +162,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
         for stage in stages:
             masks = stage.mask
             trainable = None if masks is None else {n for n, m in masks.items() if bool(m.any())}
-            if stage.epochs == 0 or trainable == set():
+            if stage.epochs == 0 or stage.steps == 0 or trainable == set():
                 log.append(dict(stage=stage.name, epoch=-1, step=step, skipped=True))
                 continue
             with (lora_adapter(model, lora) if masks is None and lora is not None
@@ -143,43 +177,42 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                                                   **stage.options)
                 run = net if accel is None else accel.prepare(net)  # DDP shares net's parameters
                 forget = data.refusal if stage.loss == "po" else data.forget
-                for epoch in range(stage.epochs):
-                    for batch in forget.epoch():
-                        start = time.perf_counter()
-                        batch, weight = share(batch, rank, size)
-                        ref_lp = ref[batch.index] if ref is not None else None
-                        opt.zero_grad(set_to_none=True)
-                        forget_loss = FORGET_LOSSES[stage.loss](_logits(run, batch), batch.labels, ref_lp, beta)
-                        if weight != 1.0:
-                            forget_loss = forget_loss * weight
-                        loss, retain_loss = forget_loss, None
+                for epoch, batch in schedule(forget, stage):
+                    start = time.perf_counter()
+                    batch, weight = share(batch, rank, size)
+                    ref_lp = ref[batch.index] if ref is not None else None
+                    opt.zero_grad(set_to_none=True)
+                    forget_loss = FORGET_LOSSES[stage.loss](_logits(run, batch), batch.labels, ref_lp, beta)
+                    if weight != 1.0:
+                        forget_loss = forget_loss * weight
+                    loss, retain_loss = forget_loss, None
+                    if accel is None:
+                        # one process: the forget graph goes before the retain forward; each parameter's
+                        # gradient is the same one sum of the two terms as in a single backward
+                        forget_loss.backward()
+                    if stage.retain_weight and retain_stream is not None:
+                        r, r_weight = share(next(retain_stream), rank, size)
+                        retain_loss = nll(_logits(run, r), r.labels)
+                        if r_weight != 1.0:
+                            retain_loss = retain_loss * r_weight
+                        loss = loss + stage.retain_weight * retain_loss
                         if accel is None:
-                            # one process: the forget graph goes before the retain forward; each parameter's
-                            # gradient is the same one sum of the two terms as in a single backward
-                            forget_loss.backward()
-                        if stage.retain_weight and retain_stream is not None:
-                            r, r_weight = share(next(retain_stream), rank, size)
-                            retain_loss = nll(_logits(run, r), r.labels)
-                            if r_weight != 1.0:
-                                retain_loss = retain_loss * r_weight
-                            loss = loss + stage.retain_weight * retain_loss
-                            if accel is None:
-                                (stage.retain_weight * retain_loss).backward()
-                        if accel is None:
-                            norm = opt.clip_grad_norm_(grad_clip)
-                        else:
-                            accel.backward(loss)
-                            norm = accel.clip_grad_norm_(params.values(), grad_clip or float("inf"))
-                            forget_loss, loss, retain_loss = (None if t is None else accel.reduce(t.detach(), "mean")
-                                                              for t in (forget_loss, loss, retain_loss))
-                        opt.step()
-                        step += 1
-                        log.append(dict(stage=stage.name, epoch=epoch, step=step, skipped=False, loss=loss.item(),
-                                        forget_loss=forget_loss.item(),
-                                        retain_loss=None if retain_loss is None else retain_loss.item(),
-                                        grad_norm=float(norm), lr=stage.lr, seconds=time.perf_counter() - start))
-                        bar.update()
-                        bar.set_postfix(stage=stage.name, loss=f"{log[-1]['loss']:.3f}")
+                            (stage.retain_weight * retain_loss).backward()
+                    if accel is None:
+                        norm = opt.clip_grad_norm_(grad_clip)
+                    else:
+                        accel.backward(loss)
+                        norm = accel.clip_grad_norm_(params.values(), grad_clip or float("inf"))
+                        forget_loss, loss, retain_loss = (None if t is None else accel.reduce(t.detach(), "mean")
+                                                          for t in (forget_loss, loss, retain_loss))
+                    opt.step()
+                    step += 1
+                    log.append(dict(stage=stage.name, epoch=epoch, step=step, skipped=False, loss=loss.item(),
+                                    forget_loss=forget_loss.item(),
+                                    retain_loss=None if retain_loss is None else retain_loss.item(),
+                                    grad_norm=float(norm), lr=stage.lr, seconds=time.perf_counter() - start))
+                    bar.update()
+                    bar.set_postfix(stage=stage.name, loss=f"{log[-1]['loss']:.3f}")
                 del opt, run  # its state goes before the next stage's is allocated
     finally:
         bar.close()

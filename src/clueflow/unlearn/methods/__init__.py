@@ -5,9 +5,11 @@ returns ``list[Stage]``. Localization baselines compute a mask in the same forma
 bool tensor per maskable parameter, see :mod:`clueflow.masks`) and fine-tune through the same trainer.
 
 Settings every method reads (the config's ``unlearn`` section, overridable per run): ``lr``, ``epochs`` (total
-epochs of a single-stage method), ``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ),
-``weight_decay``; the trainer's memory options ``gradient_checkpointing`` and ``lora`` (the latter for the
-full-parameter methods of :data:`FULL_PARAMETER` only: a masked method trains exactly its mask's entries). The
+epochs of a single-stage method), ``steps`` (the run's optimizer steps, split over its stages in proportion to
+their epochs by the run step; null: the epochs), ``lr_grid`` (the lrs an lr search picks ``lr`` from),
+``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ), ``weight_decay``; the trainer's memory options
+``gradient_checkpointing`` and ``lora`` (the latter for the full-parameter methods of :data:`FULL_PARAMETER`
+only: a masked method trains exactly its mask's entries). The
 section's ``gpus`` (per run too) is not a setting of the run's result: it sizes the job and its process count.
 Only the full-parameter methods run without the circuit graph (:func:`needs_graph`), on any causal LM.
 """
@@ -34,8 +36,8 @@ from ..trainer import Stage, UnlearnData
 METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning method")
 LOSSES = tuple(FORGET_LOSSES)  # the ``loss`` option of a method
 RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the maskable entries, or CLUE's count
-SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "epochs", "loss", "retain_weight", "weight_decay",
-            "npo_beta", "grad_clip", "gradient_checkpointing", "lora")
+SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "lr_grid", "epochs", "steps", "loss", "retain_weight",
+            "weight_decay", "npo_beta", "grad_clip", "gradient_checkpointing", "lora")
 FULL_PARAMETER: set[str] = set()  # methods that train every parameter (filled where they register)
 DENSE_MLP = "dense_mlp"  # a method's requirement: it scores or edits the neurons of one MLP output projection a layer
 

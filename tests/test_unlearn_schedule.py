@@ -1,0 +1,157 @@
+"""The run's schedule: ``unlearn.steps`` trains exactly that many optimizer steps, split over the stages in proportion
+to their epochs; a validation split (``datasets.<name>.validation``); the lr search on it (``unlearn.lr_grid``)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from clueflow.data.build import build_set, write_set
+from clueflow.data.filter import correctness
+from clueflow.errors import ClueflowError
+from clueflow.masks import build_masks, save_masks
+from clueflow.models import load_model, load_tokenizer
+from clueflow.plan import Plan
+from clueflow.unlearn.lr import pick, search_lr, validation_rows
+from clueflow.unlearn.run import run_unlearn, runs_table
+from clueflow.unlearn.trainer import Stage, allot_steps
+
+SETTINGS = dict(forget_ratio=6, batch_size=4, max_length=48, lr=3e-3, epochs=2, loss="ga", retain_weight=0.3,
+                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None,
+                steps=None, lr_grid=None)
+SPLIT = {"splits": {"circuit": 0.2, "train": 0.4, "test": 0.4}, "validation": 0.25}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("schedule")
+    model_dir = tiny_dirs["llama"]
+    tok = load_tokenizer(model_dir)
+    write_set("capitals", {"generator": "capitals", "n": 30, **SPLIT}, tok, root / "capitals.parquet", seed=0)
+    write_set("sentiment", {"generator": "sentiment", "n": 20, **SPLIT}, tok, root / "sentiment.parquet", seed=0)
+    model = load_model(model_dir)
+    masks = root / "masks"
+    save_masks(build_masks(model, ["a0.h1", "m1"]), masks / "forget.safetensors")
+    save_masks(build_masks(model, ["a1.h0", "m0"]), masks / "conflict.safetensors")
+    return dict(model=model_dir, forget=root / "capitals.parquet", retain=[root / "sentiment.parquet"],
+                masks={k: masks / f"{k}.safetensors" for k in ("forget", "conflict")}, root=root)
+
+
+def run(setup, method, name, lr_search=None, **settings):
+    out = setup["root"] / "ckpt" / name
+    summary = run_unlearn(setup["model"], setup["forget"], setup["retain"], out, run=name, method=method,
+                          options={}, settings={**SETTINGS, **settings}, masks=setup["masks"], lr_search=lr_search)
+    return pd.read_parquet(out / "train_log.parquet"), summary
+
+
+@pytest.mark.parametrize("epochs, steps, expected", [
+    ([1, 5], 50, [8, 42]), ([1, 5], 6, [1, 5]), ([0, 5], 7, [0, 7]), ([3], 11, [11]), ([1, 1, 1], 4, [2, 1, 1]),
+])
+def test_steps_are_split_over_stages_in_proportion_to_their_epochs(epochs, steps, expected):
+    stages = [Stage(f"s{i}", None, epochs=e) for i, e in enumerate(epochs)]
+    allot_steps(stages, steps)
+    assert [s.steps for s in stages] == expected
+
+
+def test_a_single_stage_run_trains_exactly_its_steps_over_shuffled_passes(setup):
+    log, summary = run(setup, "ga", "ga_steps", steps=5)  # 6 forget rows in batches of 4: 2 batches a pass
+    trained = log[~log["skipped"]]
+    assert len(trained) == 5 and list(trained["step"]) == [1, 2, 3, 4, 5]
+    assert list(trained["epoch"]) == [0, 0, 1, 1, 2]
+    assert [s["steps"] for s in summary["stages"]] == [5]
+
+
+def test_clue_trains_its_steps_split_one_to_five(setup):
+    log, summary = run(setup, "clue", "clue_steps", steps=12)
+    trained = log[~log["skipped"]]
+    assert trained.groupby("stage").size().to_dict() == {"stage1": 2, "stage2": 10}
+    assert [(s["name"], s["steps"]) for s in summary["stages"]] == [("stage1", 2), ("stage2", 10)]
+    assert trained["step"].tolist() == list(range(1, 13))
+
+
+def test_steps_null_keeps_the_epochs_schedule(setup):
+    log, summary = run(setup, "clue", "clue_epochs")
+    assert log.groupby("stage").size().to_dict() == {"stage1": 2, "stage2": 10}  # 1 and 5 epochs of 2 batches
+    assert log.groupby("stage")["epoch"].max().to_dict() == {"stage1": 0, "stage2": 4}
+    assert [s["steps"] for s in summary["stages"]] == [2, 10]
+
+
+def test_validation_split_is_carved_from_the_non_circuit_rows_and_keeps_facts_together(byte_tok):
+    spec = {"generator": "capitals", "n": 120, "options": {"forms": ["cloze", "mc"]}, "split_by": "fact"}
+    plain = build_set("capitals", spec, byte_tok, seed=0)
+    assert build_set("capitals", {**spec, "validation": 0}, byte_tok, seed=0).equals(plain)
+    assert "validation" not in set(plain["split"])
+    carved = build_set("capitals", {**spec, "validation": 0.2}, byte_tok, seed=0)
+    sizes, before = carved["split"].value_counts(), plain["split"].value_counts()
+    assert sizes["circuit"] == before["circuit"]
+    outside = len(carved) - sizes["circuit"]
+    assert abs(sizes["validation"] - 0.2 * outside) <= 2  # whole facts (a cloze and an mc row each) move together
+    assert sizes["train"] < before["train"] and sizes["test"] < before["test"]
+    assert (carved.groupby("text")["split"].nunique() == 1).all()
+
+
+def test_lr_search_scores_each_lr_on_the_validation_split_and_the_run_trains_at_the_pick(setup):
+    grid = [1e-4, 3e-2]
+    out = setup["root"] / "lr" / "ga.json"
+    found = search_lr(setup["model"], setup["forget"], setup["retain"], out, run="ga_lr", method="ga", options={},
+                      settings={**SETTINGS, "steps": 4, "lr_grid": grid}, masks=setup["masks"])
+    assert json.loads(out.read_text()) == found
+    assert [s["lr"] for s in found["scores"]] == grid and found["grid"] == grid
+    assert found["lr"] == pick(found["scores"])
+    assert found["n_forget_validation"] == (pd.read_parquet(setup["forget"])["split"] == "validation").sum() > 0
+    for s in found["scores"]:
+        assert 0 <= s["forget_efficacy"] <= 1 and 0 <= s["retain_accuracy"] <= 1
+        assert s["score"] == pytest.approx((s["forget_efficacy"] + s["retain_accuracy"]) / 2)
+    log, summary = run(setup, "ga", "ga_lr", steps=4, lr_grid=grid, lr_search=out)
+    assert summary["settings"]["lr"] == found["lr"] and set(log["lr"]) == {found["lr"]}
+    assert summary["lr_grid"] == found
+    rows = [validation_rows(p) for p in (setup["forget"], *setup["retain"])]
+    ckpt = setup["root"] / "ckpt" / "ga_lr"
+    ok = [correctness(load_model(ckpt), load_tokenizer(ckpt), r, corrupted=False)["correct"].mean() for r in rows]
+    picked = next(s for s in found["scores"] if s["lr"] == found["lr"])
+    assert (1 - ok[0], ok[1]) == (picked["forget_efficacy"], picked["retain_accuracy"])  # the trial is the run
+    run(setup, "ga", "ga_plain", steps=1)
+    table = runs_table([ckpt, setup["root"] / "ckpt" / "ga_plain"])
+    assert table["lr"].tolist() == [found["lr"], SETTINGS["lr"]]
+    assert table["lr_grid"].iloc[0] == "0.0001, 0.03" and pd.isna(table["lr_grid"].iloc[1])
+
+
+def test_the_first_lr_trial_is_the_run_that_lr_trains(setup):
+    out = setup["root"] / "lr" / "same.json"
+    search_lr(setup["model"], setup["forget"], setup["retain"], out, run="same", method="ga", options={},
+              settings={**SETTINGS, "steps": 3, "lr_grid": [2e-2, 2e-2]}, masks=setup["masks"])
+    scores = json.loads(out.read_text())["scores"]
+    assert scores[0] == scores[1]  # the base weights and the random state are restored between lrs
+
+
+def test_ties_go_to_the_smaller_lr():
+    scores = [dict(lr=1e-3, score=0.5), dict(lr=1e-4, score=0.5), dict(lr=1e-5, score=0.4)]
+    assert pick(scores) == 1e-4
+
+
+def test_lr_search_refuses_a_set_without_validation_rows(setup, tiny_dirs, tmp_path):
+    plain = tmp_path / "sentiment.parquet"
+    write_set("sentiment", {"generator": "sentiment", "n": 20}, load_tokenizer(tiny_dirs["llama"]), plain, seed=0)
+    with pytest.raises(ClueflowError, match="no rows in the validation split") as err:
+        search_lr(setup["model"], setup["forget"], [plain], tmp_path / "lr.json", run="ga", method="ga",
+                  options={}, settings={**SETTINGS, "lr_grid": [1e-3]})
+    assert err.value.field == "split" and not (tmp_path / "lr.json").exists()
+
+
+def test_a_config_with_lr_grid_needs_validation_rows_in_every_set_of_its_pairs():
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg["unlearn"]["lr_grid"] = [1e-5, 3e-5]
+    retain = cfg["retain"][0]
+    with pytest.raises(ClueflowError, match="validation") as err:
+        Plan.from_config(cfg, file="my.yaml")
+    assert err.value.field == f"datasets.{cfg['forget']}.validation"
+    for name in cfg["datasets"]:
+        cfg["datasets"][name]["validation"] = 0.1
+    plan = Plan.from_config(cfg, file="my.yaml")
+    assert all(plan.searches_lr(r) for r in plan.runs)
+    del cfg["datasets"][retain]["validation"]
+    with pytest.raises(ClueflowError) as err:
+        Plan.from_config(cfg, file="my.yaml")
+    assert err.value.field == f"datasets.{retain}.validation"
