@@ -5,7 +5,8 @@ import torch
 from clueflow.circuits.discover import make_batches, resize_circuit, run_circuit, summarize
 from clueflow.circuits.graph import build_graph
 from clueflow.circuits.runtime import attribute, capture, frozen, patched_logits
-from clueflow.circuits.select import circuit_of_size, edge_mask, gate_labels, prune
+from clueflow.circuits.select import (circuit_of_size, edge_mask, gate_labels, node_count, node_edges, node_scores,
+                                     prune, target_matrix)
 from clueflow.data.build import write_set
 from clueflow.errors import ClueflowError
 from clueflow.models import load_tokenizer, tiny_model
@@ -276,3 +277,43 @@ def test_a_node_budget_shrinks_both_circuits_to_one_size_within_it(tiny_dirs, io
                            tmp_path / "r.json", edge_fraction=0.5, batch_size=3)
     assert again["mlp_blocks"] == 4 and again["max_nodes"] == bounded["max_nodes"]
     assert again["noising"]["edges"] == bounded["noising"]["edges"]
+
+
+def test_node_scores_sum_the_edges_a_node_sends_and_its_receivers_take_in():
+    g = build_graph(tiny_model("llama"))
+    w, r = g.writers, g.receivers
+    scores = torch.zeros(len(w), len(r))
+    h0, h1, later = w.index("a0.h0"), w.index("a0.h1"), w.index("a1.h0")
+    scores[h1, r.index("a1.h0.q")] = -2.0  # an edge a0.h1 sends
+    scores[0, r.index("a0.h1.q")] = 3.0  # edges into its receivers; kv group 0 is shared with a0.h0
+    scores[0, r.index("a0.kv0.k")] = 0.5
+    s = node_scores(g, scores)
+    assert s[h1].item() == pytest.approx(2.0 + 3.0 + 0.5)
+    assert s[h0].item() == pytest.approx(0.5)
+    assert s[0].item() == pytest.approx(3.5) and s[later].item() == pytest.approx(2.0)
+    assert (s[[i for i in range(len(w)) if i not in (0, h0, h1, later)]] == 0).all()
+
+
+def test_node_first_selection_keeps_the_top_nodes_and_only_edges_among_them():
+    g = build_graph(tiny_model("llama"), mlp_blocks=4)
+    scores = torch.rand(len(g.writers), len(g.receivers), generator=torch.Generator().manual_seed(0))
+    scores[:, g.receivers.index("logits")] *= 10  # the writers into the logits dominate
+    allowed = node_edges(g, scores, 3)
+    kept = allowed.any(1) | (target_matrix(g) & allowed.any(0)[:, None]).any(0)
+    top = torch.sort(node_scores(g, scores)[1:], descending=True, stable=True).indices[:3] + 1
+    assert set(kept.nonzero().flatten().tolist()) <= {0, *top.tolist()}
+    assert (allowed <= edge_mask(g)).all()
+    circuit = circuit_of_size(g, scores, int(prune(g, allowed).sum()), allowed)
+    assert (circuit <= allowed).all() and node_count(g, circuit) <= 3 and circuit.any()
+
+
+def test_node_first_selection_under_a_budget_gives_both_circuits_one_size(tiny_dirs, ioi_set, tmp_path):
+    s = run_circuit(ioi_set, tiny_dirs["llama"], tmp_path / "c.parquet", tmp_path / "c.json", edge_fraction=0.5,
+                    n_examples=6, batch_size=3, mlp_blocks=4, node_fraction=0.4, selection="nodes")
+    assert s["selection"] == "nodes"
+    for d in ("noising", "denoising"):
+        assert 0 < s[d]["nodes"] <= s["max_nodes"]
+        assert s[d]["edges"] == s["noising"]["edges"]
+    again = resize_circuit(tmp_path / "c.parquet", ioi_set, tiny_dirs["llama"], tmp_path / "r.parquet",
+                           tmp_path / "r.json", edge_fraction=0.5, batch_size=3)
+    assert again["selection"] == "nodes" and again["noising"]["edges"] == s["noising"]["edges"]

@@ -75,7 +75,8 @@ def test_optional_sections_get_their_defaults():
     del cfg["filter"], cfg["circuits"]
     validate_config(cfg)
     assert cfg["filter"] == {"keep": "clean", "batch_size": 32}
-    assert cfg["circuits"] == {"method": "eap_dual", "edge_fraction": 0.05, "node_fraction": 1, "mlp_blocks": 1,
+    assert cfg["circuits"] == {"method": "eap_dual", "edge_fraction": 0.05, "node_fraction": 1,
+                               "selection": "edges", "mlp_blocks": 1,
                                "n_examples": 32,
                                "batch_size": 8,
                                "max_length": 512, "batch_tokens": 4096, "ig_steps": 5, "edge_pruning": {"steps": 100, "lr": 0.1, "lambda_lr": 0.01,

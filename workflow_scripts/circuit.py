@@ -8,5 +8,5 @@ with logged(snakemake.log[0], threads=snakemake.threads):
                 method=c["method"], edge_fraction=c["edge_fraction"], n_examples=c["n_examples"],
                 batch_size=c["batch_size"], max_length=c["max_length"], batch_tokens=c["batch_tokens"],
                 options=c["options"], seed=p.seed, mlp_blocks=c["mlp_blocks"],
-                node_fraction=c["node_fraction"], dtype=p.dtype,
+                node_fraction=c["node_fraction"], selection=c["selection"], dtype=p.dtype,
                 device=device(snakemake), trust_remote_code=p.trust_remote_code)

@@ -139,7 +139,7 @@ def _cmd_circuits_build(args) -> None:
                     edge_fraction=args.edge_fraction, n_examples=args.n_examples, batch_size=args.batch_size,
                     max_length=args.max_length, batch_tokens=args.batch_tokens,
                     options=options, seed=args.seed, mlp_blocks=args.mlp_blocks,
-                    node_fraction=args.node_fraction, dtype=args.dtype,
+                    node_fraction=args.node_fraction, selection=args.selection, dtype=args.dtype,
                     device=args.device)
     for d in ("noising", "denoising"):
         f = s[d]["faithfulness"]
@@ -485,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_solve_summary)
     p = slv.add_parser("explain", help="why a node has its category: the clauses that force it")
+    _flag(p, "--selection", "circuits.selection", help="under a node budget: top edges (edges) or top nodes first")
     p.add_argument("node")
     _required(p, "--wcnf", "--assignment")
     p.set_defaults(func=_cmd_solve_explain)

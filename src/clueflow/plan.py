@@ -216,7 +216,7 @@ class Plan:
         """Only what the configured method uses, so that editing another method's options reruns nothing."""
         c = self.config["circuits"]
         keys = ("method", "edge_fraction", "n_examples", "batch_size", "max_length", "batch_tokens", "mlp_blocks",
-                "node_fraction")
+                "node_fraction", "selection")
         return {**{k: c[k] for k in keys}, "options": method_options(c)}
 
     def unlearn_params(self, run: str) -> dict[str, Any]:

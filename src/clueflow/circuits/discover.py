@@ -40,7 +40,8 @@ from ..scoring import encode_continuation, encode_prompt
 from .attribution import METHODS, Attribution
 from .graph import Graph, build_graph
 from .runtime import Batch
-from .select import GATES, circuit_of_size, edge_mask, faithfulness, gate_labels, size_within_nodes, sparsity
+from .select import (GATES, circuit_of_size, edge_mask, faithfulness, gate_labels, node_edges, prune,
+                     size_within_nodes, sparsity)
 
 
 def method_options(circuits: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +94,8 @@ def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fra
              batch_size: int = 8, max_length: int = default("circuits.max_length"),
              batch_tokens: int = default("circuits.batch_tokens"), options: dict[str, Any] | None = None,
              seed: int = 0, mlp_blocks: int = default("circuits.mlp_blocks"),
-             node_fraction: float = default("circuits.node_fraction")) -> tuple[pd.DataFrame, dict[str, Any], float]:
+             node_fraction: float = default("circuits.node_fraction"),
+             selection: str = default("circuits.selection")) -> tuple[pd.DataFrame, dict[str, Any], float]:
     """Scores, both circuits (equal pruned size), gate labels and faithfulness for the rows of ``df``;
     returns the edge table, the summary and the wall seconds."""
     start = time.perf_counter()
@@ -104,24 +106,32 @@ def discover(model, tok, df: pd.DataFrame, *, method: str = "eap_dual", edge_fra
     attr = METHODS.get(method, field="circuits.method")(model, graph, batches, edge_fraction=edge_fraction,
                                                         seed=seed, **options)
     edges, summary = select_circuits(model, graph, batches, attr, edge_fraction=edge_fraction,
-                                     node_fraction=node_fraction)
+                                     node_fraction=node_fraction, selection=selection)
     summary.update(method=method, options=options)
     return edges, summary, round(time.perf_counter() - start, 2)
 
 
 def select_circuits(model, graph: Graph, batches: list[Batch], attr: Attribution, *, edge_fraction: float,
-                    node_fraction: float = default("circuits.node_fraction")) -> tuple[pd.DataFrame, dict[str, Any]]:
+                    node_fraction: float = default("circuits.node_fraction"),
+                    selection: str = default("circuits.selection")) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Both circuits of ``edge_fraction`` × edges from the scores in ``attr`` — fewer where either would touch
     more than ``node_fraction`` of the nodes, so that both keep the same size — gate labels and faithfulness on
-    ``batches``: the edge table and the summary."""
+    ``batches``: the edge table and the summary. Under a node budget, ``selection`` ``edges`` takes the top edges
+    while they fit it; ``nodes`` takes each direction's top nodes by summed |score| and the top edges among them."""
     size = max(1, round(edge_fraction * graph.n_edges))
     budget: dict[str, Any] = {}
+    scores = {"noising": attr.noising, "denoising": attr.denoising}
+    allowed = dict.fromkeys(scores)  # None: every edge
     if node_fraction < 1:
         max_nodes = int(node_fraction * (len(graph.writers) - 1))
-        size = max(1, min(size, *(size_within_nodes(graph, s, max_nodes) for s in (attr.noising, attr.denoising))))
-        budget = dict(node_fraction=node_fraction, max_nodes=max_nodes)
-    circuits = {"noising": circuit_of_size(graph, attr.noising, size),
-                "denoising": circuit_of_size(graph, attr.denoising, size)}
+        if selection == "nodes":  # each direction's top nodes, then its top edges among them
+            allowed = {d: node_edges(graph, s, max_nodes) for d, s in scores.items()}
+            caps = [int(prune(graph, a).sum()) for a in allowed.values()]
+        else:
+            caps = [size_within_nodes(graph, s, max_nodes) for s in scores.values()]
+        size = max(1, min(size, *caps))
+        budget = dict(node_fraction=node_fraction, max_nodes=max_nodes, selection=selection)
+    circuits = {d: circuit_of_size(graph, s, size, allowed[d]) for d, s in scores.items()}
     labels = gate_labels(circuits["noising"], circuits["denoising"])
     summary: dict[str, Any] = dict(edge_fraction=edge_fraction, **budget, n_examples=attr.n_examples,
                                    n_edges_total=graph.n_edges, n_writers=len(graph.writers),
@@ -176,7 +186,8 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
                 max_length: int = default("circuits.max_length"), batch_tokens: int = default("circuits.batch_tokens"),
                 options: dict[str, Any] | None = None, seed: int = 0, split: str = "circuit",
                 mlp_blocks: int = default("circuits.mlp_blocks"),
-                node_fraction: float = default("circuits.node_fraction"), dtype: str = default("model.dtype"),
+                node_fraction: float = default("circuits.node_fraction"),
+                selection: str = default("circuits.selection"), dtype: str = default("model.dtype"),
                 device: str = default("model.device"), trust_remote_code: bool = False) -> dict[str, Any]:
     """File-level step: filtered data set + model → circuit parquet + JSON summary (computed on ``device``)."""
     METHODS.get(method, field="circuits.method")  # before any model is loaded
@@ -186,7 +197,7 @@ def run_circuit(data_path: str | Path, model_dir: str | Path, out_parquet: str |
     edges, summary, seconds = discover(model, tok, rows, method=method, edge_fraction=edge_fraction,
                                        batch_size=batch_size, max_length=max_length, batch_tokens=batch_tokens,
                                        options=options, seed=seed, mlp_blocks=mlp_blocks,
-                                       node_fraction=node_fraction)
+                                       node_fraction=node_fraction, selection=selection)
     summary.update(set=set_name(data_path), seed=seed, split=split,
                    example_ids=rows["id"].tolist())
     return _write_circuit(edges, summary, seconds, out_parquet, out_json)
@@ -229,7 +240,8 @@ def resize_circuit(circuit_path: str | Path, data_path: str | Path, model_dir: s
     batches = make_batches(rows, tok, batch_size, max_length=max_length, batch_tokens=batch_tokens,
                            device=model_device(model))
     edges, summary = select_circuits(model, graph, batches, attr, edge_fraction=edge_fraction,
-                                     node_fraction=meta.get("node_fraction", 1.0))  # the original's node budget
+                                     node_fraction=meta.get("node_fraction", 1.0),  # the original's node budget
+                                     selection=meta.get("selection", "edges"))
     summary = {**{k: v for k, v in meta.items() if k not in summary}, **summary, "resized_from": str(circuit_path)}
     return _write_circuit(edges, summary, round(time.perf_counter() - started, 2), out_parquet, out_json)
 

@@ -1,5 +1,6 @@
-"""Circuit selection (top edges by |score|, pruned to paths input → logits, equal sizes in both directions),
-AND/OR/ADDER gate labels, and faithfulness/sparsity by real edge patching.
+"""Circuit selection (top edges by |score|, pruned to paths input → logits, equal sizes in both directions; or,
+under a node budget, the top nodes first and the top edges among them), AND/OR/ADDER gate labels, and
+faithfulness/sparsity by real edge patching.
 
 All circuits are bool matrices ``[W, R]`` over writers × receivers (entries that are not edges stay False).
 """
@@ -53,9 +54,10 @@ def prune(graph: Graph, keep: torch.Tensor) -> torch.Tensor:
     return keep & writers[:, None] & live_receivers[None, :]
 
 
-def top_edges(graph: Graph, scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` edges with the largest |score| (ties broken by edge order, so the result is deterministic)."""
-    mask = edge_mask(graph)
+def top_edges(graph: Graph, scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``k`` edges with the largest |score| (ties broken by edge order, so the result is deterministic), among
+    the ``allowed`` ones when given."""
+    mask = edge_mask(graph) if allowed is None else edge_mask(graph) & allowed
     flat = torch.where(mask, scores.abs(), torch.full_like(scores, -1.0)).flatten()
     order = torch.sort(flat, descending=True, stable=True).indices[:k]
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
@@ -63,17 +65,37 @@ def top_edges(graph: Graph, scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view_as(scores) & mask
 
 
-def circuit_of_size(graph: Graph, scores: torch.Tensor, size: int) -> torch.Tensor:
-    """The pruned top-k circuit for the smallest k whose pruned size reaches ``size`` (pruned size grows
-    monotonically with k, so a binary search finds it)."""
+def circuit_of_size(graph: Graph, scores: torch.Tensor, size: int, allowed: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """The pruned top-k circuit (among ``allowed`` edges) for the smallest k whose pruned size reaches ``size``
+    (pruned size grows monotonically with k, so a binary search finds it)."""
     lo, hi = min(size, graph.n_edges), graph.n_edges
     while lo < hi:
         mid = (lo + hi) // 2
-        if int(prune(graph, top_edges(graph, scores, mid)).sum()) >= size:
+        if int(prune(graph, top_edges(graph, scores, mid, allowed)).sum()) >= size:
             hi = mid
         else:
             lo = mid + 1
-    return prune(graph, top_edges(graph, scores, lo))
+    return prune(graph, top_edges(graph, scores, lo, allowed))
+
+
+def node_scores(graph: Graph, scores: torch.Tensor) -> torch.Tensor:
+    """Per writer: the summed |score| of the edges it sends and of the edges its receivers (q/k/v, MLP or block
+    input) take in."""
+    a = torch.where(edge_mask(graph), scores.abs().float(), torch.zeros((), dtype=torch.float32))
+    return a.sum(1) + target_matrix(graph).T.float() @ a.sum(0)
+
+
+def node_edges(graph: Graph, scores: torch.Tensor, max_nodes: int) -> torch.Tensor:
+    """The edges among the ``max_nodes`` nodes of highest :func:`node_scores` (ties by node order; the input and
+    the logits always in): edges from a kept writer into a receiver that feeds kept nodes only (a key/value group
+    shared by several heads only when all of them are kept) or into the logits."""
+    s = node_scores(graph, scores)
+    s[0] = float("inf")  # the input
+    nodes = torch.zeros(len(s), dtype=torch.bool)
+    nodes[torch.sort(s, descending=True, stable=True).indices[:max_nodes + 1]] = True
+    receivers = ~(target_matrix(graph) & ~nodes[None, :]).any(1)  # the logits feed no node: always in
+    return edge_mask(graph) & nodes[:, None] & receivers[None, :]
 
 
 def node_count(graph: Graph, keep: torch.Tensor) -> int:
