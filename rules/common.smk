@@ -141,7 +141,7 @@ def retain_circuits(family):
     ]
 
 
-def unlearn_inputs(wildcards):
+def training_inputs(wildcards):
     """The pair's filtered retain sets, and its CLUE masks (from the run's circuit family) for runs that read them."""
     family, source = PLAN.mask_source(wildcards.run)
     masks = {
@@ -153,6 +153,13 @@ def unlearn_inputs(wildcards):
         L.filtered(model=wildcards.model, set=r) for r in pair_of(wildcards).retains
     ]
     return dict(retain=retain, **masks)
+
+
+def unlearn_inputs(wildcards):
+    """training_inputs, and the run's lr search on the pair for a run with an lr grid (one file for all seeds)."""
+    if not PLAN.searches_lr(wildcards.run):
+        return training_inputs(wildcards)
+    return dict(training_inputs(wildcards), lr=L.lr_search(**fields(wildcards)))
 
 
 def evaluated_model(wildcards):

@@ -10,6 +10,7 @@ import yaml
 
 from clueflow.data.build import build_set, write_set
 from clueflow.data.filter import correctness
+from clueflow.cli import main
 from clueflow.errors import ClueflowError
 from clueflow.masks import build_masks, save_masks
 from clueflow.models import load_model, load_tokenizer
@@ -155,3 +156,39 @@ def test_a_config_with_lr_grid_needs_validation_rows_in_every_set_of_its_pairs()
     with pytest.raises(ClueflowError) as err:
         Plan.from_config(cfg, file="my.yaml")
     assert err.value.field == f"datasets.{retain}.validation"
+
+
+def test_cli_lr_search_then_unlearn_run_at_the_pick(setup, tmp_path, capsys):
+    cfg = {"seed": 0, "model": {"name": "t", "source": "tiny:llama"}, "forget": "capitals", "retain": ["sentiment"],
+           "datasets": {"capitals": {"generator": "capitals", "n": 30, **SPLIT},
+                        "sentiment": {"generator": "sentiment", "n": 20, **SPLIT}},
+           "unlearn": {**{k: SETTINGS[k] for k in ("forget_ratio", "batch_size", "max_length", "lr")}, "steps": 2,
+                       "lr_grid": [1e-3, 1e-2], "methods": {"ga": {}, "po": {"lr_grid": None}}},
+           "tables": {"table1": ["ga"], "table2": [], "table3": [], "table6": [], "fig3": [], "fig4": [], "fig6": []}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(json.loads(json.dumps(cfg))))  # no YAML aliases for the shared splits
+    sets = ["--model-dir", str(setup["model"]), "--forget", str(setup["forget"]), "--retain", *map(str, setup["retain"])]
+    lr = tmp_path / "lr.json"
+    assert main(["unlearn", "lr-search", "--config", str(config), "--run", "ga", *sets, "--out", str(lr)]) == 0
+    found = json.loads(lr.read_text())
+    assert found["grid"] == [1e-3, 1e-2] and f"picked lr {found['lr']:g}" in capsys.readouterr().out
+    assert main(["unlearn", "run", "--config", str(config), "--run", "ga", *sets, "--out", str(tmp_path / "ga"),
+                 "--lr-search", str(lr)]) == 0
+    assert json.loads((tmp_path / "ga" / "unlearn.json").read_text())["settings"]["lr"] == found["lr"]
+    assert main(["unlearn", "lr-search", "--config", str(config), "--run", "po", *sets, "--out",
+                 str(tmp_path / "po.json")]) == 2
+    assert "unlearn.methods.po.lr_grid" in capsys.readouterr().err and not (tmp_path / "po.json").exists()
+
+
+def test_workflow_searches_the_lr_once_per_pair_before_the_runs_unlearn_jobs(tmp_path):
+    from test_workflow import TINY_CONFIG, job_counts, jobs, snakemake, workdir_with
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["unlearn"]["methods"]["ga"]["lr_grid"] = [1e-4, 1e-3]
+    for spec in cfg["datasets"].values():
+        spec["validation"] = 0.2
+    out = snakemake(workdir_with(tmp_path, cfg), "all", "--dry-run", "--cores", "1").stdout
+    searched = [w for rule, w in jobs(out) if rule == "lr_search"]
+    assert job_counts(out)["lr_search"] == len(searched) == 3  # ga on each retain set and on both
+    assert all("run=ga" in w for w in searched)
+    assert "results/lr/tiny-llama/ga/capitals__sentiment+ioi.json" in out

@@ -20,8 +20,9 @@
     clueflow masks build --assignment PATH --model-dir DIR --forget-out PATH --conflict-out PATH --stats PATH
     clueflow masks summary MASK.safetensors
     clueflow unlearn run --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out DIR
-                         [--forget-mask PATH --conflict-mask PATH]
-    clueflow unlearn methods
+                         [--forget-mask PATH --conflict-mask PATH] [--lr-search PATH]
+    clueflow unlearn lr-search --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out PATH
+                               [--forget-mask PATH --conflict-mask PATH]
     clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
     clueflow evaluate run --model-dir DIR --base-dir DIR --forget PATH --retain PATH... [--general PATH...]
                           [--task LM_EVAL_TASK[:METRIC]...] --run NAME --out PATH --summary PATH
@@ -293,23 +294,51 @@ def _cmd_tables_table3(args) -> None:
 
 
 def _cmd_unlearn_run(args) -> None:
-    from .plan import load_plan
     from .unlearn.run import run_unlearn
 
-    plan = load_plan(args.config)
+    plan, (method, options, settings) = _config_run(args)
     cfg = plan.config
-    if args.run not in plan.runs:
-        raise ClueflowError(f"no run {args.run!r} (runs: {', '.join(plan.runs)})", file=args.config,
-                            field="unlearn.methods")
-    method, options, settings = plan.run_spec(args.run)
-    if (args.forget_mask is None) != (args.conflict_mask is None):
-        raise ClueflowError("give both --forget-mask and --conflict-mask, or neither", field="--forget-mask")
-    masks = None if args.forget_mask is None else {"forget": args.forget_mask, "conflict": args.conflict_mask}
+    masks = _clue_masks(args)
     s = run_unlearn(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
                     options=options, settings=settings, seed=cfg["seed"], masks=masks,
                     dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
-                    trust_remote_code=cfg["model"]["trust_remote_code"])
+                    trust_remote_code=cfg["model"]["trust_remote_code"], lr_search=args.lr_search)
     print(f"{args.out}: {s['method']} on {s['n_forget']} forget / {s['n_retain']} retain examples, {s['seconds']} s")
+
+
+def _config_run(args):
+    """The plan of ``--config`` and the (method, options, settings) of its run ``--run``."""
+    from .plan import load_plan
+
+    plan = load_plan(args.config)
+    if args.run not in plan.runs:
+        raise ClueflowError(f"no run {args.run!r} (runs: {', '.join(plan.runs)})", file=args.config,
+                            field="unlearn.methods")
+    return plan, plan.run_spec(args.run)
+
+
+def _clue_masks(args) -> dict[str, Path] | None:
+    if (args.forget_mask is None) != (args.conflict_mask is None):
+        raise ClueflowError("give both --forget-mask and --conflict-mask, or neither", field="--forget-mask")
+    return None if args.forget_mask is None else {"forget": args.forget_mask, "conflict": args.conflict_mask}
+
+
+def _cmd_unlearn_lr_search(args) -> None:
+    from .unlearn.lr import search_lr
+
+    plan, (method, options, settings) = _config_run(args)
+    cfg = plan.config
+    if settings["lr_grid"] is None:
+        raise ClueflowError(f"run {args.run!r} has no lr_grid", file=args.config,
+                            field=f"unlearn.methods.{args.run}.lr_grid")
+    found = search_lr(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
+                      options=options, settings=settings, seed=cfg["seed"], masks=_clue_masks(args),
+                      dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
+                      trust_remote_code=cfg["model"]["trust_remote_code"], batch_size=cfg["evaluate"]["batch_size"])
+    for s in found["scores"]:
+        print(f"lr {s['lr']:g}: forget efficacy {s['forget_efficacy']:.3f}, retain accuracy "
+              f"{s['retain_accuracy']:.3f}, score {s['score']:.3f}")
+    print(f"{args.out}: picked lr {found['lr']:g}")
 
 
 def _cmd_unlearn_methods(args) -> None:
@@ -372,6 +401,15 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     """``--dtype`` and ``--device`` of a subcommand that computes with a model (config keys model.dtype/device)."""
     parser.add_argument("--dtype", default=default("model.dtype"), choices=choices("model.dtype"))
     _flag(parser, "--device", "model.device", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    """A configured unlearning run on one pair: config, run, model, sets, the pair's CLUE masks, output."""
+    _required(parser, "--config", "--model-dir", "--forget", "--out")
+    parser.add_argument("--run", required=True, help="a key of the config's unlearn.methods")
+    parser.add_argument("--retain", required=True, nargs="+", type=Path)
+    parser.add_argument("--forget-mask", type=Path, help="the pair's CLUE forget mask (forget.safetensors)")
+    parser.add_argument("--conflict-mask", type=Path, help="the pair's CLUE conflict mask (conflict.safetensors)")
 
 
 def _required(parser: argparse.ArgumentParser, *flags: str) -> None:
@@ -503,12 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     unl = stages.add_parser("unlearn", help="unlearning stage").add_subparsers(dest="cmd", required=True)
     p = unl.add_parser("run", help="train one configured run on one forget/retain pair")
-    _required(p, "--config", "--model-dir", "--forget", "--out")
-    p.add_argument("--run", required=True, help="a key of the config's unlearn.methods")
-    p.add_argument("--retain", required=True, nargs="+", type=Path)
-    p.add_argument("--forget-mask", type=Path, help="the pair's CLUE forget mask (forget.safetensors)")
-    p.add_argument("--conflict-mask", type=Path, help="the pair's CLUE conflict mask (conflict.safetensors)")
+    _run_flags(p)
+    p.add_argument("--lr-search", type=Path, help="the run's lr search file (clueflow unlearn lr-search): its pick "
+                                                  "replaces the lr")
     p.set_defaults(func=_cmd_unlearn_run, outputs={"out": CHECKPOINT_SUMMARY})
+    p = unl.add_parser("lr-search", help="pick a run's lr from its lr_grid on the validation split (config seed)")
+    _run_flags(p)
+    p.set_defaults(func=_cmd_unlearn_lr_search, outputs={"out": None})
     p = unl.add_parser("methods", help="registered unlearning methods and their options")
     p.set_defaults(func=_cmd_unlearn_methods)
     p = unl.add_parser("table", help="gather unlearning runs into one table")

@@ -155,6 +155,10 @@ class Layout:
         """An unlearned model (HF checkpoint directory with ``unlearn.json`` and ``train_log.parquet``)."""
         return self._path("checkpoints/{model}/{run}/{forget}__{retains}", v)
 
+    def lr_search(self, **v) -> str:
+        """A run's lr search on a pair (``unlearn.lr_grid``): grid, validation scores per lr, the pick."""
+        return self._path("lr/{model}/{run}/{forget}__{retains}.json", v)
+
     def evaluation(self, **v) -> str:
         """Per-example evaluation rows of one model (``run``; ``origin`` = the base model) on one pair."""
         return self._path("eval/{model}/{run}/{forget}__{retains}.parquet", v)

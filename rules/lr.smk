@@ -1,0 +1,23 @@
+rule lr_search:
+    """A run's lr picked from its lr_grid on the validation split of the pair's sets, before its unlearn jobs."""
+    input:
+        unpack(training_inputs),
+        model=L.model(),
+        forget=L.filtered(set="{forget}"),
+    output:
+        L.lr_search(),
+    log:
+        L.log("lr_search", "{model}/{run}/{forget}__{retains}"),
+    conda:
+        "../envs/clueflow.yaml"
+    threads: stage_threads("unlearn")
+    resources:
+        **stage_resources("unlearn"),
+    params:
+        spec=lambda wc: PLAN.unlearn_params(wc.run),
+        seed=config["seed"],
+        batch_size=config["evaluate"]["batch_size"],
+        model=PLAN.model_params(),
+        code=script_code("lr_search"),
+    script:
+        "../workflow_scripts/lr_search.py"
