@@ -10,9 +10,9 @@ rule lr_search:
         L.log("lr_search", "{model}/{run}/{forget}__{retains}"),
     conda:
         "../envs/clueflow.yaml"
-    threads: stage_threads("unlearn")
+    threads: stage_threads("lr_search")
     resources:
-        **stage_resources("unlearn"),
+        **stage_resources("lr_search"),
     params:
         spec=lambda wc: PLAN.unlearn_params(wc.run),
         seed=config["seed"],

@@ -192,3 +192,20 @@ def test_workflow_searches_the_lr_once_per_pair_before_the_runs_unlearn_jobs(tmp
     assert job_counts(out)["lr_search"] == len(searched) == 3  # ga on each retain set and on both
     assert all("run=ga" in w for w in searched)
     assert "results/lr/tiny-llama/ga/capitals__sentiment+ioi.json" in out
+
+
+def test_lr_search_jobs_are_sized_for_one_training_per_lr_on_one_gpu(tmp_path):
+    from clueflow.resources import job_resources, model_size, stage_work
+
+    from test_resources import JOB, LLAMA3_8B, config
+
+    cfg = config(**LLAMA3_8B)
+    size = model_size(cfg["model"], tmp_path)
+    epochs = stage_work("unlearn", cfg, size, JOB).tokens
+    cfg["unlearn"]["steps"] = 1000
+    steps = stage_work("unlearn", cfg, size, JOB).tokens
+    assert steps > epochs  # 1000 batches are more than the default 6 epochs of 16 rows
+    cfg["unlearn"].update(lr_grid=[1e-5, 3e-5, 1e-4], gpus=2)
+    assert stage_work("lr_search", cfg, size, JOB).tokens == 3 * steps
+    one, run = job_resources("lr_search", cfg, tmp_path, JOB), job_resources("unlearn", cfg, tmp_path, JOB)
+    assert one.gpus == 1 and run.gpus == 2 and one.runtime > run.runtime

@@ -12,14 +12,15 @@ measures the device-side ones). ``P`` parameters, ``b`` bytes per weight of ``mo
 * device memory = weights + stage state + activations:
   ``forward`` stages (filter, masks, re-selected circuits, evaluation): ``W * copies + B*T*(L*d*b*ACT_FORWARD + V*4)``;
   ``circuit`` (EAP): ``W + writers*B*T*d*b`` (writer deltas kept for the backward pass) ``+ B*T*L*d*b*ACT_BACKWARD
-  + 2*B*T*V*4``; ``unlearn``: ``W * copies + TRAINABLE_SHARE*P*ADAM_STATE_BYTES`` (fp32 moments, fp32 master,
+  + 2*B*T*V*4``; ``unlearn`` (and the lr search): ``W * copies + TRAINABLE_SHARE*P*ADAM_STATE_BYTES`` (fp32 moments, fp32 master,
   int32 index per trainable entry) ``+ P*b`` (gradients) ``+ B*T*L*d*b*ACT_BACKWARD + B*T*V*4``.
 * host memory (``mem_mb``): a GPU job holds the weights while loading and saving: ``BASE + W * copies``; a job
   computing on the CPU (``model.device: cpu``, CPU-only stages) holds the device memory above: ``BASE + device``.
   Both times ``SAFETY``, times the attempt.
 * runtime = ``SAFETY * (W * copies / LOAD_BYTES_PER_S + flops / throughput)`` minutes, rounded up to 10, at least
   ``MIN_RUNTIME``, times the attempt; ``flops = 2 * P * forward-equivalent tokens`` (a backward pass counts twice)
-  plus EAP's score GEMMs ``2 * writers * receivers * tokens * d``; throughput ``GPU_FLOPS[dtype]``, or
+  plus EAP's score GEMMs ``2 * writers * receivers * tokens * d`` (an unlearning run's tokens: its epochs over
+  the forget rows, or ``steps`` batches; the lr search's, those of one run per lr of ``lr_grid``); throughput ``GPU_FLOPS[dtype]``, or
   ``CPU_FLOPS_PER_CORE * cpus`` on the CPU.
 
 The parameter count comes from the materialized model's provenance (``clueflow_model.json``, exact) once it
@@ -89,6 +90,7 @@ STAGES = {
     "circuit_resized": Stage("gpu", 1, "faithfulness"),
     "masks": Stage("gpu", 1, "calibration"),
     "unlearn": Stage("gpu", 2, "unlearn"),  # trained model + reference (NPO) / checkpoint being written
+    "lr_search": Stage("gpu", 2, "unlearn"),  # trained model + the base weights restored between lrs
     "evaluate": Stage("gpu", 2, "evaluate"),  # evaluated model + base model (membership inference)
     "logic": Stage("cpu"),  # CNF and SAT/MaxSAT on circuit graphs
 }
@@ -239,8 +241,10 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
         u = run_spec(config["unlearn"], wildcards["run"])[2]
         n = _examples(config, wildcards.get("forget", config["forget"]))
         forget = u["forget_ratio"] if u["forget_ratio"] > 1 else u["forget_ratio"] * n
-        # forget and retain batches, forward + backward (3) plus the reference forward (1)
-        tokens = 2 * forget * u["max_length"] * max(1, u["epochs"]) * 4
+        rows = forget * max(1, u["epochs"]) if u["steps"] is None else u["steps"] * u["batch_size"]
+        # forget and retain batches, forward + backward (3) plus the reference forward (1); the lr search trains
+        # once per lr of the grid
+        tokens = 2 * rows * u["max_length"] * 4 * (len(u["lr_grid"] or [1]) if stage == "lr_search" else 1)
         return Work(tokens, 2 * u["batch_size"] * u["max_length"])
     if work == "evaluate":
         e = config["evaluate"]
