@@ -72,7 +72,7 @@ rule circuit_resized:
 use rule circuit as circuit_after with:
     input:
         data=L.filtered(),
-        model=L.checkpoint(),
+        model=first_checkpoint,
     output:
         edges=L.circuit(AFTER),
         summary=L.circuit_summary(AFTER),

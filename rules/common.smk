@@ -15,6 +15,7 @@ from clueflow.layout import (
     MODEL_NAME,
     RESIZED,
     RETAINS,
+    SEED_DIR,
     Layout,
     Pair,
 )
@@ -45,6 +46,7 @@ wildcard_constraints:
     forget="|".join(PLAN.datasets),
     retains=RETAINS,
     fraction=r"[0-9.e-]+",
+    seed=r"[0-9]+",
 
 
 # Cluster layout (clueflow.resources sizes every job): tables and figures read a few small parquet files for
@@ -187,8 +189,21 @@ def evaluate_inputs(wildcards):
 
 
 def evaluation_files(entries):
-    """Evaluation summaries of (run, pair) entries, ``{model}`` left as the table rule's wildcard."""
-    return [L.evaluation_summary(run=run, pair=pair) for run, pair in entries]
+    """Evaluation summaries of (run, pair, seed) entries, ``{model}`` left as the table rule's wildcard."""
+    return [
+        L.evaluation_summary(run=run, pair=pair, seed=seed)
+        for run, pair, seed in entries
+    ]
+
+
+def job_seed(wildcards):
+    """The job's seed wildcard as the library's seed."""
+    return int(wildcards.seed)
+
+
+def first_checkpoint(wildcards):
+    """The checkpoint that stands for a run where one is read (table3's circuits found again): its first seed's."""
+    return L.checkpoint(**fields(wildcards), seed=PLAN.run_seeds(wildcards.run)[0])
 
 
 def table_entries(name):
@@ -216,13 +231,12 @@ def table3_inputs(wildcards):
 
 
 def fig4_inputs(wildcards):
-    """Per sweep run: its evaluation and the circuits its masks came from; origin's evaluation."""
-    pair = PLAN.sweep_pair("fig4")
-    runs = PLAN.table_runs("fig4")
+    """The evaluations of fig4_evaluations (origin's and each sweep run's, per seed) and the circuits each run's
+    masks came from."""
     return dict(
-        origin=L.evaluation_summary(model=wildcards.model, run=ORIGIN, pair=pair),
-        runs=[
-            L.evaluation_summary(model=wildcards.model, run=r, pair=pair) for r in runs
+        evaluations=[
+            L.evaluation_summary(model=wildcards.model, run=r, pair=p, seed=s)
+            for r, p, s in fig4_evaluations()
         ],
         circuits=[
             mask_circuit(run, model=wildcards.model, set=s) for run, s in fig4_entries()
@@ -234,6 +248,12 @@ def mask_circuit(run, **values):
     """The circuit summary a run's CLUE masks were localized from."""
     family, source = PLAN.mask_source(run)
     return L.circuit_summary(family, **values, **source)
+
+
+def fig4_evaluations():
+    """(run, pair, seed) of fig4's evaluations on its sweep pair, origin's first."""
+    pair = PLAN.sweep_pair("fig4")
+    return PLAN.evaluations(PLAN.table_runs("fig4"), lambda run: [pair])
 
 
 def fig4_entries():

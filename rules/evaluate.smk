@@ -7,7 +7,7 @@ rule evaluate:
         parquet=L.evaluation(),
         summary=L.evaluation_summary(),
     log:
-        L.log("evaluate", "{model}/{run}/{forget}__{retains}"),
+        L.log("evaluate", f"{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}"),
     conda:
         "../envs/clueflow.yaml"
     threads: stage_threads("evaluate")
@@ -17,7 +17,7 @@ rule evaluate:
         run="{run}",
         general_sets=PLAN.general_sets,
         evaluate=lambda wc: PLAN.evaluate_params(wc.run),
-        seed=config["seed"],
+        seed=job_seed,
         dtype=config["model"]["dtype"],
         trust_remote_code=config["model"]["trust_remote_code"],
         code=script_code("evaluate"),

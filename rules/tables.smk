@@ -29,7 +29,9 @@ rule table:
 rule fig3:
     """CLUE with 1..k retain tasks."""
     input:
-        evaluation_files([(FIG3_RUN, p) for p in PLAN.fig3_pairs]),
+        evaluation_files(
+            PLAN.evaluations([FIG3_RUN], lambda run: PLAN.fig3_pairs, origin=False)
+        ),
     output:
         report(
             L.figure(name="fig3"),
@@ -136,7 +138,7 @@ rule fig4:
     conda:
         "../envs/clueflow.yaml"
     params:
-        runs=PLAN.table_runs("fig4"),
+        evaluations=[(run, seed) for run, _, seed in fig4_evaluations()],
         entries=fig4_entries(),
         forget=config["forget"],
         code=script_code("fig4"),

@@ -7,7 +7,7 @@ rule unlearn:
     output:
         directory(L.checkpoint()),
     log:
-        L.log("unlearn", "{model}/{run}/{forget}__{retains}"),
+        L.log("unlearn", f"{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}"),
     conda:
         "../envs/clueflow.yaml"
     threads: stage_threads("unlearn")
@@ -15,7 +15,7 @@ rule unlearn:
         **stage_resources("unlearn"),
     params:
         spec=lambda wc: PLAN.unlearn_params(wc.run),
-        seed=config["seed"],
+        seed=job_seed,
         model=PLAN.model_params(),
         code=script_code("unlearn"),
     script:
@@ -23,9 +23,12 @@ rule unlearn:
 
 
 rule unlearn_table:
-    """Per run and pair: wall time, steps, trainable share, final losses."""
+    """Per run, pair and seed: wall time, steps, trainable share, final losses."""
     input:
-        [L.checkpoint(run=run, pair=pair) for run, pair in PLAN.checkpoints],
+        [
+            L.checkpoint(run=run, pair=pair, seed=seed)
+            for run, pair, seed in PLAN.checkpoints
+        ],
     output:
         parquet=L.table(name="unlearn_runs", ext="parquet"),
         markdown=L.table(name="unlearn_runs", ext="md"),

@@ -121,7 +121,8 @@ def test_cli_resize_evaluate_and_tables(tiny_dirs, tmp_path, capsys):
     assert out.startswith("forget_efficacy ") and "unlearned_parameter 0.000" in out
     assert main(["tables", "table", "table1", t("e.json"), "--parquet", t("t1.parquet"), "--markdown", t("t1.md"),
                  "--csv", t("t1.csv")]) == 0
-    assert (tmp_path / "t1.csv").read_text().startswith("run,method,pair,FE,RU,GU,unlearned_parameter\norigin,")
+    assert (tmp_path / "t1.csv").read_text().startswith(
+        "run,method,pair,FE,RU,GU,unlearned_parameter,seeds,FE_std,RU_std,GU_std,unlearned_parameter_std\norigin,")
     assert main(["evaluate", "tasks", t("bool.parquet"), "--out", t("tasks")]) == 0
     assert "--tasks clueflow_bool" in capsys.readouterr().out and (tmp_path / "tasks/clueflow_bool.yaml").exists()
     assert main(["tables", "table3", "--entry", "clue", "p", t("nope.parquet"), t("nope.parquet"), "--parquet",

@@ -218,7 +218,7 @@ def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
     from test_workflow import snakemake
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(_family_config(arch)))
-    snakemake(tmp_path, "results/eval/t/clue/capitals__ioi.parquet", "--cores", "2")
+    snakemake(tmp_path, "results/eval/t/clue/seed0/capitals__ioi.parquet", "--cores", "2")
     r = tmp_path / "results"
     base = load_model(r / "models/t")
     graph = build_graph(base, mlp_blocks=_family_config(arch)["circuits"]["mlp_blocks"])
@@ -227,7 +227,7 @@ def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
     assignment = pd.read_parquet(r / "assignments/t/capitals__ioi.parquet")
     assert sorted(assignment["node"]) == sorted(graph.writers)
     masks = [load_masks(r / f"masks/t/capitals__ioi/{k}.safetensors", base) for k in ("forget", "conflict")]
-    after = load_model(r / "checkpoints/t/clue/capitals__ioi")
+    after = load_model(r / "checkpoints/t/clue/seed0/capitals__ioi")
     trainable = {n: masks[0][n] | masks[1][n] for n in masks[0]}
     moved = False
     for name, p in after.state_dict().items():
@@ -236,7 +236,7 @@ def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
         assert torch.equal(p[~allowed], before[~allowed]), name  # bit-identical outside the masks
         moved |= not torch.equal(p, before)
     assert moved == any(m.any() for m in trainable.values())
-    rows = pd.read_parquet(r / "eval/t/clue/capitals__ioi.parquet")
+    rows = pd.read_parquet(r / "eval/t/clue/seed0/capitals__ioi.parquet")
     assert {"forget", "retain"} <= set(rows["subset"]) and rows["correct"].notna().all()
     assert rows.loc[rows["subset"] == "forget", "loss"].notna().all()
 

@@ -22,7 +22,38 @@ def test_overview_puts_origin_first_per_pair_and_keeps_input_order():
     out = tables.overview(df)
     assert list(zip(out["pair"], out["run"])) == [("f__b", "origin"), ("f__b", "ga"), ("f__b", "clue"),
                                                  ("f__a", "origin"), ("f__a", "clue")]
-    assert list(out.columns) == ["run", "method", "pair", "FE", "RU", "GU", "unlearned_parameter"]
+    assert list(out.columns) == ["run", "method", "pair", "FE", "RU", "GU", "unlearned_parameter", "seeds", "FE_std",
+                                 "RU_std", "GU_std", "unlearned_parameter_std"]
+    assert (out["seeds"] == 1).all() and out["FE_std"].isna().all()
+    assert "±" not in tables.markdown_table(out) and "_std" not in tables.markdown_table(out)
+
+
+def test_result_tables_aggregate_seeds_into_mean_and_sample_std(tmp_path):
+    """Per (run, pair): the mean over seeds, the sample standard deviation (ddof 1) and the count; one seed: NaN."""
+    df = pd.DataFrame([summary("origin", "f__a", 0.1), summary("origin", "f__a", 0.3),
+                       summary("ga", "f__a", 0.5, ru=0.2), summary("ga", "f__a", 0.7, ru=0.4),
+                       summary("ga", "f__a", 0.9, ru=0.9), summary("po", "f__a", 0.6)])
+    df.insert(1, "method", df["run"])
+    for name in ["forget_efficacy", *tables.TABLE6_COLUMNS[1:]]:
+        df[name] = df.get(name, 0.5)
+    out = tables.overview(df)
+    assert list(out["run"]) == ["origin", "ga", "po"] and list(out["seeds"]) == [2, 3, 1]
+    # origin: mean 0.2, std sqrt(((0.1 - 0.2)^2 + (0.3 - 0.2)^2) / 1) = 0.1414; ga: FE mean 0.7, std 0.2 (the
+    # deviations -0.2, 0, 0.2 over n - 1 = 2); RU mean 0.5, std sqrt((0.09 + 0.01 + 0.16) / 2) = 0.3606
+    assert out["FE"].tolist() == pytest.approx([0.2, 0.7, 0.6])
+    assert out["FE_std"].tolist()[:2] == pytest.approx([0.1414214, 0.2]) and pd.isna(out["FE_std"][2])
+    assert out["RU"][1] == pytest.approx(0.5) and out["RU_std"][1] == pytest.approx(0.3605551)
+    privacy = tables.privacy(df)
+    assert list(privacy["seeds"]) == [2, 3, 1] and privacy["FE"].tolist() == pytest.approx([0.2, 0.7, 0.6])
+    assert privacy["rouge_l_std"].tolist()[:2] == [0, 0]
+    tables.write_result_table(out, tmp_path / "t.parquet", tmp_path / "t.md", tmp_path / "t.csv")
+    md = (tmp_path / "t.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[4:-1]] for line in md.splitlines()[2:]}
+    assert rows["ga"][:2] == ["0.700 ± 0.200", "0.500 ± 0.361"] and rows["origin"][0] == "0.200 ± 0.141"
+    assert rows["po"] == ["0.600", "0.900", "0.800", "0.100", "1"]  # one seed: the value alone
+    assert "FE_std" not in md and "seeds" in md
+    assert pd.read_parquet(tmp_path / "t.parquet")["FE_std"][1] == pytest.approx(0.2)
+    assert (tmp_path / "t.csv").read_text().startswith("run,method,pair,FE,RU,GU,unlearned_parameter,seeds,FE_std,")
 
 
 def assignment(path, categories):
@@ -48,12 +79,31 @@ def circuit(fraction, kl_ns, kl_dn):
 
 
 def test_sparsity_sweep_orders_by_circuit_size_and_subtracts_the_base_model(tmp_path):
-    runs = {"clue": summary("clue", "f__r", 0.9), "clue_e01": summary("clue_e01", "f__r", 0.4)}
+    evaluations = {("origin", 0): summary("origin", "f__r", 0.1), ("origin", 1): summary("origin", "f__r", 0.3),
+                   ("clue", 0): summary("clue", "f__r", 0.9), ("clue", 1): summary("clue", "f__r", 0.5),
+                   ("clue_e01", 0): summary("clue_e01", "f__r", 0.4)}
     circuits = {"clue": {"f": circuit(0.05, 0.3, 0.2), "r": circuit(0.05, 1.0, 3.0)},
                 "clue_e01": {"f": circuit(0.01, 0.9, 0.8), "r": circuit(0.01, 2.0, 4.0)}}
-    sweep = tables.sparsity_sweep(runs, summary("origin", "f__r", 0.1), circuits, "f")
+    sweep = tables.sparsity_sweep(evaluations, circuits, "f")
     assert list(sweep["run"]) == ["clue_e01", "clue"] and list(sweep["edge_fraction"]) == [0.01, 0.05]
-    assert sweep["delta_FE"].tolist() == pytest.approx([0.3, 0.8])
+    # Δ FE against origin at the same seed: clue 0.9 - 0.1 and 0.5 - 0.3 → mean 0.5, std sqrt(2 * 0.3^2) = 0.4243
+    assert sweep["delta_FE"].tolist() == pytest.approx([0.3, 0.5]) and list(sweep["seeds"]) == [1, 2]
+    assert sweep["delta_FE_std"][1] == pytest.approx(0.4242641) and pd.isna(sweep["delta_FE_std"][0])
     assert sweep["kl_noising"].tolist() == [0.9, 0.3] and sweep["retain_kl"].tolist() == [3.0, 2.0]
     tables.sparsity_figure(sweep, tmp_path / "fig4.png")
     assert (tmp_path / "fig4.png").read_bytes()[:8] == PNG
+
+
+def test_seed_figures_plot_the_mean_over_seeds(tmp_path):
+    """fig3 and fig6 reduce the seeds of a point to its mean (error bars: the sample standard deviation)."""
+    df = pd.DataFrame([summary("clue", "f__a", 0.4), summary("clue", "f__a", 0.6), summary("clue", "f__a+b", 0.8),
+                       summary("ga", "f__a", 0.2)])
+    df.insert(1, "method", df["run"])
+    fig3 = tables.retain_count_figure(df[df["run"] == "clue"], tmp_path / "fig3.png")
+    assert list(fig3["k"]) == [1, 2] and fig3["forget_efficacy"].tolist() == pytest.approx([0.5, 0.8])
+    assert fig3["forget_efficacy_std"][0] == pytest.approx(0.1414214) and list(fig3["seeds"]) == [2, 1]
+    fig6 = tables.forget_ratio_figure(df[df["pair"] == "f__a"], {"clue": 4, "ga": 2}, tmp_path / "fig6.png")
+    assert list(zip(fig6["run"], fig6["seeds"])) == [("ga", 1), ("clue", 2)]
+    assert fig6["forget_efficacy"].tolist() == pytest.approx([0.2, 0.5])
+    for name in ("fig3", "fig6"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG

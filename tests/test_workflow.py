@@ -87,8 +87,11 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     n_sets, n_retain, unlearn = len(cfg["datasets"]), len(cfg["retain"]), cfg["unlearn"]
     n_pairs = n_retain + 1  # each retain set, and all of them at once
-    checkpoints = sum(len(spec.get("pairs", unlearn["pairs"])) for spec in unlearn["methods"].values())
-    fig3 = ["capitals__sentiment+ioi"]  # CLUE with both retain sets: one more checkpoint
+    seeds = {run: spec.get("seeds", unlearn.get("seeds")) or [cfg["seed"]] for run, spec in unlearn["methods"].items()}
+    checkpoints = sum(len(spec.get("pairs", unlearn["pairs"])) * len(seeds[run])
+                      for run, spec in unlearn["methods"].items())
+    fig3 = ["capitals__sentiment+ioi"]  # CLUE with both retain sets: one more pair, trained at each CLUE seed
+    origin = len(unlearn["pairs"]) * len(set().union(*seeds.values()))  # each pair, at each seed of its runs
     # fig4: each run at another circuit size re-selects the forget and retain circuits and localizes again
     sizes = {unlearn["methods"][r].get("edge_fraction") for r in cfg["tables"]["fig4"]} - {None}
     # table3: circuits of the forget and retain sets found again on each of the run's checkpoints, then localized
@@ -100,8 +103,8 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
                                        "solve": n_pairs + len(fig3), "solve_resized": len(sizes),
                                        "solve_after": len(after), "masks": n_pairs + len(fig3),
                                        "masks_resized": len(sizes), "localization_table": 1,
-                                       "unlearn": checkpoints + len(fig3), "unlearn_table": 1,
-                                       "evaluate": checkpoints + len(fig3) + len(unlearn["pairs"]),  # + origin
+                                       "unlearn": checkpoints + len(fig3) * len(seeds["clue"]), "unlearn_table": 1,
+                                       "evaluate": checkpoints + len(fig3) * len(seeds["clue"]) + origin,
                                        "table": 3, "table3": 1, "fig3": 1, "fig4": 1, "fig6": 1, "fig7": 1}
 
 
@@ -196,7 +199,7 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     assert sorted(zip(runs["run"], runs["pair"])) == sorted(
         (r, p) for r, own in trained.items() for p in (pairs if own is None else [f"capitals__{o}" for o in own]))
     for run in (r for r, own in trained.items() if own is None):  # every checkpoint loads and differs from the base model
-        after = load_model(workdir / f"results/checkpoints/tiny-llama/{run}/capitals__ioi")
+        after = load_model(workdir / "results/checkpoints/tiny-llama" / run / "seed0/capitals__ioi")
         assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), model.state_dict().values()))
     table1 = pd.read_parquet(workdir / "results/tables/tiny-llama/table1.parquet")
     assert list(table1.columns) == ["run", "method", "pair", "FE", "RU", "GU", "unlearned_parameter"]

@@ -13,10 +13,10 @@ def read(path):
 
 with logged(snakemake.log[0]):
     i, p, out = snakemake.input, snakemake.params, snakemake.output
-    runs = {run: read(path) for run, path in keyed(p.runs, i.runs).items()}
+    evaluations = {key: read(path) for key, path in keyed(p.evaluations, i.evaluations).items()}
     circuits = {}
     for (run, name), path in keyed(p.entries, i.circuits).items():
         circuits.setdefault(run, {})[name] = read(path)
-    sweep = tables.sparsity_sweep(runs, read(i.origin), circuits, p.forget)
+    sweep = tables.sparsity_sweep(evaluations, circuits, p.forget)
     tables.sparsity_figure(sweep, out.figure)
     write_table(sweep, out.parquet)

@@ -20,7 +20,7 @@
     clueflow masks build --assignment PATH --model-dir DIR --forget-out PATH --conflict-out PATH --stats PATH
     clueflow masks summary MASK.safetensors
     clueflow unlearn run --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out DIR
-                         [--forget-mask PATH --conflict-mask PATH] [--lr-search PATH]
+                         [--forget-mask PATH --conflict-mask PATH] [--lr-search PATH] [--seed N]
     clueflow unlearn lr-search --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out PATH
                                [--forget-mask PATH --conflict-mask PATH]
     clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
@@ -275,11 +275,11 @@ def _cmd_evaluate_tasks(args) -> None:
 
 
 def _cmd_tables_table(args) -> None:
-    from .tables import read_summaries, result_table, write_result_table
+    from .tables import markdown_table, read_summaries, result_table, write_result_table
 
     df = result_table(args.kind, read_summaries(args.summaries))
     write_result_table(df, args.parquet, args.markdown, args.csv)
-    print(df.to_markdown(index=False, floatfmt=".3f"))
+    print(markdown_table(df))
 
 
 def _cmd_tables_table3(args) -> None:
@@ -299,8 +299,9 @@ def _cmd_unlearn_run(args) -> None:
     plan, (method, options, settings) = _config_run(args)
     cfg = plan.config
     masks = _clue_masks(args)
+    seed = plan.run_seeds(args.run)[0] if args.seed is None else args.seed
     s = run_unlearn(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
-                    options=options, settings=settings, seed=cfg["seed"], masks=masks,
+                    options=options, settings=settings, seed=seed, masks=masks,
                     dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
                     trust_remote_code=cfg["model"]["trust_remote_code"], lr_search=args.lr_search)
     print(f"{args.out}: {s['method']} on {s['n_forget']} forget / {s['n_retain']} retain examples, {s['seconds']} s")
@@ -542,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     unl = stages.add_parser("unlearn", help="unlearning stage").add_subparsers(dest="cmd", required=True)
     p = unl.add_parser("run", help="train one configured run on one forget/retain pair")
     _run_flags(p)
+    p.add_argument("--seed", type=_key("seed"), help="training order and forget rows drawn (default: the run's "
+                                                     "first seed)")
     p.add_argument("--lr-search", type=Path, help="the run's lr search file (clueflow unlearn lr-search): its pick "
                                                   "replaces the lr")
     p.set_defaults(func=_cmd_unlearn_run, outputs={"out": CHECKPOINT_SUMMARY})

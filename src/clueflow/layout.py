@@ -76,6 +76,7 @@ BASE = Family("base", "", "")
 RESIZED = Family("resized", "edges-{fraction}/", "edges-{fraction}/")
 AFTER = Family("after", "after/{run}/{forget}__{retains}/", "after/{run}/")
 MASK_KINDS = ("forget", "conflict")
+SEED_DIR = "seed{seed}/"  # a run's checkpoints and evaluations, one directory per seed
 # provenance files that make a directory recognisable as an artifact of its kind (only such a directory is replaced)
 MODEL_PROVENANCE = "clueflow_model.json"
 CHECKPOINT_SUMMARY = "unlearn.json"
@@ -152,19 +153,21 @@ class Layout:
 
     # ---- unlearning and evaluation -------------------------------------------------------------------------
     def checkpoint(self, **v) -> str:
-        """An unlearned model (HF checkpoint directory with ``unlearn.json`` and ``train_log.parquet``)."""
-        return self._path("checkpoints/{model}/{run}/{forget}__{retains}", v)
+        """An unlearned model (HF checkpoint directory with ``unlearn.json`` and ``train_log.parquet``), trained
+        with ``seed``."""
+        return self._path(f"checkpoints/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}", v)
 
     def lr_search(self, **v) -> str:
         """A run's lr search on a pair (``unlearn.lr_grid``): grid, validation scores per lr, the pick."""
         return self._path("lr/{model}/{run}/{forget}__{retains}.json", v)
 
     def evaluation(self, **v) -> str:
-        """Per-example evaluation rows of one model (``run``; ``origin`` = the base model) on one pair."""
-        return self._path("eval/{model}/{run}/{forget}__{retains}.parquet", v)
+        """Per-example evaluation rows of one model (``run``; ``origin`` = the base model) on one pair, its forget
+        rows drawn with ``seed`` (the checkpoint's)."""
+        return self._path(f"eval/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}.parquet", v)
 
     def evaluation_summary(self, **v) -> str:
-        return self._path("eval/{model}/{run}/{forget}__{retains}.json", v)
+        return self._path(f"eval/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}.json", v)
 
     # ---- tables and figures --------------------------------------------------------------------------------
     def table(self, **v) -> str:

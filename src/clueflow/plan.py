@@ -149,9 +149,16 @@ class Plan:
         own = self.config["unlearn"]["methods"][run].get("pairs", self.config["unlearn"]["pairs"])
         return self.pairs if own is None else [Pair.of(self.forget, p) for p in own]
 
+    def run_seeds(self, run: str) -> list[int]:
+        """The seeds ``run`` is trained and evaluated with: its own ``seeds``, else the section's, else the global
+        seed. The first is the run's seed where one checkpoint stands for the run (table3)."""
+        own = self.config["unlearn"]["methods"][run].get("seeds", self.config["unlearn"]["seeds"])
+        return [self.config["seed"]] if own is None else list(own)
+
     @property
-    def checkpoints(self) -> list[tuple[str, Pair]]:
-        return [(run, pair) for run in self.runs for pair in self.run_pairs(run)]
+    def checkpoints(self) -> list[tuple[str, Pair, int]]:
+        """(run, pair, seed) of every unlearning job."""
+        return [(run, pair, seed) for run in self.runs for pair in self.run_pairs(run) for seed in self.run_seeds(run)]
 
     def searches_lr(self, run: str) -> bool:
         """Whether ``run`` picks its lr from ``lr_grid`` on the validation split (one lr search per pair)."""
@@ -189,12 +196,17 @@ class Plan:
             raise self.error(f"tables.{name}", "the runs share no pair")
         return shared[0]
 
-    def evaluations(self, runs: list[str], pairs_of=None, origin: bool = True) -> list[tuple[str, Pair]]:
-        """(run, pair) of the evaluations a table of ``runs`` reads, the base model's on each pair first."""
+    def evaluations(self, runs: list[str], pairs_of=None, origin: bool = True) -> list[tuple[str, Pair, int]]:
+        """(run, pair, seed) of the evaluations a table of ``runs`` reads, each run at each of its seeds; first the
+        base model's on each pair, at every seed a run shown on that pair uses (the seed draws the forget rows
+        scored, so origin is scored on the same rows as the runs it is compared with)."""
         pairs_of = pairs_of or self.run_pairs
-        entries = [(r, p) for r in runs for p in pairs_of(r)]
+        entries = [(r, p, s) for r in runs for p in pairs_of(r) for s in self.run_seeds(r)]
         if origin:
-            entries = [(ORIGIN, p) for p in dict.fromkeys(p for _, p in entries)] + entries
+            seeds: dict[Pair, dict[int, None]] = {}
+            for _, p, s in entries:
+                seeds.setdefault(p, {})[s] = None
+            entries = [(ORIGIN, p, s) for p, ss in seeds.items() for s in ss] + entries
         return entries
 
     # ---- step parameters (what each rule passes to its library function) -------------------------------
@@ -255,8 +267,9 @@ class Plan:
         cfg, runs = self.config, self.runs
         if ORIGIN in cfg["unlearn"]["methods"]:
             raise self.error(f"unlearn.methods.{ORIGIN}", "the name is reserved for the base model")
-        for run, pair in self.checkpoints:
-            self._check_pair(pair, f"unlearn.methods.{run}.pairs")
+        for run in runs:
+            for pair in self.run_pairs(run):
+                self._check_pair(pair, f"unlearn.methods.{run}.pairs")
         for name in RUN_TABLES:
             for run in cfg["tables"][name]:
                 if run not in cfg["unlearn"]["methods"]:

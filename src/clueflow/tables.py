@@ -1,17 +1,23 @@
-"""The paper's tables and figures from evaluation summaries (``results/eval/{model}/{run}/{pair}.json``).
+"""The paper's tables and figures from evaluation summaries (``results/eval/{model}/{run}/seed{seed}/{pair}.json``).
 
 Every table is written as parquet + markdown + CSV (:func:`write_result_table`); figures are PNG (matplotlib,
 Agg backend). Columns hold fractions in [0, 1]; the markdown shows them with three decimals.
 
+A run evaluated with several seeds is one row (:func:`over_seeds`): each metric's mean over the seeds, its sample
+standard deviation in ``<metric>_std`` (NaN for one seed) and the count in ``seeds``; the markdown shows
+``mean ± std`` where a row has two seeds or more, and the figures draw the mean with the standard deviation as
+error bars.
+
 * ``table1``: run, method, pair, FE, RU, GU, unlearned_parameter; the base model's ``origin`` row first per pair;
 * ``table2``: the same columns for CLUE's ablations;
 * ``table3``: run, method, pair, nodes, forget / conflict node shares before and after unlearning (circuits and
-  MaxSAT of the base model against those found again, with the same settings, on the run's checkpoint);
+  MaxSAT of the base model against those found again, with the same settings, on the run's checkpoint of its
+  first seed);
 * ``table6``: run, pair, FE (1 − accuracy, also per format and held out), MIA AUCs (Min-k%, loss, Min-k%++),
   Rouge-L recall;
 * ``fig3``: FE / RU / GU of CLUE against the number of retain tasks;
 * ``fig4``: circuit size (edge fraction C/G) against the forget circuit's KL(full ‖ circuit) and Δ forget efficacy
-  (FE of the run − FE of the base model), one point per CLUE run of the sweep;
+  (FE of the run − FE of the base model at the same seed), one point per CLUE run of the sweep;
 * ``fig6``: FE and RU against the forget ratio, one line per method;
 * ``fig7``: forget / conflict mask entries per module type (q, k, v, o, gate, up, down), one panel per pair.
 """
@@ -42,21 +48,54 @@ def read_summaries(paths: Iterable[str | Path], methods: dict[str, str] | None =
 
 
 def write_result_table(df: pd.DataFrame, parquet: str | Path, markdown: str | Path, csv: str | Path) -> None:
-    write_table(df, parquet, markdown)
+    write_table(df, parquet)
+    write_text(markdown, markdown_table(df) + "\n")
     write_text(csv, df.to_csv(index=False))
 
 
-def overview(summaries: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 / Table 2 layout: run, method, pair, FE, RU, GU, unlearned_parameter; origin first per pair."""
-    df = summaries[["run", "method", "pair", *SUMMARY_COLUMNS]].rename(columns=SUMMARY_COLUMNS)
+def over_seeds(df: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """One row per ``keys`` entry (first-appearance order) from its rows of one seed each: the mean of each of
+    ``columns``, then ``seeds`` (the rows' count) and ``<column>_std`` (sample standard deviation, ddof 1: NaN for one
+    seed)."""
+    grouped = df.astype({c: float for c in columns}).groupby(keys, sort=False)  # a JSON null is a NaN
+    return pd.concat([grouped[columns].mean(), grouped.size().rename("seeds"),
+                      grouped[columns].std(ddof=1).add_suffix("_std")], axis=1).reset_index()
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as markdown, three decimals; with a ``seeds`` column, each metric as ``mean ± std`` where a row has
+    two seeds or more (the standard-deviation columns folded in)."""
+    if "seeds" in df:
+        several = df["seeds"] > 1
+        std = [c for c in df if c.endswith("_std") and c.removesuffix("_std") in df]
+        if several.any():
+            df = df.assign(**{c.removesuffix("_std"): [f"{m:.3f} ± {s:.3f}" if n else f"{m:.3f}" for m, s, n in
+                                                       zip(df[c.removesuffix("_std")], df[c], several)]
+                              for c in std})
+        df = df.drop(columns=std)
+    return df.to_markdown(index=False, floatfmt=".3f")
+
+
+KEYS = ["run", "method", "pair"]  # a result table's row: one run on one pair, over its seeds
+
+
+def _origin_first(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered by pair, the base model first on each, then the runs in the order given."""
     order = {name: i for i, name in enumerate(dict.fromkeys(["origin", *df["run"], *df["pair"]]))}
     return df.sort_values(["pair", "run"], key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
+def overview(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 / Table 2 layout: run, method, pair, FE, RU, GU, unlearned_parameter, seeds and the standard
+    deviations; origin first per pair."""
+    df = summaries[[*KEYS, *SUMMARY_COLUMNS]].rename(columns=SUMMARY_COLUMNS)
+    return over_seeds(_origin_first(df), KEYS, list(SUMMARY_COLUMNS.values()))
+
+
 def privacy(summaries: pd.DataFrame) -> pd.DataFrame:
     """Table 6 layout."""
-    return overview(summaries)[["run", "method", "pair"]].merge(
-        summaries[["run", "pair", *TABLE6_COLUMNS]], on=["run", "pair"]).rename(columns={"forget_efficacy": "FE"})
+    df = summaries[[*KEYS, *TABLE6_COLUMNS]].rename(columns={"forget_efficacy": "FE"})
+    return over_seeds(_origin_first(df), KEYS, ["FE", *TABLE6_COLUMNS[1:]])
 
 
 RESULT_TABLES = {"table1": "overview", "table2": "overview", "table6": "privacy"}  # methods × pairs, by layout
@@ -86,13 +125,18 @@ def neuron_shares(assignments: dict[tuple[str, str, str], str | Path], methods: 
     return pd.DataFrame(list(rows.values())).reindex(columns=columns)
 
 
-def sparsity_sweep(runs: dict[str, dict], origin: dict, circuits: dict[str, dict[str, dict]],
+def sparsity_sweep(evaluations: dict[tuple[str, int], dict], circuits: dict[str, dict[str, dict]],
                    forget: str) -> pd.DataFrame:
-    """fig4's data: per run (evaluation summary) the edge fraction of its circuits, the forget circuit's
-    KL(full ‖ circuit) and normalized faithfulness in both directions, the retain circuits' mean KL, FE, Δ FE
-    against the base model (``origin``), RU and GU; sorted by edge fraction."""
+    """fig4's data from evaluation summaries keyed (run, seed), the base model's as ``origin`` at each seed: per
+    run of ``circuits`` the edge fraction of its circuits, the forget circuit's KL(full ‖ circuit) and normalized
+    faithfulness in both directions, the retain circuits' mean KL; over its seeds FE, Δ FE against the base model
+    at the same seed, RU and GU (:func:`over_seeds`); sorted by edge fraction."""
+    scores = pd.DataFrame([dict(run=run, FE=s["forget_efficacy"],
+                                delta_FE=s["forget_efficacy"] - evaluations["origin", seed]["forget_efficacy"],
+                                RU=s["retain_utility"], GU=s["general_utility"])
+                           for (run, seed), s in evaluations.items() if run in circuits])
     rows = []
-    for run, s in runs.items():
+    for run in dict.fromkeys(scores["run"]):
         f = circuits[run][forget]
         retain = [c for name, c in circuits[run].items() if name != forget]
         rows.append(dict(run=run, edge_fraction=f["edge_fraction"],
@@ -101,10 +145,15 @@ def sparsity_sweep(runs: dict[str, dict], origin: dict, circuits: dict[str, dict
                          faithfulness_noising=f["noising"]["faithfulness"]["normalized"],
                          faithfulness_denoising=f["denoising"]["faithfulness"]["normalized"],
                          retain_kl=float(pd.Series([c[d]["faithfulness"]["kl"] for c in retain
-                                                    for d in ("noising", "denoising")]).mean()),
-                         FE=s["forget_efficacy"], delta_FE=s["forget_efficacy"] - origin["forget_efficacy"],
-                         RU=s["retain_utility"], GU=s["general_utility"]))
-    return pd.DataFrame(rows).sort_values("edge_fraction", kind="stable").reset_index(drop=True)
+                                                    for d in ("noising", "denoising")]).mean())))
+    sweep = pd.DataFrame(rows).merge(over_seeds(scores, ["run"], ["FE", "delta_FE", "RU", "GU"]), on="run")
+    return sweep.sort_values("edge_fraction", kind="stable").reset_index(drop=True)
+
+
+def _mean_line(ax, x, rows: pd.DataFrame, column: str, **kw) -> None:
+    """``column``'s mean over seeds against ``x``, with its standard deviation as error bars where a point has
+    several seeds (NaN, so no bar, for one)."""
+    ax.errorbar(x, rows[column], yerr=rows[f"{column}_std"], capsize=3, **kw)
 
 
 def sparsity_figure(sweep: pd.DataFrame, path: str | Path) -> None:
@@ -115,8 +164,8 @@ def sparsity_figure(sweep: pd.DataFrame, path: str | Path) -> None:
     axes[0].plot(sweep["edge_fraction"], sweep["kl_denoising"], marker="s", label="denoising")
     axes[0].set(xlabel="circuit size |C| / |G|", ylabel="KL(full || circuit), forget set", xscale="log")
     axes[0].legend()
-    axes[1].plot(sweep["edge_fraction"], sweep["delta_FE"], marker="o", label="Δ forget efficacy")
-    axes[1].plot(sweep["edge_fraction"], sweep["RU"], marker="s", label="retain utility")
+    _mean_line(axes[1], sweep["edge_fraction"], sweep, "delta_FE", marker="o", label="Δ forget efficacy")
+    _mean_line(axes[1], sweep["edge_fraction"], sweep, "RU", marker="s", label="retain utility")
     axes[1].set(xlabel="circuit size |C| / |G|", ylabel="score", xscale="log")
     axes[1].axhline(0, color="grey", lw=0.5)
     axes[1].legend()
@@ -142,12 +191,14 @@ def save_figure(fig, path: str | Path) -> None:
 
 
 def retain_count_figure(summaries: pd.DataFrame, path: str | Path) -> pd.DataFrame:
-    """fig3: CLUE's FE, RU, GU against the number of retain tasks in its pair."""
+    """fig3: CLUE's FE, RU, GU (mean over seeds) against the number of retain tasks in its pair."""
     plt = _pyplot()
-    df = summaries.assign(k=[p.split("__", 1)[1].count("+") + 1 for p in summaries["pair"]]).sort_values("k")
+    columns = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU"}
+    df = summaries.assign(k=[p.split("__", 1)[1].count("+") + 1 for p in summaries["pair"]])
+    df = over_seeds(df, ["k"], list(columns)).sort_values("k")
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    for col, label in (("forget_efficacy", "FE"), ("retain_utility", "RU"), ("general_utility", "GU")):
-        ax.plot(df["k"], df[col], marker="o", label=label)
+    for col, label in columns.items():
+        _mean_line(ax, df["k"], df, col, marker="o", label=label)
     ax.set(xlabel="retain tasks in the conflict constraint", ylabel="score", ylim=(0, 1.02),
            xticks=list(df["k"]), title="CLUE with 1..k retain tasks")
     ax.legend()
@@ -156,13 +207,15 @@ def retain_count_figure(summaries: pd.DataFrame, path: str | Path) -> pd.DataFra
 
 
 def forget_ratio_figure(summaries: pd.DataFrame, ratios: dict[str, float], path: str | Path) -> pd.DataFrame:
-    """fig6: FE and RU against the forget ratio, one line per method."""
+    """fig6: FE and RU (mean over seeds) against the forget ratio, one line per method."""
     plt = _pyplot()
-    df = summaries.assign(forget_ratio=[ratios[r] for r in summaries["run"]]).sort_values("forget_ratio")
+    columns = ["forget_efficacy", "retain_utility"]
+    df = summaries.assign(forget_ratio=[ratios[r] for r in summaries["run"]])
+    df = over_seeds(df, ["method", "run", "forget_ratio"], columns).sort_values("forget_ratio")
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharex=True)
     for method, rows in df.groupby("method", sort=True):
-        for ax, col in zip(axes, ("forget_efficacy", "retain_utility")):
-            ax.plot(rows["forget_ratio"], rows[col], marker="o", label=method)
+        for ax, col in zip(axes, columns):
+            _mean_line(ax, rows["forget_ratio"], rows, col, marker="o", label=method)
     for ax, label in zip(axes, ("forget efficacy (1 - acc)", "retain utility")):
         ax.set(xlabel="forget examples unlearned", ylabel=label, ylim=(0, 1.02))
     axes[0].legend()

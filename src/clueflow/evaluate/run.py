@@ -1,6 +1,6 @@
 """Evaluation of one model (an unlearned checkpoint, or the base model as ``origin``) on one forget/retain pair.
 
-Per-example artifact ``results/eval/{model}/{run}/{forget}__{retains}.parquet``:
+Per-example artifact ``results/eval/{model}/{run}/seed{seed}/{forget}__{retains}.parquet``:
 
 ============  ========  ===========================================================================================
 column        type      meaning
@@ -20,7 +20,7 @@ generation    string    ``forget`` rows: greedy continuation of ``prompt`` (``ma
 rouge_l       float     ``forget`` rows: Rouge-L recall of ``generation`` against ``answer``
 ============  ========  ===========================================================================================
 
-Summary ``….json``: run, pair, the aggregates below, per-set accuracies, MIA AUCs and wall seconds.
+Summary ``….json``: run, pair, seed, the aggregates below, per-set accuracies, MIA AUCs and wall seconds.
 
 * ``forget_efficacy`` = 1 − accuracy on the ``forget`` rows (also ``fe_mc``, ``fe_cloze``, ``fe_heldout``);
 * ``retain_utility`` = accuracy on the retain sets' test rows (pooled);
@@ -206,7 +206,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     summary = summarize(table, general_scores, member_texts=set(texts[:n_f]), texts=texts, by_text=by_text,
                         general_left_out=dropped)
     pair = pair_of_files(forget_path, retain_paths)
-    summary.update(run=run, pair=pair, unlearned_parameter=share,
+    summary.update(run=run, pair=pair, seed=seed, unlearned_parameter=share,
                    seconds=round(time.perf_counter() - started, 2))
     write_parquet(out_parquet, table, metadata=dict(run=run, model_dir=str(model_dir), k=k, seed=seed))
     write_json(out_json, summary)

@@ -1,6 +1,6 @@
 """File-level unlearning step: model + forget/retain sets (+ CLUE masks) → an unlearned HF checkpoint.
 
-``results/checkpoints/{model}/{run}/{forget}__{retains}/`` holds
+``results/checkpoints/{model}/{run}/seed{seed}/{forget}__{retains}/`` holds
 
 * ``config.json``, ``model.safetensors``, tokenizer files: loads with ``AutoModelForCausalLM`` and
   ``lm_eval --model hf,pretrained=<dir>``;
@@ -177,7 +177,7 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
-    """One row per unlearning run (a checkpoint directory): wall time, steps, lr (and the grid it was
+    """One row per unlearning run (a checkpoint directory): its seed, wall time, steps, lr (and the grid it was
     picked from, if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
@@ -185,7 +185,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
         log = pd.read_parquet(Path(ckpt) / "train_log.parquet")
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
-        rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seconds=s["seconds"],
+        rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seed=s["seed"], seconds=s["seconds"],
                          steps=len(trained), n_forget=s["n_forget"], lr=s["settings"]["lr"],
                          lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,
                          unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),
