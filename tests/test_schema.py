@@ -35,7 +35,7 @@ def test_same_first_answer_token_fails(ioi, byte_tok):
 @pytest.mark.parametrize("mutate, field", [
     (lambda df: df.drop(columns=["corrupted_prompt"]), "columns"),
     (lambda df: df.iloc[:0], "rows"),
-    (lambda df: df.assign(split="validation"), "split"),
+    (lambda df: df.assign(split="dev"), "split"),
     (lambda df: df.assign(format="essay"), "format"),
     (lambda df: df.assign(label=pd.array([5] * len(df), dtype="Int64")), "label"),
     (lambda df: df.assign(prompt=""), "prompt"),
