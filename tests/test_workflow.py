@@ -202,7 +202,9 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
         after = load_model(workdir / "results/checkpoints/tiny-llama" / run / "seed0/capitals__ioi")
         assert any(not torch.equal(a, b) for a, b in zip(after.state_dict().values(), model.state_dict().values()))
     table1 = pd.read_parquet(workdir / "results/tables/tiny-llama/table1.parquet")
-    assert list(table1.columns) == ["run", "method", "pair", "FE", "RU", "GU", "unlearned_parameter"]
+    assert list(table1.columns) == ["run", "method", "pair", "FE", "RU", "GU", "unlearned_parameter", "seeds",
+                                    "FE_std", "RU_std", "GU_std", "unlearned_parameter_std"]
+    assert (table1["seeds"] == 1).all()  # one seed (unlearn.seeds null): no standard deviation
     assert sorted(zip(table1["run"], table1["pair"])) == sorted(
         (r, p) for r in ["origin", "clue", "ga", "random"] for p in pairs)
     assert (table1.loc[table1["run"] == "origin", "unlearned_parameter"] == 0).all()
