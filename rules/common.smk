@@ -173,7 +173,8 @@ def evaluated_model(wildcards):
 
 def evaluate_inputs(wildcards):
     """The model, the base model, the pair's sets (the test rows filtered or not: evaluate.filtered), and the
-    general-utility sets built here with the base model's accuracy on each (evaluate.general_band)."""
+    general-utility sets built here with the base model's accuracy on each (evaluate.general_band).
+    """
     return dict(
         model=evaluated_model(wildcards),
         base=L.model(model=wildcards.model),
@@ -184,7 +185,9 @@ def evaluate_inputs(wildcards):
             for r in pair_of(wildcards).retains
         ],
         general=[L.data(model=wildcards.model, set=s) for s in PLAN.general_sets],
-        general_accuracy=[L.accuracy(model=wildcards.model, set=s) for s in PLAN.general_sets],
+        general_accuracy=[
+            L.accuracy(model=wildcards.model, set=s) for s in PLAN.general_sets
+        ],
     )
 
 
@@ -226,6 +229,30 @@ def table3_inputs(wildcards):
         "after": [
             L.assignment(AFTER, model=wildcards.model, run=r, pair=p)
             for r, p in table3_entries()
+        ],
+    }
+
+
+def sensitivity_mask_entries():
+    """(run, pair) whose trained entries the sensitivity check compares with CLUE's masks."""
+    return [
+        (run, pair) for run in PLAN.sensitivity_masks() for pair in PLAN.run_pairs(run)
+    ]
+
+
+def sensitivity_inputs(wildcards):
+    """Evaluations of the check's runs (origin's too) at every seed; per mask entry the run's first-seed checkpoint
+    and the pair's CLUE masks (forget, conflict)."""
+    model = wildcards.model
+    entries = sensitivity_mask_entries()
+    return {
+        "summaries": evaluation_files(table_entries("sensitivity")),
+        "checkpoints": [
+            L.checkpoint(model=model, run=r, pair=p, seed=PLAN.run_seeds(r)[0])
+            for r, p in entries
+        ],
+        "clue_masks": [
+            L.masks(model=model, pair=p, kind=k) for _, p in entries for k in MASK_KINDS
         ],
     }
 

@@ -144,3 +144,28 @@ rule fig4:
         code=script_code("fig4"),
     script:
         "../workflow_scripts/fig4.py"
+
+
+rule sensitivity:
+    """Can the experiment tell methods apart: utility drops against 2 x seed std, and localizers' overlap with CLUE."""
+    input:
+        unpack(sensitivity_inputs),
+    output:
+        figure=report(
+            L.figure(name="sensitivity"),
+            caption="../report/sensitivity.rst",
+            category="Figures",
+        ),
+        parquet=L.table(name="sensitivity", ext="parquet"),
+        markdown=L.table(name="sensitivity", ext="md"),
+        csv=L.table(name="sensitivity", ext="csv"),
+    log:
+        L.log("sensitivity", "{model}"),
+    conda:
+        "../envs/clueflow.yaml"
+    params:
+        runs=PLAN.table_runs("sensitivity"),
+        masks=[(run, p.name) for run, p in sensitivity_mask_entries()],
+        code=script_code("sensitivity"),
+    script:
+        "../workflow_scripts/sensitivity.py"

@@ -92,7 +92,7 @@ def test_the_random_control_at_clue_budget_differs_from_clue_masks(setup, confli
     clue = [masks / f"{k}.safetensors" for k in ("forget", "conflict")]
     out = unlearn(setup, f"random_{masks.name}", "random", 0, masks=dict(zip(("forget", "conflict"), clue)),
                   options={"ratio": "clue"}, epochs=1)
-    (check,) = mask_differences({("random", PAIR): (out / "masks" / "finetune.safetensors", clue)}).to_dict("records")
+    (check,) = mask_differences({("random", PAIR): (out, clue)}).to_dict("records")
     assert check["measure"] == OUTSIDE and (check["value"] >= 0.5) == differs == check["passed"]
     assert check["n"] == json.loads((out / "unlearn.json").read_text())["stages"][0]["selected_entries"]
 
@@ -113,3 +113,30 @@ def test_outside_share_counts_entries_no_reference_mask_selects():
     forget, conflict = {"w": torch.tensor([[True, False], [False, False]])}, {"v": torch.tensor([True, True])}
     assert outside_share(mask, [forget, conflict]) == (3 / 5, 5)
     assert outside_share(mask, [mask]) == (0.0, 5)
+
+
+def test_workflow_writes_the_check_for_pure_ga_and_the_random_control(tmp_path):
+    """Rule sensitivity on the tiny model: pure GA and the random control at CLUE's budget over two seeds give RU
+    and GU rows for both runs and one mask row, for the random run only, counting the entries it trained."""
+    import copy
+
+    from test_workflow import TINY_CONFIG, snakemake, workdir_with
+
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["unlearn"].update(seeds=[0, 1], pairs=["sentiment"], forget_ratio=3,
+                          methods={"ga": {"retain_weight": 0.0}, "random": {"options": {"ratio": "clue"}}})
+    cfg["tables"] = {"table1": [], "table2": [], "table3": [], "table6": [], "fig3": [], "fig4": [], "fig6": [],
+                     "sensitivity": ["ga", "random"]}
+    workdir_with(tmp_path, cfg)
+    snakemake(tmp_path, "results/figures/tiny-llama/sensitivity.png", "--cores", "2")
+    r = tmp_path / "results"
+    table = pd.read_parquet(r / "tables/tiny-llama/sensitivity.parquet")
+    assert sorted(zip(table["run"], table["measure"])) == [("ga", "GU drop"), ("ga", "RU drop"), ("random", "GU drop"),
+                                                          ("random", "RU drop"), ("random", OUTSIDE)]
+    assert (table.loc[table["measure"] == "RU drop", "n"] == 2).all()  # two seeds each
+    # the random tiny model is at chance on every general set: none is in evaluate.general_band, GU is NaN
+    assert table.loc[table["measure"] == "GU drop", "value"].isna().all()
+    mask = table[table["measure"] == OUTSIDE].iloc[0]
+    trained = json.loads((r / "checkpoints/tiny-llama/random/seed0/capitals__sentiment/unlearn.json").read_text())
+    assert mask["n"] == trained["stages"][0]["selected_entries"] and 0 <= mask["value"] <= 1
+    assert (r / "figures/tiny-llama/sensitivity.png").read_bytes()[:4] == b"\x89PNG"

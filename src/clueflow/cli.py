@@ -23,6 +23,7 @@
                          [--forget-mask PATH --conflict-mask PATH] [--lr-search PATH] [--seed N]
     clueflow unlearn lr-search --config CONFIG --run NAME --model-dir DIR --forget PATH --retain PATH... --out PATH
                                [--forget-mask PATH --conflict-mask PATH]
+    clueflow unlearn methods
     clueflow unlearn table CHECKPOINT_DIR... --parquet PATH --markdown PATH
     clueflow evaluate run --model-dir DIR --base-dir DIR --forget PATH --retain PATH... [--general PATH...]
                           [--task LM_EVAL_TASK[:METRIC]...] --run NAME --out PATH --summary PATH
@@ -484,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--batch-tokens", "circuits.batch_tokens")
     _flag(p, "--mlp-blocks", "circuits.mlp_blocks", help="neuron blocks per MLP, each a node (1: the whole MLP)")
     _flag(p, "--node-fraction", "circuits.node_fraction", help="most of the graph's nodes a circuit may touch")
+    _flag(p, "--selection", "circuits.selection", help="under a node budget: top edges (edges) or top nodes first")
     p.add_argument("--seed", type=_key("seed"), default=0)
     _model_flags(p)
     p.set_defaults(func=_cmd_circuits_build, outputs={"out": None, "summary": None})
@@ -524,7 +526,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.set_defaults(func=_cmd_solve_summary)
     p = slv.add_parser("explain", help="why a node has its category: the clauses that force it")
-    _flag(p, "--selection", "circuits.selection", help="under a node budget: top edges (edges) or top nodes first")
     p.add_argument("node")
     _required(p, "--wcnf", "--assignment")
     p.set_defaults(func=_cmd_solve_explain)

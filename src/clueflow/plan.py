@@ -40,7 +40,7 @@ from .unlearn.methods import DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, nee
 from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
-RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6")  # tables and figures that list runs
+RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6", "sensitivity")  # reports that list runs
 FIG3_RUN = "clue"  # fig3 shows this run trained against 1..k retain sets
 
 
@@ -180,6 +180,11 @@ class Plan:
     def table_runs(self, name: str) -> list[str]:
         return list(self.config["tables"][name])
 
+    def sensitivity_masks(self) -> list[str]:
+        """Runs of the sensitivity check whose trained entries are compared with CLUE's masks: those that localize at
+        CLUE's budget, CLUE itself aside."""
+        return [r for r in self.table_runs("sensitivity") if self.reads_clue_masks(r) and self.run_spec(r)[0] != "clue"]
+
     @property
     def fig3_pairs(self) -> list[Pair]:
         """CLUE against the first 1, 2, …, k retain sets of ``tables.fig3``."""
@@ -248,10 +253,11 @@ class Plan:
 
     # ---- targets -------------------------------------------------------------------------------------------
     def tables(self) -> list[str]:
-        return [n for n in (*RESULT_TABLES, "table3") if self.config["tables"][n]]
+        return [n for n in (*RESULT_TABLES, "table3", "sensitivity") if self.config["tables"][n]]
 
     def figures(self) -> list[str]:
-        return [n for n in ("fig3", "fig4", "fig6") if self.config["tables"][n]] + (["fig7"] if self.has_graph else [])
+        named = ("fig3", "fig4", "fig6", "sensitivity")
+        return [n for n in named if self.config["tables"][n]] + (["fig7"] if self.has_graph else [])
 
     def targets(self, layout: Layout) -> list[str]:
         model = self.model

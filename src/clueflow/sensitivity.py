@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .errors import ClueflowError
 from .masks import load_masks
 from .plan import ORIGIN
 from .tables import _pyplot, save_figure
@@ -70,12 +71,24 @@ def outside_share(mask: dict[str, torch.Tensor], reference: Iterable[dict[str, t
     return (outside / selected if selected else float("nan")), selected
 
 
+def trained_entries(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The entries an unlearning run trained: the union of its checkpoint's stage masks (``masks/*.safetensors``)."""
+    paths = sorted((Path(checkpoint) / "masks").glob("*.safetensors"))
+    if not paths:
+        raise ClueflowError("the run trained every parameter (no stage masks)", file=checkpoint, field="masks")
+    union: dict[str, torch.Tensor] = {}
+    for path in paths:
+        for name, m in load_masks(path).items():
+            union[name] = union[name] | m if name in union else m
+    return union
+
+
 def mask_differences(masks: dict[tuple[str, str], tuple[str | Path, list[str | Path]]]) -> pd.DataFrame:
-    """Per (run, pair): the share of the run's mask file (a checkpoint's ``masks/<stage>.safetensors``) outside the
-    pair's CLUE mask files (forget, conflict), and whether it is at least half."""
+    """Per (run, pair): the share of the entries the run trained (its checkpoint directory) outside the pair's CLUE
+    mask files (forget, conflict), and whether it is at least half."""
     rows = []
-    for (run, pair), (mask, clue) in masks.items():
-        share, selected = outside_share(load_masks(mask), [load_masks(p) for p in clue])
+    for (run, pair), (checkpoint, clue) in masks.items():
+        share, selected = outside_share(trained_entries(checkpoint), [load_masks(p) for p in clue])
         rows.append(dict(run=run, pair=pair, measure=OUTSIDE, value=share, threshold=MASK_THRESHOLD, n=selected,
                          passed=bool(share >= MASK_THRESHOLD)))
     return pd.DataFrame(rows, columns=COLUMNS)
