@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from clueflow import resources as R
-from clueflow.config import read_config
+from clueflow.config import merge, read_config
 from clueflow.plan import Plan
 from test_resources import LLAMA3_8B
 from test_workflow import SNAKEMAKE, TINY_CONFIG, workdir_with
@@ -29,7 +29,7 @@ from slurm_resources import dry_run, rule_jobs, rule_stages  # noqa: E402  (the 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
 # masks compute with the model only for a WANDA base mask (the default has none)
-GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "unlearn", "evaluate"}
+GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "lr_search", "unlearn", "evaluate"}
 KEYS = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")  # what the SLURM plugin submits
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
@@ -45,15 +45,17 @@ SMALL_CONFIG["tables"]["fig3"] = ["sentiment"]
 def test_profile_dry_run_of_an_8b_hub_model_sizes_every_job_from_the_model(tmp_path, monkeypatch):
     """Needs no cluster nor the model: the profile parses; every job asks for what clueflow.resources derives for
     its stage (model stages one GPU on the GPU partition, CPU jobs the CPU partition); tables and figures are local."""
-    (tmp_path / "8b.yaml").write_text(yaml.safe_dump({"model": LLAMA3_8B}))
+    # an lr grid on one run (validation rows on the sets it reads) so that every rule with a stage is planned
+    overlay = {"model": LLAMA3_8B, "unlearn": {"methods": {"ga": {"lr_grid": [1.0e-5, 1.0e-4]}}},
+               "datasets": {s: {"validation": 0.2} for s in ("capitals", "sentiment", "ioi", "greater_than",
+                                                             "docstring")}}
+    (tmp_path / "8b.yaml").write_text(yaml.safe_dump(overlay))
     work = tmp_path / "work"
     work.mkdir()
     jobs, stages = rule_jobs(dry_run([tmp_path / "8b.yaml"], work)), rule_stages()
-    assert set(stages) <= set(jobs) and {"model", "data_build", "cnf", "solve"} <= set(stages)
+    assert set(stages) <= set(jobs) and {"model", "data_build", "cnf", "solve", "lr_search"} <= set(stages)
     assert not {"localization_table", "table", "fig7", "base_accuracy"} & set(stages)  # local rules
-    cfg = read_config(work / "config.yaml")
-    cfg["model"].update(LLAMA3_8B)
-    cfg = Plan.from_config(cfg).config
+    cfg = Plan.from_config(merge(read_config(work / "config.yaml"), overlay)).config
     monkeypatch.setenv(R.GPU_PARTITION_ENV, "gpu")
     monkeypatch.setenv(R.CPU_PARTITION_ENV, "cpu")
     for rule, stage in stages.items():
