@@ -158,10 +158,15 @@ def training_inputs(wildcards):
 
 
 def unlearn_inputs(wildcards):
-    """training_inputs, and the run's lr search on the pair for a run with an lr grid (one file for all seeds)."""
-    if not PLAN.searches_lr(wildcards.run):
+    """training_inputs, and the lr search on the pair (one file for all seeds) of the run that sets its lr: itself
+    with an lr grid, or the run its lr_from names."""
+    source = PLAN.lr_source(wildcards.run)
+    if source is None:
         return training_inputs(wildcards)
-    return dict(training_inputs(wildcards), lr=L.lr_search(**fields(wildcards)))
+    return dict(
+        training_inputs(wildcards),
+        lr=L.lr_search(**{**fields(wildcards), "run": source}),
+    )
 
 
 def evaluated_model(wildcards):

@@ -117,6 +117,7 @@ def test_lr_search_scores_each_lr_on_the_validation_split_and_the_run_trains_at_
     table = runs_table([ckpt, setup["root"] / "ckpt" / "ga_plain"])
     assert table["lr"].tolist() == [found["lr"], SETTINGS["lr"]]
     assert table["lr_grid"].iloc[0] == "0.0001, 0.03" and pd.isna(table["lr_grid"].iloc[1])
+    assert table["lr_from"].iloc[0] == "ga_lr" and pd.isna(table["lr_from"].iloc[1])
 
 
 def test_the_first_lr_trial_is_the_run_that_lr_trains(setup):
@@ -192,6 +193,42 @@ def test_workflow_searches_the_lr_once_per_pair_before_the_runs_unlearn_jobs(tmp
     assert job_counts(out)["lr_search"] == len(searched) == 3  # ga on each retain set and on both
     assert all("run=ga" in w for w in searched)
     assert "results/lr/tiny-llama/ga/capitals__sentiment+ioi.json" in out
+
+
+def test_runs_with_lr_from_train_at_another_runs_pick_without_a_search_of_their_own(tmp_path):
+    from test_workflow import TINY_CONFIG, job_counts, jobs, snakemake, workdir_with
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    methods = cfg["unlearn"]["methods"]
+    methods["ga"]["lr_grid"] = [1e-4, 1e-3]
+    lr_from = [r for r in methods if r != "ga" and "pairs" not in methods[r]]
+    for r in lr_from:
+        methods[r]["lr_from"] = "ga"
+    for spec in cfg["datasets"].values():
+        spec["validation"] = 0.2
+    out = snakemake(workdir_with(tmp_path, cfg), "all", "--dry-run", "--cores", "1").stdout
+    assert lr_from and job_counts(out)["lr_search"] == 3 and all("run=ga" in w for r, w in jobs(out) if r == "lr_search")
+    plan = Plan.from_config(cfg, file="c.yaml")
+    assert [plan.lr_source(r) for r in ("ga", lr_from[0])] == ["ga", "ga"]
+    assert plan.lr_source(next(r for r in methods if r not in lr_from and r != "ga")) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["po"].update(lr_from="npo"), "not a run with an lr_grid"),
+    (lambda m: m["po"].update(lr_from="nope"), "not a run with an lr_grid"),
+    (lambda m: m["po"].update(lr_from="ga", lr_grid=[1e-3]), "give lr_grid or lr_from"),
+    (lambda m: (m["ga"].update(pairs=["ioi"]), m["po"].update(lr_from="ga", pairs=["sentiment"])), "searches no lr"),
+])
+def test_lr_from_must_name_a_run_that_searches_every_pair_of_this_one(change, message):
+    cfg = {"seed": 0, "model": {"name": "t", "source": "tiny:llama"}, "forget": "capitals",
+           "retain": ["sentiment", "ioi"],
+           "datasets": {n: {"generator": n, "n": 30, **SPLIT} for n in ("capitals", "sentiment", "ioi")},
+           "unlearn": {"lr_grid": None, "methods": {"ga": {"lr_grid": [1e-3, 1e-2]}, "npo": {}, "po": {}}},
+           "tables": {"table1": ["ga"], "table2": [], "table3": [], "table6": [], "fig3": [], "fig4": [], "fig6": []}}
+    change(cfg["unlearn"]["methods"])
+    with pytest.raises(ClueflowError, match=message) as err:
+        Plan.from_config(json.loads(json.dumps(cfg)), file="c.yaml")
+    assert err.value.field == "unlearn.methods.po.lr_from"
 
 
 def test_lr_search_jobs_are_sized_for_one_training_per_lr_on_one_gpu(tmp_path):

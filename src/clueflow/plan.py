@@ -164,6 +164,13 @@ class Plan:
         """Whether ``run`` picks its lr from ``lr_grid`` on the validation split (one lr search per pair)."""
         return self.run_spec(run)[2]["lr_grid"] is not None
 
+    def lr_source(self, run: str) -> str | None:
+        """The run whose lr search on the pair sets ``run``'s lr: itself with an ``lr_grid``, the run named by its
+        ``lr_from``, else None (``lr`` as given)."""
+        if self.searches_lr(run):
+            return run
+        return self.config["unlearn"]["methods"][run].get("lr_from")
+
     def reads_clue_masks(self, run: str) -> bool:
         method, options, _ = self.run_spec(run)
         return needs_clue_masks(method, options)
@@ -328,6 +335,17 @@ class Plan:
                 field = f"unlearn.methods.{run}" if "epochs" in cfg["unlearn"]["methods"][run] else "unlearn"
                 raise self.error(f"{field}.epochs", f"run {run!r} would train for 0 epochs (its checkpoint would "
                                                     f"be the base model)")
+            source = cfg["unlearn"]["methods"][run].get("lr_from")
+            if source is not None:
+                field = f"unlearn.methods.{run}.lr_from"
+                if source not in cfg["unlearn"]["methods"] or not self.searches_lr(source):
+                    raise self.error(field, f"run {run!r} takes its lr from {source!r}, which is not a run with an "
+                                            f"lr_grid")
+                if settings["lr_grid"] is not None:
+                    raise self.error(field, f"run {run!r} has an lr_grid of its own: give lr_grid or lr_from")
+                missing = [p for p in self.run_pairs(run) if p not in self.run_pairs(source)]
+                if missing:
+                    raise self.error(field, f"run {source!r} searches no lr on pair {missing[0].name} of run {run!r}")
             if settings["lr_grid"] is not None:
                 for name in dict.fromkeys(s for pair in self.run_pairs(run) for s in (pair.forget, *pair.retains)):
                     if not cfg["datasets"][name].get("validation"):

@@ -9,8 +9,8 @@
 * ``masks/{stage}.safetensors``: each stage's mask, in the mask-file format (absent for full fine-tuning);
 * ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, per stage its
   optimizer steps, trainable entries and unlearned-parameter share (or the merged LoRA adapter: r, alpha, dropout,
-  target modules, trainable parameters), dtype, wall seconds; with ``unlearn.lr_grid``, ``lr_grid``: the lr
-  search (grid, per-lr validation scores, pick), whose pick is the settings' ``lr``. The device is not
+  target modules, trainable parameters), dtype, wall seconds; with ``unlearn.lr_grid`` (or ``lr_from``),
+  ``lr_grid``: the lr search (its run, grid, per-lr validation scores, pick), whose pick is the settings' ``lr``. The device is not
   recorded: it changes no result beyond round-off.
 
 The directory appears complete or not at all (written beside the target, then renamed). :func:`launch` runs
@@ -122,7 +122,8 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                 seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
                 device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
                 lr_search: str | Path | None = None) -> dict[str, Any]:
-    """``lr_search``: the run's lr search file (:mod:`.lr`, ``unlearn.lr_grid``), whose pick replaces ``lr``."""
+    """``lr_search``: the lr search file (:mod:`.lr`, ``unlearn.lr_grid``) of the run or of the run its ``lr_from``
+    names, whose pick replaces ``lr``."""
     started = time.perf_counter()
     check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
     impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
@@ -178,7 +179,7 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
     """One row per unlearning run (a checkpoint directory): its seed, wall time, steps, lr (and the grid it was
-    picked from, if any), trainable share, final losses."""
+    picked from and the run whose search picked it, if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
         s = json.loads((Path(ckpt) / SUMMARY).read_text())
@@ -188,6 +189,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
         rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seed=s["seed"], seconds=s["seconds"],
                          steps=len(trained), n_forget=s["n_forget"], lr=s["settings"]["lr"],
                          lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,
+                         lr_from=s["lr_grid"]["run"] if "lr_grid" in s else None,
                          unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),
                                                  default=0.0),
                          final_loss=last.get("loss"), final_forget_loss=last.get("forget_loss")))
