@@ -27,7 +27,8 @@ Summary ``….json``: run, pair, seed, the aggregates below, per-set accuracies,
 * ``general_utility`` = mean over general tasks of each task's score (built-in sets: both of its kinds pooled; an
   lm-eval group such as ``mmlu`` is one task, scored by its own aggregate: :mod:`clueflow.evaluate.lmeval`), over
   the tasks of ``general_sets`` only: ``general_left_out`` names each set left out and why
-  (``evaluate.general_band``: :mod:`clueflow.evaluate.band`); ``general_per_set`` scores every task;
+  (``evaluate.general_band``: :mod:`clueflow.evaluate.band`), which is not scored at all (its rows would cost
+  a third of the evaluation and count nowhere); ``general_per_set`` scores every task GU counts;
 * ``mia_auc_{min_k,loss,min_k_pp}`` over the unique texts (:mod:`clueflow.evaluate.metrics` for the convention);
 * ``unlearned_parameter`` = the paper's definition measured on the weights: mean over the maskable weight matrices
   of the share of entries that differ from the base model (0 for ``origin``).
@@ -148,7 +149,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
     the same file; the unfiltered set under ``evaluate.filtered: false``). ``general_accuracy``: the base model's
     accuracy file of each built-in general set, which with ``general_band`` (``evaluate.general_band``) decides the
-    sets GU averages; without it every task counts."""
+    sets GU averages (the others are not scored); without it every task counts."""
     started = time.perf_counter()
     dropped = left_out([*general_paths, *standard_tasks], general_accuracy or {}, **(general_band or {}))
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
@@ -190,7 +191,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                                                  batch_size=batch_size)
     frames[0]["rouge_l"] = [rouge_l_recall(g, a) for g, a in zip(frames[0]["generation"], forget["answer"])]
 
-    general_sets = {name: read_set(p) for name, p in general_paths.items()}
+    general_sets = {name: read_set(p) for name, p in general_paths.items() if name not in dropped}  # unscored
     general, general_scores = evaluate_general(model, tok, general_sets, list(standard_tasks), batch_size=batch_size,
                                                limit=general_limit, metrics=metrics)
     frames.append(pd.DataFrame(dict(subset="general", set=general["set"], id=general["id"], format=general["task"],
