@@ -19,6 +19,7 @@ rule evaluate:
         evaluate=lambda wc: PLAN.evaluate_params(wc.run),
         seed=job_seed,
         dtype=config["model"]["dtype"],
+        autocast=config["model"]["autocast"],
         trust_remote_code=config["model"]["trust_remote_code"],
         code=script_code("evaluate"),
     script:

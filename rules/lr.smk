@@ -18,6 +18,7 @@ rule lr_search:
         seed=config["seed"],
         batch_size=config["evaluate"]["batch_size"],
         model=PLAN.model_params(),
+        autocast=config["model"]["autocast"],
         code=script_code("lr_search"),
     script:
         "../workflow_scripts/lr_search.py"

@@ -17,6 +17,7 @@ rule unlearn:
         spec=lambda wc: PLAN.unlearn_params(wc.run),
         seed=job_seed,
         model=PLAN.model_params(),
+        autocast=config["model"]["autocast"],
         code=script_code("unlearn"),
     script:
         "../workflow_scripts/unlearn.py"

@@ -261,7 +261,7 @@ def _cmd_evaluate_run(args) -> None:
                        standard_tasks=[n for n, _ in args.task],
                        metrics={n: m for n, m in args.task if m}, k=args.k,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
-                       device=args.device)
+                       device=args.device, autocast=args.autocast)
     print(", ".join(f"{k} {s[k]:.3f}" for k in ("forget_efficacy", "retain_utility", "general_utility",
                                                   "mia_auc_min_k", "rouge_l", "unlearned_parameter")))
 
@@ -304,7 +304,8 @@ def _cmd_unlearn_run(args) -> None:
     s = run_unlearn(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
                     options=options, settings=settings, seed=seed, masks=masks,
                     dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
-                    trust_remote_code=cfg["model"]["trust_remote_code"], lr_search=args.lr_search)
+                    trust_remote_code=cfg["model"]["trust_remote_code"], lr_search=args.lr_search,
+                    autocast=cfg["model"]["autocast"])
     print(f"{args.out}: {s['method']} on {s['n_forget']} forget / {s['n_retain']} retain examples, {s['seconds']} s")
 
 
@@ -336,7 +337,8 @@ def _cmd_unlearn_lr_search(args) -> None:
     found = search_lr(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
                       options=options, settings=settings, seed=cfg["seed"], masks=_clue_masks(args),
                       dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
-                      trust_remote_code=cfg["model"]["trust_remote_code"], batch_size=cfg["evaluate"]["batch_size"])
+                      trust_remote_code=cfg["model"]["trust_remote_code"], batch_size=cfg["evaluate"]["batch_size"],
+                      autocast=cfg["model"]["autocast"])
     for s in found["scores"]:
         print(f"lr {s['lr']:g}: forget efficacy {s['forget_efficacy']:.3f}, retain accuracy "
               f"{s['retain_accuracy']:.3f}, score {s['score']:.3f}")
@@ -575,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "--max-new-tokens", "evaluate.max_new_tokens")
     _flag(p, "--batch-size", "evaluate.batch_size")
     _model_flags(p)
+    p.add_argument("--autocast", default=default("model.autocast"), choices=[c for c in choices("model.autocast") if c],
+                   help="forward passes under torch.autocast in this dtype (model.autocast; default off)")
     p.set_defaults(func=_cmd_evaluate_run, outputs={"out": None, "summary": None})
     p = ev.add_parser("tasks", help="write lm-eval task YAMLs for built-in sets (their test split)")
     p.add_argument("sets", nargs="+", type=Path)

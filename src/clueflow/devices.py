@@ -6,6 +6,7 @@ record a device: masks and scores are written from CPU tensors, so a file made o
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import torch
@@ -31,6 +32,13 @@ def resolve_device(spec: str | torch.device = "auto", *, field: str = "model.dev
             raise ClueflowError(f"device {spec!r} asked for, but this process sees "
                                 f"{torch.cuda.device_count()} GPU(s)", field=field)
     return device
+
+
+def autocast(device: str | torch.device, dtype: str | None):
+    """Forward passes in ``dtype`` under ``torch.autocast`` on ``device``'s type (``model.autocast``); None: off."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
 
 
 def model_device(model) -> torch.device:

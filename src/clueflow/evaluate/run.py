@@ -51,7 +51,7 @@ from ..circuits.graph import build_graph
 from ..config import default
 from ..data.filter import correctness
 from ..data.schema import pair_of_files, read_set, set_name
-from ..devices import model_device
+from ..devices import autocast as amp, model_device
 from ..errors import ClueflowError
 from ..io import write_json, write_parquet
 from ..masks import maskable, matrices
@@ -143,8 +143,10 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    general_accuracy: dict[str, str | Path] | None = None,
                    general_band: dict[str, float] | None = None,
                    dtype: str = default("model.dtype"), device: str = default("model.device"),
-                   trust_remote_code: bool = False) -> dict[str, Any]:
-    """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype``; the base
+                   trust_remote_code: bool = False, autocast: str | None = default("model.autocast")
+                   ) -> dict[str, Any]:
+    """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype`` (its forward
+    passes under ``torch.autocast`` in ``autocast``: ``model.autocast``); the base
     model, read only for ``unlearned_parameter``, stays on the CPU. The unlearned forget rows come from
     ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
     the same file; the unfiltered set under ``evaluate.filtered: false``). ``general_accuracy``: the base model's
@@ -172,28 +174,29 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
         raise ClueflowError("no rows in the test split of any retain set", file=retain_paths[0], field="split")
 
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    scored = pd.concat([forget, heldout, retain], ignore_index=True)
-    ok = correctness(model, tok, scored, batch_size=batch_size, corrupted=False)["correct"]
-    n_f, n_h = len(forget), len(heldout)
-    frames = [_rows(forget, "forget", ok[:n_f]), _rows(heldout, "forget_heldout", ok[n_f:n_f + n_h]),
-              _rows(retain, "retain", ok[n_f + n_h:])]
+    with amp(model_device(model), autocast):  # model.autocast: every forward pass below
+        scored = pd.concat([forget, heldout, retain], ignore_index=True)
+        ok = correctness(model, tok, scored, batch_size=batch_size, corrupted=False)["correct"]
+        n_f, n_h = len(forget), len(heldout)
+        frames = [_rows(forget, "forget", ok[:n_f]), _rows(heldout, "forget_heldout", ok[n_f:n_f + n_h]),
+                  _rows(retain, "retain", ok[n_f + n_h:])]
 
-    # MIA on unique texts (rows of one fact share a text); generation + Rouge-L on the unlearned rows
-    texts = [t if isinstance(t, str) and t else p + a for t, p, a in
-             zip(pd.concat([forget, heldout])["text"], pd.concat([forget, heldout])["prompt"],
-                 pd.concat([forget, heldout])["answer"])]
-    unique = list(dict.fromkeys(texts))
-    by_text = dict(zip(unique, text_scores(model, tok, unique, k=k, batch_size=batch_size)))
-    for frame, chunk in ((frames[0], texts[:n_f]), (frames[1], texts[n_f:])):
-        for key in ("loss", "min_k", "min_k_pp"):
-            frame[key] = [by_text[t][key] for t in chunk]
-    frames[0]["generation"] = greedy_generations(model, tok, list(forget["prompt"]), max_new_tokens=max_new_tokens,
-                                                 batch_size=batch_size)
-    frames[0]["rouge_l"] = [rouge_l_recall(g, a) for g, a in zip(frames[0]["generation"], forget["answer"])]
+        # MIA on unique texts (rows of one fact share a text); generation + Rouge-L on the unlearned rows
+        texts = [t if isinstance(t, str) and t else p + a for t, p, a in
+                 zip(pd.concat([forget, heldout])["text"], pd.concat([forget, heldout])["prompt"],
+                     pd.concat([forget, heldout])["answer"])]
+        unique = list(dict.fromkeys(texts))
+        by_text = dict(zip(unique, text_scores(model, tok, unique, k=k, batch_size=batch_size)))
+        for frame, chunk in ((frames[0], texts[:n_f]), (frames[1], texts[n_f:])):
+            for key in ("loss", "min_k", "min_k_pp"):
+                frame[key] = [by_text[t][key] for t in chunk]
+        frames[0]["generation"] = greedy_generations(model, tok, list(forget["prompt"]),
+                                                     max_new_tokens=max_new_tokens, batch_size=batch_size)
+        frames[0]["rouge_l"] = [rouge_l_recall(g, a) for g, a in zip(frames[0]["generation"], forget["answer"])]
 
-    general_sets = {name: read_set(p) for name, p in general_paths.items() if name not in dropped}  # unscored
-    general, general_scores = evaluate_general(model, tok, general_sets, list(standard_tasks), batch_size=batch_size,
-                                               limit=general_limit, metrics=metrics)
+        general_sets = {name: read_set(p) for name, p in general_paths.items() if name not in dropped}  # unscored
+        general, general_scores = evaluate_general(model, tok, general_sets, list(standard_tasks),
+                                                   batch_size=batch_size, limit=general_limit, metrics=metrics)
     frames.append(pd.DataFrame(dict(subset="general", set=general["set"], id=general["id"], format=general["task"],
                                     correct=general["correct"])))
 

@@ -21,7 +21,7 @@ import torch
 from ..config import default
 from ..data.filter import correctness
 from ..data.schema import pair_of_files, read_set
-from ..devices import model_device
+from ..devices import autocast as amp, model_device
 from ..errors import ClueflowError
 from ..io import write_json
 from .methods import METHODS
@@ -49,7 +49,8 @@ def search_lr(model_dir: str | Path, forget_path: str | Path, retain_paths: list
               *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any], seed: int = 0,
               masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
               device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
-              batch_size: int = default("evaluate.batch_size")) -> dict[str, Any]:
+              batch_size: int = default("evaluate.batch_size"),
+              autocast: str | None = default("model.autocast")) -> dict[str, Any]:
     impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
     grid = settings["lr_grid"]
     if not grid:
@@ -66,8 +67,9 @@ def search_lr(model_dir: str | Path, forget_path: str | Path, retain_paths: list
     for lr in grid:
         with torch.random.fork_rng(devices=cuda):  # every trial starts from the random state run_unlearn would
             unlearn(x.model, x.tok, x.graph, x.clue_masks, x.forget_df, x.retain_df, run=run, impl=impl,
-                    options=options, settings={**settings, "lr": lr}, seed=seed)
-        ok = correctness(x.model, x.tok, scored, batch_size=batch_size, corrupted=False)["correct"].to_numpy()
+                    options=options, settings={**settings, "lr": lr}, seed=seed, autocast=autocast)
+        with amp(where, autocast):  # scored as the evaluation scores
+            ok = correctness(x.model, x.tok, scored, batch_size=batch_size, corrupted=False)["correct"].to_numpy()
         fe, ra = 1 - float(ok[:len(forget_val)].mean()), float(ok[len(forget_val):].mean())
         scores.append(dict(lr=lr, forget_efficacy=fe, retain_accuracy=ra, score=(fe + ra) / 2))
         print(f"lr {lr:g}: forget efficacy {fe:.3f}, retain accuracy {ra:.3f}")

@@ -58,9 +58,11 @@ def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
 
 
 def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: pd.DataFrame, *, run: str, impl,
-            options: dict[str, Any], settings: dict[str, Any], seed: int) -> tuple[list[Stage], list[dict]]:
+            options: dict[str, Any], settings: dict[str, Any], seed: int,
+            autocast: str | None = None) -> tuple[list[Stage], list[dict]]:
     """Train ``model`` in place by method ``impl`` (its stages; ``settings["steps"]`` split over them): the stages
-    and the train log. :func:`run_unlearn` and the lr search (:mod:`.lr`) both train through here."""
+    and the train log. :func:`run_unlearn` and the lr search (:mod:`.lr`) both train through here; ``autocast``
+    (``model.autocast``) is the training forward passes' precision."""
 
     def batches(df, kind, salt):
         return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
@@ -77,7 +79,7 @@ def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: p
     if settings["steps"] is not None:
         allot_steps(stages, settings["steps"])
     log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
-                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"])
+                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"], amp=autocast)
     return stages, log
 
 
@@ -121,7 +123,8 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                 out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
                 seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
                 device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
-                lr_search: str | Path | None = None) -> dict[str, Any]:
+                lr_search: str | Path | None = None, autocast: str | None = default("model.autocast")
+                ) -> dict[str, Any]:
     """``lr_search``: the lr search file (:mod:`.lr`, ``unlearn.lr_grid``) of the run or of the run its ``lr_from``
     names, whose pick replaces ``lr``."""
     started = time.perf_counter()
@@ -134,7 +137,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                     dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     model, tok, forget_df, retain_df = x.model, x.tok, x.forget_df, x.retain_df
     stages, log = unlearn(model, tok, x.graph, x.clue_masks, forget_df, retain_df, run=run, impl=impl,
-                          options=options, settings=settings, seed=seed)
+                          options=options, settings=settings, seed=seed, autocast=autocast)
     rank = world()[0]
     pair = pair_of_files(forget_path, retain_paths)
     summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
@@ -143,7 +146,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                                 retain_weight=s.retain_weight, optimizer=s.optimizer, full_model=s.mask is None,
                                 **({} if s.mask is None else mask_stats(s.mask, model)),
                                 **({} if s.adapter is None else dict(lora=s.adapter))) for s in stages],
-                   dtype=dtype, seconds=round(time.perf_counter() - started, 2),
+                   dtype=dtype, autocast=autocast, seconds=round(time.perf_counter() - started, 2),
                    **({} if searched is None else dict(lr_grid=searched)))
     if rank != 0:  # every process holds the same trained weights
         return summary

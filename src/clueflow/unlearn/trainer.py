@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..devices import model_device
+from ..devices import autocast, model_device
 from .batches import Batch, Batches
 from .losses import FORGET_LOSSES, nll, sequence_logprob
 from .optim import OPTIMIZERS
@@ -90,8 +90,11 @@ def stage_steps(stage: Stage, forget: Batches) -> int:
     return stage.epochs * len(forget) if stage.steps is None else stage.steps
 
 
-def _logits(model: nn.Module, batch) -> torch.Tensor:
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+def _logits(model: nn.Module, batch, amp: str | None = None) -> torch.Tensor:
+    """The batch's logits, the forward pass under ``amp`` (``model.autocast``; the backward follows its dtypes)."""
+    with autocast(batch.input_ids.device, amp):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    return logits if amp is None else logits.float()  # the losses in full precision
 
 
 def world() -> tuple[int, int]:
@@ -111,13 +114,14 @@ def share(batch: Batch, rank: int, size: int) -> tuple[Batch, float]:
 
 
 @torch.no_grad()
-def reference_logprobs(model: nn.Module, batches: Batches, rank: int = 0, size: int = 1) -> torch.Tensor:
+def reference_logprobs(model: nn.Module, batches: Batches, rank: int = 0, size: int = 1,
+                       amp: str | None = None) -> torch.Tensor:
     """Sequence log-probability of every forget example under the starting model (NPO's reference); with several
     processes, of this rank's share of them (0 elsewhere)."""
     out = torch.zeros(len(batches.items), device=batches.device)
     for b in batches.in_order():
         b = share(b, rank, size)[0]
-        out[b.index] = sequence_logprob(_logits(model, b), b.labels).float()
+        out[b.index] = sequence_logprob(_logits(model, b, amp), b.labels).float()
     return out
 
 
@@ -137,8 +141,9 @@ def lora_adapter(model: nn.Module, spec: dict):
 
 def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: float = 0.1,
           grad_clip: float | None = 1.0, gradient_checkpointing: bool = False,
-          lora: dict | None = None) -> list[dict]:
-    """Run the stages in order; return one log row per optimizer step (every process's losses averaged)."""
+          lora: dict | None = None, amp: str | None = None) -> list[dict]:
+    """Run the stages in order; return one log row per optimizer step (every process's losses averaged).
+    ``amp``: the forward passes' autocast dtype (``model.autocast``)."""
     rank, size = world()
     accel = None
     if size > 1:
@@ -148,7 +153,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
             raise ValueError("several processes train full-parameter stages only")
         accel = Accelerator(cpu=model_device(model).type == "cpu")
     needs_ref = any(s.loss == "npo" and s.epochs > 0 for s in stages)
-    ref = reference_logprobs(model, data.forget, rank, size) if needs_ref else None
+    ref = reference_logprobs(model, data.forget, rank, size, amp) if needs_ref else None
     if ref is not None and accel is not None:  # every rank computed its share: each needs all of it
         ref = accel.reduce(ref, "sum")
     retain_stream = data.retain.forever() if data.retain is not None else None
@@ -182,7 +187,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                     batch, weight = share(batch, rank, size)
                     ref_lp = ref[batch.index] if ref is not None else None
                     opt.zero_grad(set_to_none=True)
-                    forget_loss = FORGET_LOSSES[stage.loss](_logits(run, batch), batch.labels, ref_lp, beta)
+                    forget_loss = FORGET_LOSSES[stage.loss](_logits(run, batch, amp), batch.labels, ref_lp, beta)
                     if weight != 1.0:
                         forget_loss = forget_loss * weight
                     loss, retain_loss = forget_loss, None
@@ -192,7 +197,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                         forget_loss.backward()
                     if stage.retain_weight and retain_stream is not None:
                         r, r_weight = share(next(retain_stream), rank, size)
-                        retain_loss = nll(_logits(run, r), r.labels)
+                        retain_loss = nll(_logits(run, r, amp), r.labels)
                         if r_weight != 1.0:
                             retain_loss = retain_loss * r_weight
                         loss = loss + stage.retain_weight * retain_loss
