@@ -238,10 +238,11 @@ def test_lr_search_jobs_are_sized_for_one_training_per_lr_on_one_gpu(tmp_path):
 
     cfg = config(**LLAMA3_8B)
     size = model_size(cfg["model"], tmp_path)
+    cfg["unlearn"].update(batch_size=16, steps=None)
     epochs = stage_work("unlearn", cfg, size, JOB).tokens
     cfg["unlearn"]["steps"] = 1000
     steps = stage_work("unlearn", cfg, size, JOB).tokens
-    assert steps > epochs  # 1000 batches are more than the default 6 epochs of 16 rows
+    assert steps > epochs  # 1000 batches are more than 6 epochs of 16 rows
     cfg["unlearn"].update(lr_grid=[1e-5, 3e-5, 1e-4], gpus=2)
     assert stage_work("lr_search", cfg, size, JOB).tokens == 3 * steps
     one, run = job_resources("lr_search", cfg, tmp_path, JOB), job_resources("unlearn", cfg, tmp_path, JOB)
