@@ -64,3 +64,21 @@ def test_evaluation_under_autocast_scores_the_same_rows(setup, tmp_path):  # noq
     for key in ("forget_efficacy", "fe_heldout", "retain_utility"):
         assert mixed[key] == pytest.approx(full[key], abs=0.15)
     assert mixed["mia_auc_loss"] == pytest.approx(full["mia_auc_loss"], abs=0.15)
+
+
+def test_lm_eval_keeps_the_callers_autocast(setup, tiny_dirs):  # noqa: F811
+    from clueflow.data.schema import read_set
+    from clueflow.evaluate.lmeval import evaluate_general
+    from clueflow.models import load_tokenizer
+
+    model, tok = load_model(tiny_dirs["llama"]), load_tokenizer(tiny_dirs["llama"])
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    sets = {"sentiment": read_set(setup["retain"][0])}
+    full = evaluate_general(model, tok, sets, [], batch_size=8)[1]
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    with autocast("cpu", "bfloat16"):
+        mixed = evaluate_general(model, tok, sets, [], batch_size=8)[1]
+    assert set(seen) == {torch.bfloat16}  # lm-eval's own autocast wrapper does not switch it off
+    assert mixed["sentiment"] == pytest.approx(full["sentiment"], abs=0.2)

@@ -23,6 +23,7 @@ from unittest import mock
 from typing import Any
 
 import pandas as pd
+import torch
 import yaml
 
 from ..errors import ClueflowError
@@ -175,7 +176,10 @@ def run_lm_eval(model, tok, names: list[str], *, include_path: str | Path | None
     from lm_eval.tasks import TaskManager
 
     device = model_device(model)
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=lm_eval_batch_size(device, batch_size), device=str(device))
+    # HFLM wraps each forward in its own autocast (off unless told), which would switch off the caller's
+    amp = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=lm_eval_batch_size(device, batch_size), device=str(device),
+              mixed_precision_dtype=amp)
     # indexing lm-eval's own task YAMLs takes seconds; skip it when every task is a local one
     manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=not local_only)
     built, owner = [], {}
