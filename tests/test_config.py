@@ -14,7 +14,7 @@ DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 def test_default_config_is_valid_and_gets_defaults():
     cfg = validate_config(copy.deepcopy(DEFAULT), file="config.yaml")
     assert cfg["model"]["revision"] is None  # filled from the schema default
-    assert cfg["forget"] == "capitals" and len(cfg["retain"]) == 4
+    assert cfg["forget"] == "capitals" and cfg["retain"] == ["capitals_b"]
 
 
 def _broken(edit):
@@ -29,15 +29,15 @@ def _broken(edit):
 @pytest.mark.parametrize("edit, field, needle", [
     (lambda c: c.update(sed=1), "sed", "unknown key"),
     (lambda c: c["model"].update(sourse="x"), "model.sourse", "unknown key"),
-    (lambda c: c["datasets"]["ioi"].update(nn=3), "datasets.ioi.nn", "unknown key"),
+    (lambda c: c["datasets"]["bool"].update(nn=3), "datasets.bool.nn", "unknown key"),
     (lambda c: c["filter"].update(kep="all"), "filter.kep", "unknown key"),
     (lambda c: c.update(seed="zero"), "seed", "not of type 'integer'"),
-    (lambda c: c["datasets"]["ioi"].update(n=0), "datasets.ioi.n", "minimum"),
-    (lambda c: c["datasets"]["ioi"].update(loader="sst2"), "datasets.ioi", "exactly one of"),
+    (lambda c: c["datasets"]["bool"].update(n=0), "datasets.bool.n", "minimum"),
+    (lambda c: c["datasets"]["bool"].update(loader="sst2"), "datasets.bool", "exactly one of"),
     (lambda c: c["model"].update(dtype="fp8"), "model.dtype", "fp8"),
     (lambda c: c.update(forget="nope"), "forget", "not a key of datasets"),
-    (lambda c: c.update(retain=["ioi", "capitals"]), "retain", "both the forget set and a retain set"),
-    (lambda c: c["datasets"]["ioi"].update(splits={"circuit": 0.8, "train": 0.5}), "datasets.ioi.splits", "sum"),
+    (lambda c: c.update(retain=["bool", "capitals"]), "retain", "both the forget set and a retain set"),
+    (lambda c: c["datasets"]["bool"].update(splits={"circuit": 0.8, "train": 0.5}), "datasets.bool.splits", "sum"),
     (lambda c: c.pop("model"), "<top level>", "'model' is a required property"),
 ])
 def test_config_errors_name_the_key(edit, field, needle):

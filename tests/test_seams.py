@@ -131,14 +131,20 @@ def test_families_never_share_a_path():
 # ---- plan ------------------------------------------------------------------------------------------------------
 def test_plan_of_the_default_config():
     plan = load_plan(REPO / "config.yaml")
-    assert [p.name for p in plan.pairs] == ["capitals__sentiment", "capitals__ioi", "capitals__greater_than",
-                                            "capitals__docstring", "capitals__sentiment+ioi+greater_than+docstring"]
-    assert plan.run_pairs("clue_r8") == [Pair("capitals", ("sentiment",))]
-    assert plan.mask_source("clue_e01") == (RESIZED, {"fraction": 0.01}) and plan.mask_source("clue") == (BASE, {})
-    assert [p.name for p in plan.fig3_pairs] == ["capitals__sentiment", "capitals__sentiment+ioi"]
-    assert plan.general_sets == ["arithmetic", "bool", "gender", "induction", "reverse"] and plan.standard_tasks == []
+    assert [p.name for p in plan.pairs] == ["capitals__capitals_b"]
+    assert plan.run_pairs("clue") == [Pair("capitals", ("capitals_b",))] and plan.run_seeds("clue") == [0, 1, 2]
+    assert [plan.lr_source(r) for r in ("ga", "clue", "wagle", "random")] == ["ga", "random", "random", "random"]
+    assert plan.mask_source("clue") == (BASE, {}) and plan.fig3_pairs == []
+    assert plan.general_sets == ["bool", "docstring", "induction", "reverse"] and plan.standard_tasks == []
     targets = plan.targets(Layout())
     assert "results/figures/smollm2-135m-instruct/fig7.png" in targets and len(targets) == len(set(targets))
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["unlearn"]["methods"]["clue_e01"] = {"method": "clue", "edge_fraction": 0.01}
+    cfg["tables"]["fig3"] = ["capitals_b", "bool"]
+    cfg["retain"].append("bool")
+    plan = Plan.from_config(cfg)
+    assert plan.mask_source("clue_e01") == (RESIZED, {"fraction": 0.01})
+    assert [p.name for p in plan.fig3_pairs] == ["capitals__capitals_b", "capitals__capitals_b+bool"]
 
 
 def test_plan_errors_are_one_clueflow_error():
@@ -154,7 +160,7 @@ def test_later_config_files_merge_over_earlier_ones(tmp_path):
     (tmp_path / "over.yaml").write_text("circuits: {edge_fraction: 0.02}\nunlearn: {methods: {ga: {lr: 1.0e-4}}}\n")
     default = load_plan(REPO / "config.yaml")
     plan = load_plan(REPO / "config.yaml", tmp_path / "over.yaml")
-    assert plan.config["circuits"]["edge_fraction"] == 0.02 and plan.config["circuits"]["n_examples"] == 32
+    assert plan.config["circuits"]["edge_fraction"] == 0.02 and plan.config["circuits"]["n_examples"] == 16
     assert plan.runs == default.runs and plan.run_spec("ga")[2]["lr"] == 1.0e-4
     (tmp_path / "bad.yaml").write_text("tables: {table1: [nope]}\n")
     with pytest.raises(ClueflowError) as err:

@@ -45,10 +45,8 @@ SMALL_CONFIG["tables"]["fig3"] = ["sentiment"]
 def test_profile_dry_run_of_an_8b_hub_model_sizes_every_job_from_the_model(tmp_path, monkeypatch):
     """Needs no cluster nor the model: the profile parses; every job asks for what clueflow.resources derives for
     its stage (model stages one GPU on the GPU partition, CPU jobs the CPU partition); tables and figures are local."""
-    # an lr grid on one run (validation rows on the sets it reads) so that every rule with a stage is planned
-    overlay = {"model": LLAMA3_8B, "unlearn": {"methods": {"ga": {"lr_grid": [1.0e-5, 1.0e-4]}}},
-               "datasets": {s: {"validation": 0.2} for s in ("capitals", "sentiment", "ioi", "greater_than",
-                                                             "docstring")}}
+    # a run on re-selected circuits, so that every rule with a stage is planned (the default searches lrs already)
+    overlay = {"model": LLAMA3_8B, "unlearn": {"methods": {"clue_e02": {"method": "clue", "edge_fraction": 0.02}}}}
     (tmp_path / "8b.yaml").write_text(yaml.safe_dump(overlay))
     work = tmp_path / "work"
     work.mkdir()
