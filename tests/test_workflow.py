@@ -82,30 +82,27 @@ def test_snakefmt_is_clean():
 
 
 def test_dry_run_of_the_whole_default_dag(tmp_path):
+    from clueflow.plan import load_plan
+
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     proc = snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    n_sets, n_retain, unlearn = len(cfg["datasets"]), len(cfg["retain"]), cfg["unlearn"]
-    n_pairs = n_retain + 1  # each retain set, and all of them at once
-    seeds = {run: spec.get("seeds", unlearn.get("seeds")) or [cfg["seed"]] for run, spec in unlearn["methods"].items()}
-    checkpoints = sum(len(spec.get("pairs", unlearn["pairs"])) * len(seeds[run])
-                      for run, spec in unlearn["methods"].items())
-    fig3 = ["capitals__sentiment+ioi"]  # CLUE with both retain sets: one more pair, trained at each CLUE seed
-    origin = len(unlearn["pairs"]) * len(set().union(*seeds.values()))  # each pair, at each seed of its runs
-    # fig4: each run at another circuit size re-selects the forget and retain circuits and localizes again
-    sizes = {unlearn["methods"][r].get("edge_fraction") for r in cfg["tables"]["fig4"]} - {None}
-    # table3: circuits of the forget and retain sets found again on each of the run's checkpoints, then localized
-    after = [p for r in cfg["tables"]["table3"] for p in unlearn["methods"][r].get("pairs", unlearn["pairs"])]
+    plan = load_plan(REPO / "config.yaml")
+    cfg, tables = plan.config, plan.config["tables"]
+    n_sets, n_pairs = len(cfg["datasets"]), len(plan.pairs)
+    searches = sum(len(plan.run_pairs(r)) for r in plan.runs if plan.searches_lr(r))  # one per run and pair
+    seeds = set().union(*(plan.run_seeds(r) for r in plan.runs))
+    origin = n_pairs * len(seeds)  # each pair, at each seed of its runs
+    # table3: circuits of the forget and retain sets found again on the run's checkpoint, then localized
+    after = [p for r in tables["table3"] for p in plan.run_pairs(r)]
+    assert not (tables["fig3"] or tables["fig4"] or tables["fig6"] or tables["table2"])  # the larger config's
     assert job_counts(proc.stdout) == {"all": 1, "fetch": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
-                                       "base_accuracy": 1, "circuit": 1 + n_retain, "circuit_table": 1,
-                                       "circuit_resized": 2 * len(sizes), "circuit_after": 2 * len(after),
-                                       "cnf": n_pairs + len(fig3), "cnf_resized": len(sizes), "cnf_after": len(after),
-                                       "solve": n_pairs + len(fig3), "solve_resized": len(sizes),
-                                       "solve_after": len(after), "masks": n_pairs + len(fig3),
-                                       "masks_resized": len(sizes), "localization_table": 1,
-                                       "unlearn": checkpoints + len(fig3) * len(seeds["clue"]), "unlearn_table": 1,
-                                       "evaluate": checkpoints + len(fig3) * len(seeds["clue"]) + origin,
-                                       "table": 3, "table3": 1, "fig3": 1, "fig4": 1, "fig6": 1, "fig7": 1}
+                                       "base_accuracy": 1, "circuit": 1 + len(cfg["retain"]), "circuit_table": 1,
+                                       "circuit_after": 2 * len(after), "cnf": n_pairs, "cnf_after": len(after),
+                                       "solve": n_pairs, "solve_after": len(after), "masks": n_pairs,
+                                       "localization_table": 1, "lr_search": searches, "unlearn": len(plan.checkpoints),
+                                       "unlearn_table": 1, "evaluate": len(plan.checkpoints) + origin,
+                                       "table": 2, "table3": 1, "fig7": 1, "sensitivity": 1}
+    assert (searches, len(plan.checkpoints), origin) == (4, 30, 3)
 
 
 def _runs(c, **runs):
