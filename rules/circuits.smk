@@ -8,6 +8,8 @@ rule circuit:
         summary=L.circuit_summary(),
     log:
         L.log("circuit", "{model}/{set}"),
+    # on the path to the masked runs: before any ready unlearn or evaluate job, so no core waits on it later
+    priority: 1
     conda:
         "../envs/clueflow.yaml"
     threads: stage_threads("circuit")

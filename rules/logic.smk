@@ -8,6 +8,8 @@ rule cnf:
         wcnf=L.wcnf(),
     log:
         L.log("cnf", "{model}/{forget}__{retains}"),
+    # on the path to the masked runs: before any ready unlearn or evaluate job, so no core waits on it later
+    priority: 1
     group:
         logic_group(BASE)
     conda:

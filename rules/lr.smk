@@ -8,6 +8,8 @@ rule lr_search:
         L.lr_search(),
     log:
         L.log("lr_search", "{model}/{run}/{forget}__{retains}"),
+    # every unlearn job of its run (and of the runs whose lr_from names it) waits on it
+    priority: 1
     conda:
         "../envs/clueflow.yaml"
     threads: stage_threads("lr_search")

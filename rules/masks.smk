@@ -10,6 +10,8 @@ rule masks:
         stats=L.mask_stats(),
     log:
         L.log("masks", "{model}/{forget}__{retains}"),
+    # on the path to the masked runs: before any ready unlearn or evaluate job, so no core waits on it later
+    priority: 1
     conda:
         "../envs/clueflow.yaml"
     threads: stage_threads("masks")

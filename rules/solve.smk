@@ -10,6 +10,8 @@ rule solve:
         summary=L.assignment_summary(),
     log:
         L.log("solve", "{model}/{forget}__{retains}"),
+    # on the path to the masked runs: before any ready unlearn or evaluate job, so no core waits on it later
+    priority: 1
     group:
         logic_group(BASE)
     conda:
