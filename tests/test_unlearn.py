@@ -144,6 +144,29 @@ def test_equal_sparsity_controls_match_clue_count_per_tensor(setup):
                                                           for k in m}
 
 
+def test_the_random_control_spread_over_the_model_keeps_clue_count_and_leaves_its_masks_alone(setup):
+    model = load_model(setup["model"])
+    clue = {k: load_masks(setup["masks"] / f"{k}.safetensors", model) for k in ("forget", "conflict")}
+    union = {k: clue["forget"][k] | clue["conflict"][k] for k in clue["forget"]}
+    masks = {}
+    for name, seed in (("spread_a", 0), ("spread_b", 0), ("spread_c", 1)):
+        out = setup["root"] / "ckpt" / name
+        run_unlearn(setup["model"], setup["forget"], setup["retain"], out, run=name, method="random",
+                    options={"spread": "model"}, settings={**SETTINGS, "epochs": 1}, seed=seed,
+                    masks={k: setup["masks"] / f"{k}.safetensors" for k in ("forget", "conflict")})
+        masks[name] = load_masks(out / "masks" / "finetune.safetensors", model)
+    m = masks["spread_a"]
+    assert sum(int(v.sum()) for v in m.values()) == sum(int(v.sum()) for v in union.values())
+    assert {k: int(v.sum()) for k, v in m.items()} != {k: int(v.sum()) for k, v in union.items()}
+    assert all(torch.equal(m[k], masks["spread_b"][k]) for k in m)  # seeded
+    assert any(not torch.equal(m[k], masks["spread_c"][k]) for k in m)
+    inside = sum(int((m[k] & union[k]).sum()) for k in m) / sum(int(v.sum()) for v in m.values())
+    share = sum(int(v.sum()) for v in union.values()) / sum(v.numel() for v in union.values())
+    assert inside == pytest.approx(share, abs=0.05)  # uniform over the model: CLUE's share of it, not more
+    with pytest.raises(ClueflowError, match="spread"):
+        METHODS.check_options("random", {"spread": "layer"}, field="unlearn.methods.r.options")
+
+
 @pytest.fixture(scope="module")
 def reference(setup):
     """fp32 CPU runs: a CLUE-style masked run and a full-parameter one (NPO: its reference pass is on the device

@@ -102,7 +102,7 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
                                        "localization_table": 1, "lr_search": searches, "unlearn": len(plan.checkpoints),
                                        "unlearn_table": 1, "evaluate": len(plan.checkpoints) + origin,
                                        "table": 2, "table3": 1, "fig7": 1, "sensitivity": 1}
-    assert (searches, len(plan.checkpoints), origin) == (4, 30, 3)
+    assert (searches, len(plan.checkpoints), origin) == (4, 33, 3)
 
 
 def _runs(c, **runs):

@@ -1,19 +1,35 @@
 """Controls at equal sparsity: per parameter tensor, as many entries as the localizing mask (CLUE's forget ∪
-conflict by default, ``ratio: clue``) or ``ratio`` of its entries — chosen at random (seeded) or by |θ|."""
+conflict by default, ``ratio: clue``) or ``ratio`` of its entries — chosen at random (seeded) or by |θ|.
+
+The random control's ``spread: model`` keeps only the total count: its entries are drawn uniformly from all
+maskable entries of the model (each tensor's count a multivariate hypergeometric draw, then that many entries of
+the tensor at random). Matching CLUE's count per tensor (``spread: tensor``, the default) makes the control pick
+CLUE's own entries wherever CLUE's mask covers most of a tensor; spread over the model, it shares with CLUE's masks
+only about their share of the model."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import LOSSES, METHODS, RATIO, Context
+
+SPREADS = ("tensor", "model")
 
 
 def _counts(ctx: Context) -> dict[str, int]:
     params = ctx.maskable()
     ratio = ctx.options.get("ratio", "clue")
     if ratio == "clue":
-        return {n: int(m.sum()) for n, m in ctx.clue_union().items()}
-    return {n: int(round(float(ratio) * p.numel())) for n, p in params.items()}
+        counts = {n: int(m.sum()) for n, m in ctx.clue_union().items()}
+    else:
+        counts = {n: int(round(float(ratio) * p.numel())) for n, p in params.items()}
+    if ctx.options.get("spread", "tensor") == "model":
+        names = list(params)
+        drawn = np.random.default_rng(ctx.seed).multivariate_hypergeometric(
+            [params[n].numel() for n in names], sum(counts.values()))
+        counts = dict(zip(names, map(int, drawn)))
+    return counts
 
 
 def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
@@ -27,7 +43,7 @@ def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
     return out
 
 
-@METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES})
+@METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES, "spread": SPREADS})
 def random(ctx: Context):
     g = torch.Generator().manual_seed(ctx.seed)
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: torch.rand(p.shape, generator=g)))]
