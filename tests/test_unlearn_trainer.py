@@ -19,8 +19,8 @@ def test_forget_gradients_exist_before_the_retain_forward(monkeypatch):
         return Batches([(i, [IGNORE] * 6 + i[6:]) for i in ids], 2, pad_id=0, seed=seed)
 
     seen, forward = [], trainer._logits
-    monkeypatch.setattr(trainer, "_logits", lambda m, b: seen.append(
-        all(p.grad is not None for p in model.parameters())) or forward(m, b))
+    monkeypatch.setattr(trainer, "_logits", lambda m, b, amp=None: seen.append(
+        all(p.grad is not None for p in model.parameters())) or forward(m, b, amp))
     train(model, [Stage("full", None, loss="ga", epochs=1, lr=1e-3, retain_weight=0.5)],
           UnlearnData(forget=batches(0), refusal=batches(1), retain=batches(2)))
     assert seen == [False, True] * 2  # per step: forget forward on cleared gradients, retain forward after its backward
