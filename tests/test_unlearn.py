@@ -21,9 +21,10 @@ from clueflow.unlearn.trainer import Stage, UnlearnData, reference_logprobs, tra
 
 # GA as the forget loss of the localization methods: on a random tiny model only GA/NPO must lower the forget
 # likelihood (PO raises the refusal's, which is what its test checks).
-SETTINGS = dict(forget_ratio=8, batch_size=4, max_length=48, lr=3e-3, epochs=3, loss="ga", retain_weight=0.3,
-                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None,
-                steps=None, lr_grid=None)
+SETTINGS = dict(forget_ratio=8, batch_size=4, attribution_batch_size=3, max_length=48, lr=3e-3, epochs=3, loss="ga",
+                retain_weight=0.3,
+                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, joint_retain_pass=False,
+                lora=None, steps=None, lr_grid=None)
 FULL = {"ga", "npo", "po"}
 
 
@@ -261,3 +262,38 @@ def test_lora_is_refused_for_masked_methods_at_config_check():
         with pytest.raises(ClueflowError, match="LoRA is for the full-parameter methods") as err:
             plan(section, **runs)
         assert err.value.field == field and str(err.value).startswith(f"my.yaml: {field}: ")
+
+
+@pytest.mark.parametrize("method", ["wagle", "pcgu", "depn", "simu", "memit"])
+def test_a_localizer_picks_the_same_entries_whatever_its_attribution_batch_size(setup, method):
+    """attribution_batch_size sets examples per forward pass only: per-example terms summed, so the masks agree
+    (up to ties broken by float rounding) between one example per pass and several, with padding."""
+    masks = {}
+    for size in (1, 5):
+        out, _ = run(setup, method, f"{method}_attr{size}", epochs=0, attribution_batch_size=size)
+        masks[size] = load_masks(next((out / "masks").glob("*.safetensors")))
+    one, five = masks[1], masks[5]
+    selected = sum(int(m.sum()) for m in one.values())
+    assert selected > 0
+    differ = sum(int((one[k] ^ five[k]).sum()) for k in one)
+    assert differ <= 0.01 * selected, (differ, selected)
+
+
+def test_attribution_sums_per_example_terms_whatever_the_batch_size(setup):
+    from clueflow.circuits.graph import build_graph
+    from clueflow.unlearn.methods.attribution import gradients, neuron_ig
+
+    model = load_model(setup["model"])
+    tok = setup["tok"]
+    rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
+    data = Batches(examples(tok, rows, "retain"), 2, pad_id=0, seed=0)
+    assert len({len(x) for x, _ in data.items}) > 1  # padding inside a batch is exercised
+    params = dict(list(model.named_parameters())[1:4])
+    g1, g5 = gradients(model, params, data, batch_size=1), gradients(model, params, data, batch_size=5)
+    for n in params:
+        torch.testing.assert_close(g5[n], g1[n], rtol=1e-4, atol=1e-6)
+    graph = build_graph(model)
+    ig1 = neuron_ig(model, graph, data, batch_size=1, steps=3)
+    ig5 = neuron_ig(model, graph, data, batch_size=5, steps=3)
+    for a, b in zip(ig1, ig5):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

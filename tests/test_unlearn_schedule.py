@@ -19,9 +19,10 @@ from clueflow.unlearn.lr import pick, search_lr, validation_rows
 from clueflow.unlearn.run import run_unlearn, runs_table
 from clueflow.unlearn.trainer import Stage, allot_steps
 
-SETTINGS = dict(forget_ratio=6, batch_size=4, max_length=48, lr=3e-3, epochs=2, loss="ga", retain_weight=0.3,
-                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None,
-                steps=None, lr_grid=None)
+SETTINGS = dict(forget_ratio=6, batch_size=4, attribution_batch_size=4, max_length=48, lr=3e-3, epochs=2, loss="ga",
+                retain_weight=0.3,
+                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, joint_retain_pass=False,
+                lora=None, steps=None, lr_grid=None)
 SPLIT = {"splits": {"circuit": 0.2, "train": 0.4, "test": 0.4}, "validation": 0.25}
 
 

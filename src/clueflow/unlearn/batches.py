@@ -78,9 +78,11 @@ class Batches:
             ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
         return Batch(*(t.to(self.device) for t in (ids, mask, labels, torch.tensor(index))))
 
-    def in_order(self):
-        for start in range(0, len(self.items), self.batch_size):
-            yield self.collate(list(range(start, min(start + self.batch_size, len(self.items)))))
+    def in_order(self, batch_size: int | None = None):
+        """The examples in list order, ``batch_size`` (default the training batch size) at a time."""
+        size = batch_size or self.batch_size
+        for start in range(0, len(self.items), size):
+            yield self.collate(list(range(start, min(start + size, len(self.items)))))
 
     def epoch(self):
         order = torch.randperm(len(self.items), generator=self.generator).tolist()

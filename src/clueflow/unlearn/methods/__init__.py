@@ -7,8 +7,9 @@ bool tensor per maskable parameter, see :mod:`clueflow.masks`) and fine-tune thr
 Settings every method reads (the config's ``unlearn`` section, overridable per run): ``lr``, ``epochs`` (total
 epochs of a single-stage method), ``steps`` (the run's optimizer steps, split over its stages in proportion to
 their epochs by the run step; null: the epochs), ``lr_grid`` (the lrs an lr search picks ``lr`` from),
-``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ), ``weight_decay``; the trainer's memory options
-``gradient_checkpointing`` and ``lora`` (the latter for the full-parameter methods of :data:`FULL_PARAMETER`
+``loss`` (forget loss: ga | npo | po), ``retain_weight`` (λ), ``weight_decay``; ``attribution_batch_size`` (the
+examples per forward pass of a localizer's attribution: speed and memory only); the trainer's memory options
+``gradient_checkpointing``, ``joint_retain_pass`` and ``lora`` (the latter for the full-parameter methods of :data:`FULL_PARAMETER`
 only: a masked method trains exactly its mask's entries). The
 section's ``gpus`` (per run too) is not a setting of the run's result: it sizes the job and its process count.
 Only the full-parameter methods run without the circuit graph (:func:`needs_graph`), on any causal LM.
@@ -36,8 +37,8 @@ from ..trainer import Stage, UnlearnData
 METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning method")
 LOSSES = tuple(FORGET_LOSSES)  # the ``loss`` option of a method
 RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the maskable entries, or CLUE's count
-SETTINGS = ("forget_ratio", "batch_size", "max_length", "lr", "lr_grid", "epochs", "steps", "loss", "retain_weight",
-            "weight_decay", "npo_beta", "grad_clip", "gradient_checkpointing", "lora")
+SETTINGS = ("forget_ratio", "batch_size", "attribution_batch_size", "max_length", "lr", "lr_grid", "epochs", "steps", "loss", "retain_weight",
+            "weight_decay", "npo_beta", "grad_clip", "gradient_checkpointing", "joint_retain_pass", "lora")
 FULL_PARAMETER: set[str] = set()  # methods that train every parameter (filled where they register)
 DENSE_MLP = "dense_mlp"  # a method's requirement: it scores or edits the neurons of one MLP output projection a layer
 
@@ -83,6 +84,10 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     clue_masks: dict[str, dict[str, torch.Tensor]] | None = None  # forget / conflict masks of the pair
     seed: int = 0
+
+    @property
+    def attribution_batch_size(self) -> int:
+        return self.settings["attribution_batch_size"]
 
     def maskable(self) -> dict[str, nn.Parameter]:
         return maskable(self.model, self.graph)

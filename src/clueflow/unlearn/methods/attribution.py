@@ -11,7 +11,7 @@ from torch import nn
 from ... import anatomy
 from ...circuits.graph import Graph
 from ..batches import Batches
-from ..losses import IGNORE, nll
+from ..losses import IGNORE, token_logprobs
 
 def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Tensor:
     """Mask of ``neurons``' output weights (the input features of the layer's MLP output projection)."""
@@ -21,19 +21,21 @@ def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Ten
     return mask
 
 
-def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches
+def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches, *, batch_size: int
                     ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Gradient of the summed per-batch NLL over the whole data set, for ``params`` only: (name, gradient) one
-    parameter at a time, in the model's dtype. Each gradient is handed over, not copied (a consumer that scores
+    """Gradient of Σ over examples of each example's mean token NLL, for ``params`` only: (name, gradient) one
+    parameter at a time, in the model's dtype. Per-example terms make it independent of ``batch_size`` (examples
+    per forward pass) up to float rounding. Each gradient is handed over, not copied (a consumer that scores
     tensor by tensor never holds a second full set)."""
     wanted = {id(p) for p in params.values()}
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
         p.grad = None
     try:
-        for b in batches.in_order():
-            nll(model(input_ids=b.input_ids, attention_mask=b.attention_mask, use_cache=False).logits,
-                b.labels).backward()
+        for b in batches.in_order(batch_size):
+            lp, mask = token_logprobs(model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                                            use_cache=False).logits, b.labels)
+            (-(lp.sum(-1) / mask.sum(-1).clamp_min(1))).sum().backward()
         for n, p in params.items():
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             p.grad = None
@@ -44,9 +46,10 @@ def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: 
             p.requires_grad_(True)
 
 
-def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches) -> dict[str, torch.Tensor]:
+def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches, *, batch_size: int
+              ) -> dict[str, torch.Tensor]:
     """:func:`gradient_stream` gathered into a dict."""
-    return dict(gradient_stream(model, params, batches))
+    return dict(gradient_stream(model, params, batches, batch_size=batch_size))
 
 
 def _targets(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,7 +60,7 @@ def _targets(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return rows, first - 1, batch.labels[rows, first]
 
 
-def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, steps: int = 8,
+def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: int, steps: int = 8,
               target: str = "prob") -> list[torch.Tensor]:
     """Integrated gradients of each MLP neuron (input coordinate of the MLP output projection) at the position
     predicting the answer, summed over examples: β · (1/m) Σ_j ∂f/∂a |_{a = (j/m) β}, with f the answer's
@@ -65,14 +68,15 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, steps: int = 
 
     All layers' activations move along the path together (one backward per step, not one per layer and step);
     the baseline is zero activation at that position, and the attributions of all neurons sum to
-    f(β) − f(0) up to the Riemann error.
+    f(β) − f(0) up to the Riemann error. Every term is per example, so ``batch_size`` (examples per forward pass)
+    changes only float rounding.
     """
     outs = graph.mlp_outs("neuron attribution (DEPN, SIMU)")
     totals = [None] * len(outs)
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        for b in batches.in_order():
+        for b in batches.in_order(batch_size):
             rows, pos, tok = _targets(b)
             clean: dict[int, torch.Tensor] = {}
             replace: dict[int, torch.Tensor] = {}

@@ -22,7 +22,7 @@ def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.
 
 @METHODS.register("depn", requires=(DENSE_MLP,), options={"top": NUMBER, "steps": int, "loss": LOSSES})
 def depn(ctx: Context):
-    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, steps=int(ctx.options.get("steps", 8)), target="prob")
+    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=int(ctx.options.get("steps", 8)), target="prob")
     flat = torch.cat(scores)
     k = max(1, int(round(float(ctx.options.get("top", 0.05)) * flat.numel())))
     threshold = flat.topk(k).values[-1]

@@ -26,9 +26,10 @@ def _prompts(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor,
 
 
 @torch.no_grad()
-def layer_effects(ctx: Context, batch_size: int = 16) -> torch.Tensor:
+def layer_effects(ctx: Context) -> torch.Tensor:
     """Mean indirect effect of restoring each layer's MLP output, over the forget rows."""
     df, layers, device = ctx.forget_df, ctx.graph.layers, model_device(ctx.model)
+    batch_size = ctx.attribution_batch_size
     effects = torch.zeros(len(layers), device=device)
     for start in range(0, len(df), batch_size):
         rows = df.iloc[start:start + batch_size]

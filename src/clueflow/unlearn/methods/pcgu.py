@@ -21,10 +21,10 @@ def _units(g: torch.Tensor, module) -> torch.Tensor:
 @METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES})
 def pcgu(ctx: Context):
     params = ctx.maskable()
-    g_f = gradients(ctx.model, params, ctx.data.forget)
+    g_f = gradients(ctx.model, params, ctx.data.forget, batch_size=ctx.attribution_batch_size)
     owner = anatomy.param_modules(ctx.model)
     parts = []  # (cosine, name, unit index, entries)
-    for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain):
+    for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain, batch_size=ctx.attribution_batch_size):
         f, r = _units(g_f.pop(n), owner[n]), _units(g_r, owner[n])
         cos = torch.nn.functional.cosine_similarity(f.float(), r.float(), dim=1, eps=1e-12)
         parts += [(c, n, i, f.shape[1]) for i, c in enumerate(cos.tolist())]

@@ -21,10 +21,10 @@ def _critical(scores, t):
                                   "optimizer": ("sophia", "adamw"), "rho": NUMBER, "loss": LOSSES})
 def simu(ctx: Context):
     steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
-    crit_f = _critical(neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, steps=steps, target="logprob"), t)
+    crit_f = _critical(neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=steps, target="logprob"), t)
     selected = crit_f
     if ctx.options.get("neurons", "with_dual") == "forget_only":
-        crit_r = _critical(neuron_ig(ctx.model, ctx.graph, ctx.data.retain, steps=steps, target="logprob"), t)
+        crit_r = _critical(neuron_ig(ctx.model, ctx.graph, ctx.data.retain, batch_size=ctx.attribution_batch_size, steps=steps, target="logprob"), t)
         selected = [f & ~r for f, r in zip(crit_f, crit_r)]
     elif ctx.options.get("neurons", "with_dual") != "with_dual":
         raise ValueError("simu option neurons must be with_dual or forget_only")

@@ -16,11 +16,11 @@ from .attribution import gradient_stream, gradients
 @METHODS.register("wagle", options={"ratio": RATIO, "mu": NUMBER, "loss": LOSSES})
 def wagle(ctx: Context):
     params = ctx.maskable()
-    g_f = gradients(ctx.model, params, ctx.data.forget)
+    g_f = gradients(ctx.model, params, ctx.data.forget, batch_size=ctx.attribution_batch_size)
     mu = float(ctx.options.get("mu", 1e-6))  # the released WAGLE configs' μ
     shapes = {n: p.shape for n, p in params.items()}
     flat = torch.empty(sum(p.numel() for p in params.values()), device=model_device(ctx.model))
     scores = dict(zip(shapes, flat.split([p.numel() for p in params.values()])))
-    for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain):  # written into the one fp32 score buffer
+    for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain, batch_size=ctx.attribution_batch_size):  # written into the one fp32 score buffer
         torch.mul(params[n].detach().float() - g_r.float() / mu, g_f.pop(n).float(), out=scores[n].view(shapes[n]))
     return [ctx.stage("finetune", top_entries(flat.abs_(), shapes, ctx.budget()))]
