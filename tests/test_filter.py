@@ -76,3 +76,26 @@ def test_run_filter_writes_kept_rows_and_accuracy(tiny_dirs, tmp_path):
     table = accuracy_table([acc])
     assert list(table.columns) == ["set", "format", "n", "accuracy", "corrupted_accuracy", "chance", "kept"]
     assert table.loc[0, "n"] == 16 and 0.0 <= table.loc[0, "accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "phi3", "olmo2", "mixtral",
+                                  "qwen3_moe", "opt"])
+def test_options_scored_on_one_shared_prompt_pass_match_one_sequence_per_option(tiny_dirs, arch):
+    """Continuations sharing a prompt run on one cached pass over it (left-padded prompts of different lengths,
+    option counts that differ, multi-token options, a chunk boundary): each score equals the score of the option's
+    own full sequence."""
+    model, tok = load_model(tiny_dirs[arch]), load_tokenizer(tiny_dirs[arch])
+    prompts = ["The capital of France is", "a", "When John and Mary went to the store, John gave a drink to",
+               "Options: x, y.\nPick"]
+    options = [[" Paris", " Rome", " New York City"], [" b", " bcd"], [" Mary", " John", " them all", " it"],
+               [" x", " y"]]
+    requests = [(p, c) for p, cs in zip(prompts, options) for c in cs] + [("alone here", " ok")]
+    scored = score_continuations(model, tok, requests, batch_size=5)
+    for (prompt, cont), s in zip(requests, scored):
+        p, c = encode_prompt(tok, prompt), encode_continuation(tok, cont)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+        rows = logp[len(p) - 1: len(p) + len(c) - 1]
+        assert s.n_tokens == len(c)
+        assert s.logprob == pytest.approx(float(rows[torch.arange(len(c)), c].sum()), abs=1e-4)
+        assert s.greedy == bool((rows.argmax(-1) == torch.tensor(c)).all())

@@ -35,18 +35,39 @@ class Scored:
 @torch.no_grad()
 def score_continuations(model, tok, requests: Sequence[tuple[str, str]], *, batch_size: int = 32,
                         desc: str = "scoring") -> list[Scored]:
-    """Score ``(prompt, continuation)`` pairs in length-sorted, right-padded batches."""
+    """Score ``(prompt, continuation)`` pairs. Continuations that share a prompt (a multiple-choice row's options)
+    are scored on one pass over the prompt (:func:`_score_shared`); the others in length-sorted, right-padded
+    batches. ``batch_size``: sequences per forward pass."""
     encoded = []
     for prompt, cont in requests:
         p, c = encode_prompt(tok, prompt), encode_continuation(tok, cont)
         if not c:
             raise ValueError(f"empty continuation for prompt {prompt!r}")
         encoded.append((p, c))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, (p, _) in enumerate(encoded):
+        by_prompt.setdefault(tuple(p), []).append(i)
+    shared = [g for g in by_prompt.values() if len(g) > 1]
+    alone = [g[0] for g in by_prompt.values() if len(g) == 1]
     results: list[Scored | None] = [None] * len(encoded)
+    with tqdm(total=len(encoded), desc=desc, unit="seq", leave=False) as bar:
+        _score_alone(model, tok, encoded, alone, results, batch_size, bar)
+        _score_shared(model, tok, encoded, shared, results, batch_size, bar)
+    return results  # type: ignore[return-value]
+
+
+def _scored(logp: torch.Tensor, c: list[int]) -> Scored:
+    """``logp``: [len(c), vocab] log-probabilities of the positions predicting ``c``."""
+    target = torch.tensor(c, device=logp.device)
+    return Scored(logprob=float(logp.gather(1, target[:, None]).sum()), greedy=bool((logp.argmax(-1) == target).all()),
+                  n_tokens=len(c))
+
+
+def _score_alone(model, tok, encoded, indices: list[int], results: list, batch_size: int, bar) -> None:
+    order = sorted(indices, key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
     device = model_device(model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         seqs = [encoded[i][0] + encoded[i][1] for i in idx]
         width = max(len(s) for s in seqs)
@@ -55,16 +76,52 @@ def score_continuations(model, tok, requests: Sequence[tuple[str, str]], *, batc
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = torch.tensor(s)
             mask[row, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
         for row, i in enumerate(idx):
             p, c = encoded[i]
-            pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)
-            target = torch.tensor(c, device=device)
-            lp = logp[row, pos]
-            results[i] = Scored(
-                logprob=float(lp.gather(1, target[:, None]).sum()),
-                greedy=bool((lp.argmax(-1) == target).all()),
-                n_tokens=len(c),
-            )
-    return results  # type: ignore[return-value]
+            results[i] = _scored(logp[row, len(p) - 1: len(p) + len(c) - 1], c)
+        bar.update(len(idx))
+
+
+def _score_shared(model, tok, encoded, groups: list[list[int]], results: list, batch_size: int, bar) -> None:
+    """Groups of requests with one prompt: the prompts (left-padded, so each ends in the last column) run once with
+    the key/value cache, which is then repeated per continuation; the continuations (right-padded) run on it with
+    their true positions. Same scores as one sequence per request, up to float rounding; the prompt's tokens are
+    computed once, not once per option."""
+    device = model_device(model)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    groups = sorted(groups, key=lambda g: -len(encoded[g[0]][0]))
+    chunk: list[list[int]] = []
+    for k, group in enumerate(groups):  # chunks of at most batch_size continuations (and at least one group)
+        chunk.append(group)
+        nxt = len(groups[k + 1]) if k + 1 < len(groups) else batch_size + 1
+        if sum(map(len, chunk)) + nxt <= batch_size:
+            continue
+        prompts = [encoded[g[0]][0] for g in chunk]
+        width = max(map(len, prompts))
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p):], mask[row, width - len(p):] = torch.tensor(p), 1
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                    position_ids=(mask.cumsum(-1) - 1).clamp_min(0).to(device), use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), -1)  # predicts each continuation's first token
+        owner = [row for row, g in enumerate(chunk) for _ in g]
+        members = [i for g in chunk for i in g]
+        cache = out.past_key_values
+        cache.batch_select_indices(torch.tensor(owner, device=device))
+        conts = [encoded[i][1] for i in members]
+        cwidth = max(map(len, conts))
+        cids = torch.full((len(conts), cwidth), pad, dtype=torch.long)
+        cmask = torch.zeros_like(cids)
+        for row, c in enumerate(conts):
+            cids[row, : len(c)], cmask[row, : len(c)] = torch.tensor(c), 1
+        lengths = torch.tensor([len(prompts[r]) for r in owner])
+        logits = model(input_ids=cids.to(device), attention_mask=torch.cat([mask[owner], cmask], 1).to(device),
+                       position_ids=(lengths[:, None] + torch.arange(cwidth)).to(device), past_key_values=cache,
+                       use_cache=True).logits
+        rest = torch.log_softmax(logits.float(), -1)
+        for row, (i, c) in enumerate(zip(members, conts)):
+            results[i] = _scored(torch.cat([first[owner[row]][None], rest[row, : len(c) - 1]]), c)
+        bar.update(len(members))
+        chunk = []
