@@ -79,7 +79,8 @@ def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: p
     if settings["steps"] is not None:
         allot_steps(stages, settings["steps"])
     log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
-                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"], amp=autocast)
+                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"], amp=autocast,
+                joint_retain_pass=settings["joint_retain_pass"])
     return stages, log
 
 
