@@ -20,9 +20,9 @@ from clueflow.unlearn.run import launch, run_unlearn
 
 # NPO without a retain term: a mean over sequences, so two shares weighted by their rows give the batch's mean
 # (7 rows in batches of 4: 2+2, then 2+1)
-SETTINGS = dict(forget_ratio=7, batch_size=4, max_length=32, lr=3e-3, epochs=2, loss="npo", retain_weight=0.0,
-                weight_decay=0.1, npo_beta=0.1, grad_clip=1.0, gradient_checkpointing=False, lora=None,
-                steps=None, lr_grid=None)
+SETTINGS = dict(forget_ratio=7, batch_size=4, attribution_batch_size=4, max_length=32, lr=3e-3, epochs=2,
+                loss="npo", retain_weight=0.0, weight_decay=0.1, npo_beta=0.1, grad_clip=1.0,
+                gradient_checkpointing=False, joint_retain_pass=False, lora=None, steps=None, lr_grid=None)
 
 
 @pytest.fixture(scope="module")
