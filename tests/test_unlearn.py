@@ -297,3 +297,33 @@ def test_attribution_sums_per_example_terms_whatever_the_batch_size(setup):
     ig5 = neuron_ig(model, graph, data, batch_size=5, steps=3)
     for a, b in zip(ig1, ig5):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ga", "po", "npo"])
+def test_wagle_scores_the_gradient_of_the_runs_own_forget_loss(setup, loss):
+    """WAGLE's ∇L_f is the gradient the run's first step would follow: the trainer's forget loss (FORGET_LOSSES,
+    NPO's reference = the starting model) summed over one-row batches, up to sign (the score is |·|)."""
+    from clueflow.unlearn.losses import FORGET_LOSSES
+    from clueflow.unlearn.methods import Context
+    from clueflow.unlearn.methods.wagle import forget_gradients
+
+    model, tok = load_model(setup["model"]), setup["tok"]
+    rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
+    data = UnlearnData(forget=Batches(examples(tok, rows, "forget"), 1, pad_id=0, seed=0),
+                       refusal=Batches(examples(tok, rows, "refusal"), 1, pad_id=0, seed=0), retain=None)
+    ctx = Context(model=model, tok=tok, graph=None, data=data, forget_qa=data.forget, forget_df=rows,
+                  settings=SETTINGS, options={"loss": loss})
+    params = dict(list(model.named_parameters())[2:5])
+    got = forget_gradients(ctx, params)
+
+    ref = reference_logprobs(model, data.forget)
+    expected = {n: torch.zeros_like(p) for n, p in params.items()}
+    for b in (data.refusal if loss == "po" else data.forget).in_order():
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        FORGET_LOSSES[loss](logits, b.labels, ref[b.index], 0.1).backward()
+        for n, p in params.items():
+            expected[n] += p.grad
+    sign = {"ga": -1.0, "po": 1.0, "npo": -1.0}[loss]
+    for n in params:
+        torch.testing.assert_close(sign * got[n], expected[n], rtol=1e-4, atol=1e-6)

@@ -93,7 +93,8 @@ def test_bf16_weights_follow_their_fp32_master_where_plain_bf16_updates_round_aw
     w32 = nn.Parameter(torch.ones(64))
     mask = torch.arange(64) % 2 == 0
     grad = torch.linspace(-1, 1, 64).to(torch.bfloat16)  # exactly representable in both dtypes
-    opts = [optimizer({"w": w}, {"w": mask}, lr=1e-5) for w in (w16, w32)]
+    steady = {"bs": 1} if optimizer is MaskedSophia else {}  # Sophia clipped on every entry: steps of exactly lr
+    opts = [optimizer({"w": w}, {"w": mask}, lr=1e-5, **steady) for w in (w16, w32)]
     for _ in range(500):
         for w, opt in zip((w16, w32), opts):
             w.grad = grad.to(w.dtype).clone()
@@ -131,3 +132,16 @@ def test_clip_norm_counts_trainable_entries_only_as_torch_does_on_masked_gradien
     torch.testing.assert_close(opt.clip_grad_norm_(0.01), expected)
     for n in trained:
         torch.testing.assert_close(params_a[n].grad[masks[n]], params_b[n].grad[masks[n]])
+
+
+@pytest.mark.parametrize("bs, ratio", [(5120, [1.0, 0.1 / (0.04 * 5120 * 0.05 * 0.05), 0.1 / (0.04 * 5120 * 0.05 * 0.5)]),
+                                       (1, [1.0, 1.0, 1.0])])
+def test_sophia_clips_with_rho_times_bs_times_h_as_soul(bs, ratio):
+    """First step by hand: m = (1 − β1)·g, h = (1 − β2)·g², θ −= lr·sign(m)·min(|m| / (ρ·bs·h), 1). SOUL's bs=5120
+    leaves large gradients a Newton-like step; bs=1 (the batch factor left out) clips every entry: sign descent."""
+    w = nn.Parameter(torch.zeros(3))
+    opt = MaskedSophia({"w": w}, {"w": torch.ones(3, dtype=torch.bool)}, lr=0.1, betas=(0.9, 0.95), rho=0.04, bs=bs)
+    w.grad = torch.tensor([0.001, 0.05, -0.5])
+    opt.step()
+    expected = -0.1 * torch.tensor([1.0, 1.0, -1.0]) * torch.tensor(ratio)
+    torch.testing.assert_close(w.detach(), expected, rtol=1e-5, atol=0)

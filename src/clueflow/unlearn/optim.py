@@ -142,22 +142,25 @@ class MaskedAdamW(_MaskedOptimizer):
 
 
 class MaskedSophia(_MaskedOptimizer):
-    """Sophia-G as SOUL runs it (SIMU builds on SOUL): θ ← θ(1 − η·wd) − η · sign(m) · min(|m| / (ρ·h + ε), 1),
+    """Sophia-G as SOUL runs it (SIMU builds on SOUL): θ ← θ(1 − η·wd) − η · sign(m) · min(|m| / (ρ·bs·h + ε), 1),
     with m an EMA of gradients and h an EMA of squared gradients (the empirical-Fisher diagonal SOUL uses),
-    both updated every step. SOUL's double EMA of m is not replicated."""
+    both updated every step. ``bs`` is the batch factor of Sophia's Gauss–Newton–Bartlett estimate (B·g⊙g, the
+    B applied in the clip): SOUL calls ``step()`` with Sophia's default ``bs=5120``. Without it (``bs=1``) h is
+    so small that every entry clips and the update is sign descent. SOUL's double EMA of m is not replicated."""
 
     state_names = ("exp_avg", "hessian")
 
     def __init__(self, named_params, masks, *, lr: float = 5e-6, betas: tuple[float, float] = (0.9, 0.95),
-                 rho: float = 0.04, eps: float = 1e-15, weight_decay: float = 0.0):
-        super().__init__(named_params, masks, dict(lr=lr, betas=betas, rho=rho, eps=eps, weight_decay=weight_decay))
+                 rho: float = 0.04, bs: float = 5120, eps: float = 1e-15, weight_decay: float = 0.0):
+        super().__init__(named_params, masks,
+                         dict(lr=lr, betas=betas, rho=rho, bs=bs, eps=eps, weight_decay=weight_decay))
 
     def _update(self, w, g, state, group):
-        lr, (b1, b2), rho, eps, wd = group["lr"], group["betas"], group["rho"], group["eps"], group["weight_decay"]
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         m, h = state["exp_avg"], state["hessian"]
         m.mul_(b1).add_(g, alpha=1 - b1)
         h.mul_(b2).addcmul_(g, g, value=1 - b2)
-        ratio = (m.abs() / (rho * h + eps)).clamp_(max=1.0)
+        ratio = (m.abs() / (group["rho"] * group["bs"] * h + eps)).clamp_(max=1.0)
         w.mul_(1 - lr * wd).addcmul_(m.sign(), ratio, value=-lr)
 
 

@@ -21,12 +21,15 @@ def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Ten
     return mask
 
 
-def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches, *, batch_size: int
-                    ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Gradient of Σ over examples of each example's mean token NLL, for ``params`` only: (name, gradient) one
-    parameter at a time, in the model's dtype. Per-example terms make it independent of ``batch_size`` (examples
-    per forward pass) up to float rounding. Each gradient is handed over, not copied (a consumer that scores
-    tensor by tensor never holds a second full set)."""
+def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches, *, batch_size: int,
+                    per_example: str = "mean") -> Iterator[tuple[str, torch.Tensor]]:
+    """Gradient of Σ over examples of each example's token NLL, its mean over the example's labelled tokens
+    (``per_example="mean"``) or their sum (``"sum"``: minus the sequence log-probability NPO is built on), for
+    ``params`` only: (name, gradient) one parameter at a time, in the model's dtype. Per-example terms make it
+    independent of ``batch_size`` (examples per forward pass) up to float rounding. Each gradient is handed over,
+    not copied (a consumer that scores tensor by tensor never holds a second full set)."""
+    if per_example not in ("mean", "sum"):
+        raise ValueError(f"per_example must be mean or sum, not {per_example!r}")
     wanted = {id(p) for p in params.values()}
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
@@ -35,7 +38,8 @@ def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: 
         for b in batches.in_order(batch_size):
             lp, mask = token_logprobs(model(input_ids=b.input_ids, attention_mask=b.attention_mask,
                                             use_cache=False).logits, b.labels)
-            (-(lp.sum(-1) / mask.sum(-1).clamp_min(1))).sum().backward()
+            per = -lp.sum(-1)
+            (per / mask.sum(-1).clamp_min(1) if per_example == "mean" else per).sum().backward()
         for n, p in params.items():
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             p.grad = None
@@ -46,10 +50,10 @@ def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: 
             p.requires_grad_(True)
 
 
-def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches, *, batch_size: int
-              ) -> dict[str, torch.Tensor]:
+def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batches, *, batch_size: int,
+              per_example: str = "mean") -> dict[str, torch.Tensor]:
     """:func:`gradient_stream` gathered into a dict."""
-    return dict(gradient_stream(model, params, batches, batch_size=batch_size))
+    return dict(gradient_stream(model, params, batches, batch_size=batch_size, per_example=per_example))
 
 
 def _targets(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

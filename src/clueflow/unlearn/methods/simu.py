@@ -3,7 +3,8 @@ down-projection neurons on the forget and the retain set; a neuron is critical f
 exceeds ``threshold`` × its layer's maximum. ``neurons: forget_only`` trains critical-forget neurons that are
 not critical for retain; ``with_dual`` (default; the paper finds it better) also the dual ones. All attention
 projections are trained fully, as in SIMU; the loss is GradDiff (GA + λ·retain) and the optimizer masked
-Sophia by default (``optimizer: adamw`` to switch)."""
+Sophia by default (``optimizer: adamw`` to switch; ``rho`` and ``bs``, the batch factor of its clip, as
+:class:`~clueflow.unlearn.optim.MaskedSophia`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _critical(scores, t):
 
 
 @METHODS.register("simu", requires=(DENSE_MLP,), options={"threshold": NUMBER, "neurons": ("with_dual", "forget_only"), "steps": int,
-                                  "optimizer": ("sophia", "adamw"), "rho": NUMBER, "loss": LOSSES})
+                                  "optimizer": ("sophia", "adamw"), "rho": NUMBER, "bs": NUMBER,
+                                  "loss": LOSSES})
 def simu(ctx: Context):
     steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
     crit_f = _critical(neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=steps, target="logprob"), t)
@@ -35,5 +37,5 @@ def simu(ctx: Context):
         if id(p) in attention:
             masks[name][...] = True
     optimizer = ctx.options.get("optimizer", "sophia")
-    extra = {"rho": float(ctx.options["rho"])} if "rho" in ctx.options and optimizer == "sophia" else {}
+    extra = {k: float(ctx.options[k]) for k in ("rho", "bs") if k in ctx.options and optimizer == "sophia"}
     return [ctx.stage("finetune", masks, loss=ctx.options.get("loss", "ga"), optimizer=optimizer, options=extra)]
