@@ -129,8 +129,10 @@ def test_summary_aggregates_by_hand():
     assert s["fe_heldout"] == 0.0 and s["retain_utility"] == 1.0
     assert s["general_utility"] == pytest.approx((0.5 + 1.0) / 2)  # mean over tasks, not over rows
     assert s["general_per_set"] == {"g1": 0.5, "g2": 1.0}
-    assert s["rouge_l"] == 0.5
-    assert s["mia_auc_min_k"] == 0.0 and s["mia_auc_loss"] == 1.0 and s["mia_auc_min_k_pp"] == 0.0
+    assert s["rouge_l"] == 0.5 and s["one_minus_rouge_l"] == 0.5
+    # higher = the unlearned text "a" judged the non-member: its loss is the lower (a member, AUC 0), its Min-k%
+    # and Min-k%++ the lower (non-member, AUC 1)
+    assert s["mia_auc_min_k"] == 1.0 and s["mia_auc_loss"] == 0.0 and s["mia_auc_min_k_pp"] == 1.0
 
 
 def test_evaluate_model_writes_per_example_rows_and_a_summary(setup, tmp_path):

@@ -45,7 +45,7 @@ def test_result_tables_aggregate_seeds_into_mean_and_sample_std(tmp_path):
     assert out["RU"][1] == pytest.approx(0.5) and out["RU_std"][1] == pytest.approx(0.3605551)
     privacy = tables.privacy(df)
     assert list(privacy["seeds"]) == [2, 3, 1] and privacy["FE"].tolist() == pytest.approx([0.2, 0.7, 0.6])
-    assert privacy["rouge_l_std"].tolist()[:2] == [0, 0]
+    assert privacy["one_minus_rouge_l_std"].tolist()[:2] == [0, 0]
     tables.write_result_table(out, tmp_path / "t.parquet", tmp_path / "t.md", tmp_path / "t.csv")
     md = (tmp_path / "t.md").read_text()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[4:-1]] for line in md.splitlines()[2:]}

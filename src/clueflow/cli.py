@@ -263,7 +263,7 @@ def _cmd_evaluate_run(args) -> None:
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype,
                        device=args.device, autocast=args.autocast)
     print(", ".join(f"{k} {s[k]:.3f}" for k in ("forget_efficacy", "retain_utility", "general_utility",
-                                                  "mia_auc_min_k", "rouge_l", "unlearned_parameter")))
+                                                  "mia_auc_min_k", "one_minus_rouge_l", "unlearned_parameter")))
 
 
 def _cmd_evaluate_tasks(args) -> None:

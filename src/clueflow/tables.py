@@ -13,8 +13,9 @@ error bars.
 * ``table3``: run, method, pair, nodes, forget / conflict node shares before and after unlearning (circuits and
   MaxSAT of the base model against those found again, with the same settings, on the run's checkpoint of its
   first seed);
-* ``table6``: run, pair, FE (1 − accuracy, also per format and held out), MIA AUCs (Min-k%, loss, Min-k%++),
-  Rouge-L recall;
+* ``table6``: run, pair, FE (1 − accuracy, also per format and held out), MIA AUCs (Min-k%, loss, Min-k%++;
+  higher = the unlearned rows judged non-members) and 1 − Rouge-L recall: every column higher = better forgetting,
+  as the paper's Table 6;
 * ``fig3``: FE / RU / GU of CLUE against the number of retain tasks;
 * ``fig4``: circuit size (edge fraction C/G) against the forget circuit's KL(full ‖ circuit) and Δ forget efficacy
   (FE of the run − FE of the base model at the same seed), one point per CLUE run of the sweep;
@@ -36,7 +37,7 @@ from .io import atomic_path, write_table, write_text
 SUMMARY_COLUMNS = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU",
                    "unlearned_parameter": "unlearned_parameter"}
 TABLE6_COLUMNS = ["forget_efficacy", "fe_mc", "fe_cloze", "fe_heldout", "mia_auc_min_k", "mia_auc_loss",
-                  "mia_auc_min_k_pp", "rouge_l"]
+                  "mia_auc_min_k_pp", "one_minus_rouge_l"]
 
 
 def read_summaries(paths: Iterable[str | Path], methods: dict[str, str] | None = None) -> pd.DataFrame:

@@ -1,11 +1,11 @@
 """Metric functions: pure, on plain numbers, tested against hand-computed cases.
 
-MIA convention (one for every score): each score is "higher = more member-like"; the AUC is the probability that
-a random **forget** text (positive, the rows that were unlearned) scores higher than a random **held-out** text of
-the same forget set (negative, never trained on), ties counting one half. 0.5 = indistinguishable; the base model
-sits near 0.5 (it knows both alike); an unlearned model far below 0.5 makes the unlearned rows look *less* familiar
-than unseen ones, which is itself a membership signal (MUSE's PrivLeak reads the same AUC against the retrained
-model's).
+MIA convention (the CLUE paper's, Appendix G / Table 6): each score is oriented "higher = judged a
+**non-member**" (Min-k% Prob and Min-k%++ negated, the loss as it is); the AUC is the probability that a random
+**forget** text (positive, the rows that were unlearned) scores higher than a random **held-out** text of the
+same forget set (negative, never trained on), ties counting one half. Higher = better forgetting: the unlearned
+rows look less familiar than unseen ones. 0.5 = indistinguishable; the base model sits near 0.5 (it knows both
+alike). Rouge-L is reported the same way round, as 1 − Rouge-L recall (Table 6's "Rouge-L ↑").
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ Summary ``….json``: run, pair, seed, the aggregates below, per-set accuracies,
   the tasks of ``general_sets`` only: ``general_left_out`` names each set left out and why
   (``evaluate.general_band``: :mod:`clueflow.evaluate.band`), which is not scored at all (its rows would cost
   a third of the evaluation and count nowhere); ``general_per_set`` scores every task GU counts;
-* ``mia_auc_{min_k,loss,min_k_pp}`` over the unique texts (:mod:`clueflow.evaluate.metrics` for the convention);
+* ``mia_auc_{min_k,loss,min_k_pp}`` over the unique texts, higher = the unlearned texts judged non-members
+  (:mod:`clueflow.evaluate.metrics` for the convention); ``rouge_l`` the mean Rouge-L recall of the unlearned
+  rows' generations and ``one_minus_rouge_l`` = 1 − that (higher = better forgetting, as the paper's Table 6);
 * ``unlearned_parameter`` = the paper's definition measured on the weights: mean over the maskable weight matrices
   of the share of entries that differ from the base model (0 for ``origin``).
 """
@@ -242,6 +244,7 @@ def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: s
                general_per_set=dict(sorted(general.items())), general_sets=sorted(used),
                general_left_out=dict(sorted(general_left_out.items())),
                rouge_l=float(table.loc[sub == "forget", "rouge_l"].mean()))
-    for key, sign in (("min_k", 1), ("loss", -1), ("min_k_pp", 1)):  # every score: higher = more member-like
+    out["one_minus_rouge_l"] = 1 - out["rouge_l"]
+    for key, sign in (("min_k", -1), ("loss", 1), ("min_k_pp", -1)):  # every score: higher = more non-member-like
         out[f"mia_auc_{key}"] = auc([sign * m[key] for m in members], [sign * o[key] for o in others])
     return out
