@@ -128,3 +128,11 @@ def test_cli_resize_evaluate_and_tables(tiny_dirs, tmp_path, capsys):
     assert main(["tables", "table3", "--entry", "clue", "p", t("nope.parquet"), t("nope.parquet"), "--parquet",
                  t("t3.parquet"), "--markdown", t("t3.md"), "--csv", t("t3.csv")]) == 2
     assert not (tmp_path / "t3.parquet").exists()
+
+
+def test_cli_lists_each_method_with_its_modes_and_options(capsys):
+    assert main(["unlearn", "methods"]) == 0
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    for method in ("depn", "memit", "simu"):
+        assert "mode ('" in lines[method] and "'paper'" in lines[method] and "'published'" in lines[method]
+    assert "bs (a number)" in lines["simu"] and lines["ga"] == "ga: options -"

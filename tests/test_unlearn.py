@@ -327,3 +327,148 @@ def test_wagle_scores_the_gradient_of_the_runs_own_forget_loss(setup, loss):
     sign = {"ga": -1.0, "po": 1.0, "npo": -1.0}[loss]
     for n in params:
         torch.testing.assert_close(sign * got[n], expected[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_layer", [True, False])
+def test_neuron_ig_converges_to_the_riemann_limit(setup, per_layer):
+    """Completeness by hand: per answer token t (its own sample), the attributions of a layer's neurons (per_layer,
+    DEPN's protocol) sum to f_t(clean) − f_t(that layer's MLP activation zeroed at t's position); all layers'
+    together (joint) to f_t(clean) − f_t(every layer's zeroed), f = log P (a random tiny model's P is ~1/vocab,
+    too flat to test). The Riemann sum's error falls as steps grow."""
+    from clueflow.circuits.graph import build_graph
+    from clueflow.unlearn.methods.attribution import neuron_ig
+
+    model, tok = load_model(setup["model"]), setup["tok"]
+    graph = build_graph(model)
+    outs = graph.mlp_outs("test")
+    rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0).iloc[:3]
+    data = Batches(examples(tok, rows, "retain"), 2, pad_id=0, seed=0)
+
+    @torch.no_grad()
+    def prob(ids, labels, zeroed):  # Σ over the row's answer tokens of log P(token), `zeroed` layers cut at its position
+        total = 0.0
+        for at in (labels != -100).nonzero().squeeze(1).tolist():
+            hooks = [outs[l].register_forward_pre_hook(
+                lambda m, a, at=at: (a[0].index_fill(1, torch.tensor([at - 1]), 0.0),)) for l in zeroed]
+            logits = model(input_ids=torch.tensor([ids])).logits[0, at - 1]
+            for h in hooks:
+                h.remove()
+            total += float(torch.log_softmax(logits.float(), -1)[labels[at]])
+        return total
+
+    layers = [[l] for l in range(len(outs))] if per_layer else [list(range(len(outs)))]
+    expected = torch.tensor([[prob(ids, torch.tensor(lb), []) - prob(ids, torch.tensor(lb), group) for group in layers]
+                             for ids, lb in data.items])  # [examples, groups]
+    assert expected.abs().max() > 1e-3  # the cut changes something
+    errors = []
+    for steps in (2, 8, 64):
+        ig = neuron_ig(model, graph, data, batch_size=2, steps=steps, target="logprob", answer="all",
+                       per_layer=per_layer, per_example=True)
+        got = torch.stack([sum(ig[l].sum(1) for l in group) for group in layers], 1)
+        errors.append(float((got - expected).abs().max()))
+    assert errors[2] < errors[1] < errors[0]
+    assert errors[2] < 0.05 * float(expected.abs().max())
+
+
+def test_depn_aggregator_by_hand():
+    """Per text, kept ≥ threshold × its max; ranked by the texts keeping a neuron, then by summed score."""
+    from clueflow.unlearn.methods.depn import aggregate
+
+    scores = [torch.tensor([[1.0, 0.05, 0.5], [0.2, 0.9, 0.0]]), torch.tensor([[0.3, 0.0], [1.0, 0.5]])]
+    # kept: text 0 → neurons 0, 2, 3; text 1 → 1, 3, 4. Neuron 3 (layer 1, index 0) twice; then by sums 1.2, 0.95
+    assert [t.tolist() for t in aggregate(scores, top=0.6, threshold=0.25)] == [[0, 1], [0]]
+    # never more than the neurons some text keeps: at 0.95 only each text's maximum (neurons 0 and 3)
+    assert [t.tolist() for t in aggregate(scores, top=1.0, threshold=0.95)] == [[0], [0]]
+
+
+def test_depn_as_published_zeroes_the_selected_neurons_output_columns_without_training(setup):
+    out, summary = run(setup, "depn", "depn_published", {"mode": "published", "steps": 3, "top": 0.1}, steps=50)
+    before, after = load_model(setup["model"]), load_model(out)
+    mask = load_masks(out / "masks" / "edit.safetensors")
+    stage = summary["stages"][0]
+    assert stage["name"] == "edit" and stage["steps"] == 0
+    edited = 0
+    for name, a in after.state_dict().items():
+        b = before.state_dict()[name]
+        m = mask.get(name, torch.zeros(a.shape, dtype=torch.bool))
+        assert torch.equal(a[~m], b[~m]), name
+        assert torch.all(a[m] == 0), name
+        edited += int(m.any(0).sum()) if m.any() else 0
+    assert edited == max(1, round(0.1 * sum(p.mlp.down_proj.in_features for p in before.model.layers)))
+
+
+@pytest.mark.parametrize("mode, optimizer, loss", [("published", "sophia", "ga"), ("paper", "adamw", "npo")])
+def test_simu_modes_pick_its_own_training_or_the_shared_fine_tune(setup, mode, optimizer, loss):
+    """published: GradDiff with masked Sophia whatever the run's loss; paper: AdamW and the run's loss (npo here)."""
+    _, summary = run(setup, "simu", f"simu_{mode}", {"mode": mode, "steps": 2}, epochs=1, loss="npo")
+    stage = summary["stages"][0]
+    assert (stage["optimizer"], stage["loss"]) == (optimizer, loss)
+
+
+def test_pcgu_ranks_a_planted_contrasting_partition_first(tiny_dirs):
+    """Gradients by hand: the two sides agree everywhere (cosine 1) except one output unit of an MLP projection,
+    planted anti-aligned (cosine −1), and one of an attention projection, orthogonal (cosine 0). A budget of one
+    unit selects the planted one; of two units, both; the entries are the units' weights whatever the storage."""
+    from clueflow import anatomy
+    from clueflow.circuits.graph import build_graph
+    from clueflow.masks import maskable
+    from clueflow.unlearn.methods.pcgu import lowest_cosine
+
+    model = load_model(tiny_dirs["llama"])
+    params = maskable(model, build_graph(model))
+    owner = anatomy.param_modules(model)
+    gen = torch.Generator().manual_seed(0)
+    g_a = {n: torch.randn(p.shape, generator=gen) for n, p in params.items()}
+    g_d = {n: g.clone() for n, g in g_a.items()}
+    down = next(n for n in params if n.endswith("layers.1.mlp.down_proj.weight"))
+    q = next(n for n in params if n.endswith("layers.0.self_attn.q_proj.weight"))
+    g_d[down][3] = -g_a[down][3]  # output unit 3 of down_proj: anti-aligned
+    g_d[q][5] = torch.zeros_like(g_d[q][5])  # unit 5 of q_proj: orthogonal, (−a₁, a₀, 0, …) · (a₀, a₁, …) = 0
+    g_d[q][5][0], g_d[q][5][1] = -g_a[q][5][1], g_a[q][5][0]
+    shapes = {n: p.shape for n, p in params.items()}
+    sizes = {n: params[n].shape[1] for n in (down, q)}  # entries of one output unit (rows: [out, in] storage)
+    for budget, expected in ((sizes[down], {down: [3]}), (sizes[down] + sizes[q], {down: [3], q: [5]})):
+        masks = lowest_cosine(dict(g_a), iter(g_d.items()), owner, shapes, budget)
+        chosen = {n: m.any(1).nonzero().squeeze(1).tolist() for n, m in masks.items() if m.any()}
+        assert chosen == expected
+        assert all(bool(masks[n][i].all()) for n, rows in expected.items() for i in rows)
+
+
+def test_memit_closed_form_solves_its_normal_equations():
+    """ΔW = R Kᵀ (λC + KKᵀ)⁻¹ by hand: ΔW (λC + KKᵀ) = R Kᵀ; as λ → 0 with fewer keys than inputs, ΔW K = R."""
+    from clueflow.unlearn.methods.memit import closed_form
+
+    gen = torch.Generator().manual_seed(0)
+    keys, resid = torch.randn(6, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    a = torch.randn(6, 6, generator=gen)
+    cov = a @ a.T / 6 + torch.eye(6) * 0.1
+    dw = closed_form(keys, resid, cov, 2.0)
+    torch.testing.assert_close(dw @ (2.0 * cov.double() + keys.double() @ keys.double().T),
+                               resid.double() @ keys.double().T)
+    torch.testing.assert_close(closed_form(keys, resid, cov, 1e-10) @ keys.double(), resid.double())
+
+
+def test_memit_as_published_edits_the_window_in_closed_form_without_training(setup):
+    """Only the window's MLP output projections change, in one edit (no optimizer step), and the edit lowers the
+    forget answers' first-token probability it was asked to push down. (A random tiny model's MLP outputs are
+    small: δ's clamp is loosened and its penalty off, so the target moves the logits at all.)"""
+    from clueflow.scoring import encode_continuation, encode_prompt
+
+    options = {"mode": "published", "window": 2, "lambda": 0.01, "clamp": 4.0, "v_weight_decay": 0.0}
+    out, summary = run(setup, "memit", "memit_published", options, steps=50)
+    assert summary["stages"][0]["name"] == "edit" and summary["stages"][0]["steps"] == 0
+    before, after = load_model(setup["model"]), load_model(out)
+    changed = [n for n, p in after.named_parameters() if not torch.equal(p, before.state_dict()[n])]
+    assert len(changed) == 2 and all(n.endswith("mlp.down_proj.weight") for n in changed)
+    tok = setup["tok"]
+    rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
+
+    def answer_logprob(model):
+        total = 0.0
+        for prompt, answer in zip(rows["prompt"], rows["answer"]):
+            logits = model(input_ids=torch.tensor([encode_prompt(tok, prompt)])).logits[0, -1]
+            total += float(torch.log_softmax(logits, -1)[encode_continuation(tok, answer)[0]])
+        return total / len(rows)
+
+    with torch.no_grad():
+        assert answer_logprob(after) < answer_logprob(before) - 0.1

@@ -349,7 +349,7 @@ def _cmd_unlearn_methods(args) -> None:
     from .unlearn.methods import METHODS
 
     for name in METHODS.names():
-        print(f"{name}: options {', '.join(METHODS.options(name)) or '-'}")
+        print(f"{name}: options {', '.join(METHODS.describe_options(name)) or '-'}")
 
 
 def _cmd_unlearn_table(args) -> None:

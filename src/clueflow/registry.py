@@ -84,5 +84,9 @@ class Registry(Generic[T]):
     def options(self, name: str) -> tuple[str, ...]:
         return tuple(self._options[name])
 
+    def describe_options(self, name: str) -> list[str]:
+        """``key (what it accepts)`` for each option of ``name``, e.g. ``mode ('paper' or 'published')``."""
+        return [f"{key} ({_describe(spec)})" for key, spec in self._options[name].items()]
+
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -4,7 +4,8 @@
   labelled), else ``prompt`` + ``answer`` with only the answer labelled;
 * forget, ``po``: ``prompt`` + ``refusal`` with the refusal labelled, i.e. the refusal is the model's input
   too (teacher-forced), not only its target;
-* retain: ``prompt`` + ``answer``, answer labelled.
+* retain: ``prompt`` + ``answer``, answer labelled;
+* counterfactual (PCGU's contrastive pairs): ``corrupted_prompt`` + ``corrupted_answer``, answer labelled.
 
 Labels are aligned with the inputs (not pre-shifted); the losses shift once. Sequences longer than
 ``max_length`` lose tokens from the start of the prompt, never from the target.
@@ -33,10 +34,13 @@ def encode(tok, prompt: str, target: str | None, max_length: int) -> tuple[list[
 
 
 def examples(tok, df: pd.DataFrame, kind: str, *, max_length: int = 64) -> list[tuple[list[int], list[int]]]:
-    """``kind``: ``forget`` (GA/NPO data), ``refusal`` (PO data) or ``retain``."""
+    """``kind``: ``forget`` (GA/NPO data), ``refusal`` (PO data), ``retain`` (also a forget row's prompt + answer)
+    or ``counterfactual`` (the row's corrupted prompt + corrupted answer, the answer labelled)."""
     out = []
     for row in df.itertuples(index=False):
-        if kind == "refusal":
+        if kind == "counterfactual":
+            out.append(encode(tok, row.corrupted_prompt, row.corrupted_answer, max_length))
+        elif kind == "refusal":
             refusal = row.refusal if isinstance(row.refusal, str) and row.refusal else REFUSAL
             out.append(encode(tok, row.prompt, refusal, max_length))
         elif kind == "forget" and isinstance(row.text, str) and row.text:

@@ -84,6 +84,7 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     clue_masks: dict[str, dict[str, torch.Tensor]] | None = None  # forget / conflict masks of the pair
     seed: int = 0
+    forget_counterfactual: Batches | None = None  # each forget row's counterfactual pair (PCGU's contrast)
 
     @property
     def attribution_batch_size(self) -> int:

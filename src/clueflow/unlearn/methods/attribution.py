@@ -56,32 +56,46 @@ def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batche
     return dict(gradient_stream(model, params, batches, batch_size=batch_size, per_example=per_example))
 
 
-def _targets(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row: the position predicting the first labelled token, and that token."""
+def _targets(batch, answer: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attribution targets as (row, position predicting the token, token): each row's first labelled token
+    (``answer="first"``) or every labelled token (``"all"``: each its own next-token sample, q ⊕ a_<t → a_t)."""
     labelled = batch.labels != IGNORE
-    first = labelled.float().argmax(1)
-    rows = torch.arange(len(first), device=first.device)
-    return rows, first - 1, batch.labels[rows, first]
+    if answer == "first":
+        first = labelled.float().argmax(1)
+        rows = torch.arange(len(first), device=first.device)
+        return rows, first - 1, batch.labels[rows, first]
+    if answer != "all":
+        raise ValueError(f"answer must be first or all, not {answer!r}")
+    rows, at = labelled.nonzero(as_tuple=True)
+    return rows, at - 1, batch.labels[rows, at]
 
 
 def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: int, steps: int = 8,
-              target: str = "prob") -> list[torch.Tensor]:
+              target: str = "prob", answer: str = "first", per_layer: bool = False, per_example: bool = False
+              ) -> list[torch.Tensor]:
     """Integrated gradients of each MLP neuron (input coordinate of the MLP output projection) at the position
-    predicting the answer, summed over examples: β · (1/m) Σ_j ∂f/∂a |_{a = (j/m) β}, with f the answer's
-    probability (DEPN) or log-probability (SIMU's −loss, so supporting neurons score positive).
+    predicting an answer token: β · (1/m) Σ_j ∂f/∂a |_{a = (j/m) β}, with f the token's probability (DEPN) or
+    log-probability (SIMU's −loss, so supporting neurons score positive), the baseline zero activation at that
+    position only. Per layer, summed over examples ([d_ff]), or per example (``per_example``: [examples, d_ff],
+    rows in ``batches.items`` order).
 
-    All layers' activations move along the path together (one backward per step, not one per layer and step);
-    the baseline is zero activation at that position, and the attributions of all neurons sum to
-    f(β) − f(0) up to the Riemann error. Every term is per example, so ``batch_size`` (examples per forward pass)
-    changes only float rounding.
+    ``answer``: the first answer token, or every one (``all``) as its own sample (its row repeated, its own
+    position scaled), their attributions summed per example. ``per_layer=False`` moves all layers' activations
+    along the path together (one backward per step): all neurons' attributions sum to f(β) − f(0) up to the
+    Riemann error. ``per_layer=True`` is Knowledge Neurons' and DEPN's protocol: one layer scaled at a time, the
+    others clean (L times the passes); each layer's attributions sum to f(β) − f(β with that layer's activation
+    zeroed). Every term is per sample, so ``batch_size`` (examples per forward pass) changes only float rounding.
     """
     outs = graph.mlp_outs("neuron attribution (DEPN, SIMU)")
-    totals = [None] * len(outs)
+    totals: list[torch.Tensor | None] = [None] * len(outs)
+    groups = [[l] for l in range(len(outs))] if per_layer else [list(range(len(outs)))]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         for b in batches.in_order(batch_size):
-            rows, pos, tok = _targets(b)
+            rows, pos, tok = _targets(b, answer)
+            ids, att = b.input_ids[rows], b.attention_mask[rows]  # one sample (row) per target
+            sample = torch.arange(len(rows), device=rows.device)
             clean: dict[int, torch.Tensor] = {}
             replace: dict[int, torch.Tensor] = {}
 
@@ -90,31 +104,39 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: i
                     x = args[0]
                     if l in replace:
                         x = x.clone()
-                        x[rows, pos] = replace[l]
+                        x[sample, pos] = replace[l].to(x.dtype)
                         return (x,)
-                    clean[l] = x[rows, pos].detach()
+                    if l not in clean:
+                        clean[l] = x[sample, pos].detach()
                 return pre
 
             handles = [m.register_forward_pre_hook(hook(l)) for l, m in enumerate(outs)]
             try:
                 with torch.no_grad():
-                    model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-                acc = [torch.zeros_like(clean[l]) for l in range(len(outs))]
-                for j in range(1, steps + 1):
-                    leaves = [(clean[l] * (j / steps)).requires_grad_() for l in range(len(outs))]
-                    replace.update(enumerate(leaves))
-                    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-                    lp = torch.log_softmax(logits[rows, pos].float(), -1)[rows, tok]
-                    f = lp.exp().sum() if target == "prob" else lp.sum()
-                    for a, g in zip(acc, torch.autograd.grad(f, leaves)):
-                        a += g
-                    replace.clear()
+                    model(input_ids=ids, attention_mask=att)
+                acc = [torch.zeros_like(clean[l], dtype=torch.float32) for l in range(len(outs))]
+                for group in groups:
+                    for j in range(1, steps + 1):
+                        leaves = {l: (clean[l].float() * (j / steps)).requires_grad_() for l in group}
+                        replace.update(leaves)
+                        logits = model(input_ids=ids, attention_mask=att).logits
+                        lp = torch.log_softmax(logits[sample, pos].float(), -1)[sample, tok]
+                        f = lp.exp().sum() if target == "prob" else lp.sum()
+                        for l, g in zip(leaves, torch.autograd.grad(f, list(leaves.values()))):
+                            acc[l] += g
+                        replace.clear()
             finally:
                 for h in handles:
                     h.remove()
+            owner = b.index[rows]  # the example of each sample
             for l in range(len(outs)):
-                score = (clean[l] * acc[l] / steps).sum(0)
-                totals[l] = score if totals[l] is None else totals[l] + score
+                score = clean[l].float() * acc[l] / steps
+                if per_example:
+                    if totals[l] is None:
+                        totals[l] = score.new_zeros(len(batches.items), score.shape[1])
+                    totals[l].index_add_(0, owner, score)
+                else:
+                    totals[l] = score.sum(0) if totals[l] is None else totals[l] + score.sum(0)
     finally:
         for p in model.parameters():
             p.requires_grad_(True)

@@ -1,5 +1,13 @@
-"""DEPN (Wu et al. 2023): integrated gradients of the answer probability on MLP neurons; the top ``top``
-fraction of all neurons (by summed attribution over the forget set) have their output weights trained."""
+"""DEPN (Wu et al. 2023): integrated gradients of the answer's probability on MLP neurons (every answer token its
+own sample, summed per text), DEPN's aggregator (per text, the neurons scoring at least ``threshold`` × that
+text's maximum; ranked by the number of texts that keep them, then by summed attribution; the top ``top``
+fraction of all neurons, among those some text keeps), then:
+
+* ``mode: paper`` (default; how the CLUE paper uses DEPN): the selected neurons' output weights are trained by
+  the shared masked fine-tune. Its IG moves all layers together (``ig: joint``; one backward per step).
+* ``mode: published`` (DEPN as its authors define it): the selected neurons are edited, their output-weight columns set to zero,
+  with no training. Its IG is DEPN's per layer (``ig: per_layer``; L times the passes) with 20 points.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +28,36 @@ def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.
     return masks
 
 
-@METHODS.register("depn", requires=(DENSE_MLP,), options={"top": NUMBER, "steps": int, "loss": LOSSES})
+def aggregate(scores: list[torch.Tensor], *, top: float, threshold: float) -> list[torch.Tensor]:
+    """DEPN's privacy-neuron aggregator. ``scores``: per layer, [texts, neurons]. Per text a neuron is kept when it
+    scores at least ``threshold`` × the text's maximum over all layers; neurons are ranked by how many texts keep
+    them, ties by summed score; the first ``top`` × (all neurons) of those kept by some text. Per layer, the
+    selected neuron indices."""
+    flat = torch.cat([s.float() for s in scores], 1)  # [texts, all neurons]
+    kept = flat >= threshold * flat.max(1, keepdim=True).values
+    count, total = kept.sum(0), flat.sum(0)
+    order = torch.argsort(total, descending=True, stable=True)
+    order = order[torch.argsort(count[order], descending=True, stable=True)]
+    k = min(max(1, int(round(top * flat.shape[1]))), int((count > 0).sum()))
+    chosen = torch.zeros(flat.shape[1], dtype=torch.bool, device=flat.device)
+    chosen[order[:k]] = True
+    return [c.nonzero().squeeze(1) for c in chosen.split([s.shape[1] for s in scores])]
+
+
+@METHODS.register("depn", requires=(DENSE_MLP,), options={"mode": ("paper", "published"), "top": NUMBER,
+                                                           "threshold": NUMBER, "steps": int,
+                                                           "ig": ("joint", "per_layer"), "loss": LOSSES})
 def depn(ctx: Context):
-    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=int(ctx.options.get("steps", 8)), target="prob")
-    flat = torch.cat(scores)
-    k = max(1, int(round(float(ctx.options.get("top", 0.05)) * flat.numel())))
-    threshold = flat.topk(k).values[-1]
-    return [ctx.stage("finetune", neuron_masks(ctx, [(s >= threshold).nonzero().squeeze(1) for s in scores]))]
+    edit = ctx.options.get("mode", "paper") == "published"
+    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size,
+                       steps=int(ctx.options.get("steps", 20 if edit else 8)), target="prob", answer="all",
+                       per_layer=ctx.options.get("ig", "per_layer" if edit else "joint") == "per_layer",
+                       per_example=True)
+    masks = neuron_masks(ctx, aggregate(scores, top=float(ctx.options.get("top", 0.05)),
+                                        threshold=float(ctx.options.get("threshold", 0.1))))
+    if not edit:
+        return [ctx.stage("finetune", masks)]
+    with torch.no_grad():
+        for name, p in ctx.maskable().items():
+            p[masks[name].to(p.device)] = 0
+    return [ctx.stage("edit", masks, epochs=0)]

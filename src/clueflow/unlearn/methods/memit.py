@@ -1,9 +1,20 @@
-"""MEMIT-style localization (Meng et al.; Patil et al. 2024): causal tracing in the denoising direction only.
-
-For each layer l, the corrupted prompt is run with layer l's MLP output restored from the clean run; the
-layer's importance is the mean gain in the clean answer's probability over the corrupted run,
+"""MEMIT (Meng et al. 2023; as a deletion method, Patil et al. 2024): causal tracing in the denoising direction
+picks the layers. For each layer l, the corrupted prompt is run with layer l's MLP output restored from the clean
+run; the layer's importance is the mean gain in the clean answer's probability over the corrupted run,
 IE_l = P_restore-l(answer) − P_corrupted(answer), at the last prompt position. The ``window`` layers around the
-most important one have their MLP output projection (MEMIT's edit site) trained."""
+most important one are MEMIT's edit site, their MLP output projections W_l; then:
+
+* ``mode: paper`` (default; how the CLUE paper uses MEMIT): those matrices are trained by the shared masked
+  fine-tune;
+* ``mode: published``: MEMIT's closed-form batch edit (:func:`edit`). Keys are the projections' inputs at each
+  forget prompt's last token (ROME's ``fact_token: last``; the rows carry no subject span); the target of each row
+  is the residual stream after the window's top layer L plus a δ optimized (``v_steps`` Adam steps at ``v_lr``, its
+  norm clamped to ``clamp`` × the clean MLP output's, a ``v_weight_decay`` penalty) to push the answer's first
+  token down (Patil et al.'s fact erasure); layer by layer, bottom up, W_l += R Kᵀ (λ C + K Kᵀ)⁻¹ with R the
+  remaining residual shared over the layers left and C the key second moment over every token of the retain
+  rows and of text the model samples itself (MEMIT's Wikipedia sample is not available offline). Defaults are MEMIT's GPT-J hyperparameters, except
+  the KL term on "{subject} is a" prompts, which needs the subject.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ import torch
 from ... import anatomy
 from ...devices import model_device
 from ...scoring import encode_continuation, encode_prompt
+from ...registry import NUMBER
 from . import DENSE_MLP, LOSSES, METHODS, Context
 
 
@@ -68,15 +80,157 @@ def layer_effects(ctx: Context) -> torch.Tensor:
     return effects / max(len(df), 1)
 
 
-@METHODS.register("memit", requires=(DENSE_MLP,), options={"window": int, "loss": LOSSES})
+def closed_form(keys: torch.Tensor, resid: torch.Tensor, cov: torch.Tensor, lam: float) -> torch.Tensor:
+    """MEMIT's update ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹ (``keys`` K [d_in, n], ``resid`` R [d_out, n], ``cov`` C
+    [d_in, d_in]): the least-squares ΔW with ΔW K ≈ R, each key direction's change weighed against λ C."""
+    keys, resid, cov = keys.double(), resid.double(), cov.double()
+    return torch.linalg.solve(lam * cov + keys @ keys.T, keys @ resid.T).T
+
+
+class _Site:
+    """Reads and writes one batch's activations at the prompts' last tokens: each layer's MLP output projection
+    input (the keys), the residual stream after ``top`` (hidden states, or the final norm's input after the last
+    layer) and, while ``delta`` is set, adds it to ``top``'s MLP output."""
+
+    def __init__(self, ctx: Context, layers: list[int], mask, last):
+        self.ctx, self.mask, self.last = ctx, mask, last
+        self.outs, self.top = ctx.graph.mlp_outs("memit"), layers[-1]
+        self.keys: dict[int, torch.Tensor] = {}
+        self.delta: torch.Tensor | None = None
+        self.final = None
+
+    def run(self, ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits at the last tokens, residual after ``top`` there)."""
+        r, last, outs = torch.arange(len(ids), device=ids.device), self.last, self.outs
+
+        def key(l):
+            return lambda m, args: self.keys.__setitem__(l, args[0][r, last].detach())
+
+        def add(m, args, out):
+            if self.delta is not None:
+                out = out.clone()
+                out[r, last] = out[r, last] + self.delta.to(out.dtype)
+                return out
+
+        def final(m, args):
+            self.final = args[0][r, last]
+
+        hooks = [outs[l].register_forward_pre_hook(key(l)) for l in range(len(outs))]
+        hooks += [outs[self.top].register_forward_hook(add), self.ctx.graph.final_norm.register_forward_pre_hook(final)]
+        try:
+            out = self.ctx.model(input_ids=ids, attention_mask=self.mask, output_hidden_states=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        resid = self.final if self.top == len(outs) - 1 else out.hidden_states[self.top + 1][r, last]
+        return out.logits[r, last], resid
+
+
+@torch.no_grad()
+def sampled_text(ctx: Context, tokens: int, length: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(ids, attention mask) batches of at least ``tokens`` tokens the model samples from its BOS token (seeded by
+    the run's seed): generic text of the model's own distribution, MEMIT's Wikipedia sample offline."""
+    start = ctx.tok.bos_token_id if ctx.tok.bos_token_id is not None else ctx.tok.eos_token_id
+    n, size = -(-tokens // length), ctx.attribution_batch_size
+    gen = torch.random.fork_rng(devices=[])
+    with gen:
+        torch.manual_seed(ctx.seed)
+        out = []
+        for k in range(0, n, size):
+            ids = torch.full((min(size, n - k), 1), start, device=model_device(ctx.model))
+            seq = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
+                                     max_new_tokens=length - 1, min_new_tokens=length - 1,
+                                     pad_token_id=ctx.tok.pad_token_id or 0)
+            out.append((seq, torch.ones_like(seq)))
+    return out
+
+
+def key_covariance(ctx: Context, layers: list[int]) -> dict[int, torch.Tensor]:
+    """E[k kᵀ] of each layer's MLP output projection input over every (unpadded) token of the retain rows and of
+    text the model samples (:func:`sampled_text`; ``cov_tokens``, default twice the keys' width, so that C has
+    full rank: with only the retain rows' few hundred tokens most key directions would be unconstrained)."""
+    outs, sums, count = ctx.graph.mlp_outs("memit"), {}, 0
+    width = anatomy.out_in(outs[layers[0]], outs[layers[0]].weight).shape[1]
+    sample = sampled_text(ctx, int(ctx.options.get("cov_tokens", 2 * width)))
+    retain = [(b.input_ids, b.attention_mask) for b in ctx.data.retain.in_order(ctx.attribution_batch_size)]
+    for ids, att in retain + sample:
+        real = att.bool()
+
+        def grab(l):
+            def pre(m, args):
+                k = args[0][real].double()
+                sums[l] = k.T @ k + sums.get(l, 0)
+            return pre
+
+        hooks = [outs[l].register_forward_pre_hook(grab(l)) for l in layers]
+        try:
+            with torch.no_grad():
+                ctx.model(input_ids=ids, attention_mask=att)
+        finally:
+            for h in hooks:
+                h.remove()
+        count += int(real.sum())
+    return {l: sums[l] / max(count, 1) for l in layers}
+
+
+def edit(ctx: Context, layers: list[int]) -> None:
+    """MEMIT's batch edit of ``layers``' MLP output projections, in place (module docstring)."""
+    o, outs, device = ctx.options, ctx.graph.mlp_outs("memit"), model_device(ctx.model)
+    df = ctx.forget_df
+    ids, mask, last = _prompts(ctx.tok, df["prompt"].tolist(), device)
+    answer = torch.tensor([encode_continuation(ctx.tok, a)[0] for a in df["answer"]], device=device)
+    site = _Site(ctx, layers, mask, last)
+    cov = key_covariance(ctx, layers)
+    for p in ctx.model.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            site.run(ids)
+            clean_out = outs[layers[-1]](site.keys[layers[-1]])  # the top layer's MLP output at the last tokens
+        delta = torch.zeros_like(clean_out, dtype=torch.float32, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=float(o.get("v_lr", 0.5)))
+        limit = float(o.get("clamp", 0.75)) * clean_out.float().norm(dim=-1, keepdim=True)
+        decay = float(o.get("v_weight_decay", 0.5))
+        for _ in range(int(o.get("v_steps", 20))):
+            site.delta = delta
+            logits, _ = site.run(ids)
+            lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(df)), answer]
+            loss = lp.mean() + decay * (delta.norm(dim=-1, keepdim=True) / limit).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                delta.mul_((limit / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
+        with torch.no_grad():
+            site.delta = delta.detach()
+            _, target = site.run(ids)
+            site.delta = None
+            for i, l in enumerate(layers):
+                _, current = site.run(ids)
+                resid = (target - current).double() / (len(layers) - i)
+                w = anatomy.out_in(outs[l], outs[l].weight)
+                w += closed_form(site.keys[l].double().T, resid.T, cov[l], float(o.get("lambda", 15000.0))).to(w.dtype)
+    finally:
+        for p in ctx.model.parameters():
+            p.requires_grad_(True)
+
+
+@METHODS.register("memit", requires=(DENSE_MLP,), options={"mode": ("paper", "published"), "window": int,
+                                                            "lambda": NUMBER, "v_steps": int, "v_lr": NUMBER,
+                                                            "v_weight_decay": NUMBER, "clamp": NUMBER,
+                                                            "cov_tokens": int, "loss": LOSSES})
 def memit(ctx: Context):
     outs = ctx.graph.mlp_outs("memit")
     effects = layer_effects(ctx)
     window, n = int(ctx.options.get("window", 3)), len(effects)
     peak = int(effects.argmax())
     lo = max(0, min(peak - window // 2, n - window))
-    chosen = {id(outs[l]) for l in range(lo, min(n, lo + window))}
+    layers = list(range(lo, min(n, lo + window)))
+    chosen = {id(outs[l]) for l in layers}
     owner = anatomy.param_modules(ctx.model)
     masks = {name: torch.full(p.shape, id(owner[name]) in chosen, dtype=torch.bool)
              for name, p in ctx.maskable().items()}
-    return [ctx.stage("finetune", masks)]
+    if ctx.options.get("mode", "paper") == "paper":
+        return [ctx.stage("finetune", masks)]
+    edit(ctx, layers)
+    return [ctx.stage("edit", masks, epochs=0)]

@@ -1,10 +1,15 @@
-"""PCGU (Yu et al. 2023) for causal LMs: partitions are the weight vectors of output units (the rows of each
-weight viewed ``[out, in]`` whatever its storage orientation, :func:`clueflow.anatomy.out_in`; a bias is one
-partition); a partition's score is the cosine between its forget and retain gradients; the lowest-cosine
-partitions are selected until the entry budget is met. Cosines are computed in fp32 one tensor at a time, as
-each retain gradient arrives: the forget gradients are the only full copy."""
+"""PCGU (Yu et al. 2023) for causal LMs: contrastive minimal pairs are each forget row (prompt + answer) and its
+counterfactual (corrupted prompt + corrupted answer, token-aligned: the data's counterfactual pairs);
+partitions are the weight vectors of output units (the rows of each weight viewed ``[out, in]`` whatever its
+storage orientation, :func:`clueflow.anatomy.out_in`; a bias is one partition); a partition's score is the cosine
+between its gradients on the two sides, and the lowest-cosine partitions (where the fact and its counterfactual
+pull apart) are selected until the entry budget is met, then fine-tuned. PCGU re-selects partitions at every
+step of its own update; here they are selected once, as every localizer's mask is. Cosines are computed in fp32
+one tensor at a time, as each counterfactual gradient arrives: the fact's gradients are the only full copy."""
 
 from __future__ import annotations
+
+from typing import Iterable
 
 import torch
 
@@ -18,19 +23,17 @@ def _units(g: torch.Tensor, module) -> torch.Tensor:
     return g[None] if g.dim() == 1 else anatomy.out_in(module, g)
 
 
-@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES})
-def pcgu(ctx: Context):
-    params = ctx.maskable()
-    g_f = gradients(ctx.model, params, ctx.data.forget, batch_size=ctx.attribution_batch_size)
-    owner = anatomy.param_modules(ctx.model)
+def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.Tensor]], owner: dict,
+                  shapes: dict[str, torch.Size], budget: int) -> dict[str, torch.Tensor]:
+    """Masks of the partitions with the lowest cosine between ``g_a`` and ``g_d`` (the stream of the other side's
+    gradients), whole partitions in ascending order until ``budget`` entries are covered."""
     parts = []  # (cosine, name, unit index, entries)
-    for n, g_r in gradient_stream(ctx.model, params, ctx.data.retain, batch_size=ctx.attribution_batch_size):
-        f, r = _units(g_f.pop(n), owner[n]), _units(g_r, owner[n])
-        cos = torch.nn.functional.cosine_similarity(f.float(), r.float(), dim=1, eps=1e-12)
-        parts += [(c, n, i, f.shape[1]) for i, c in enumerate(cos.tolist())]
+    for n, d in g_d:
+        a, d = _units(g_a.pop(n), owner[n]), _units(d, owner[n])
+        cos = torch.nn.functional.cosine_similarity(a.float(), d.float(), dim=1, eps=1e-12)
+        parts += [(c, n, i, a.shape[1]) for i, c in enumerate(cos.tolist())]
     parts.sort(key=lambda t: t[0])
-    budget, used = ctx.budget(), 0
-    masks = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
+    used, masks = 0, {n: torch.zeros(shape, dtype=torch.bool) for n, shape in shapes.items()}
     for _, n, i, size in parts:
         if used >= budget:
             break
@@ -40,4 +43,15 @@ def pcgu(ctx: Context):
         else:
             m[anatomy.output_index(owner[n], i)] = True
         used += size
-    return [ctx.stage("finetune", masks)]
+    return masks
+
+
+@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES})
+def pcgu(ctx: Context):
+    if ctx.forget_counterfactual is None:
+        raise ValueError("pcgu needs the forget rows' counterfactual pairs")
+    params = ctx.maskable()
+    g_a = gradients(ctx.model, params, ctx.forget_qa, batch_size=ctx.attribution_batch_size)
+    g_d = gradient_stream(ctx.model, params, ctx.forget_counterfactual, batch_size=ctx.attribution_batch_size)
+    shapes = {n: p.shape for n, p in params.items()}
+    return [ctx.stage("finetune", lowest_cosine(g_a, g_d, anatomy.param_modules(ctx.model), shapes, ctx.budget()))]

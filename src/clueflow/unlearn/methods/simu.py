@@ -1,10 +1,14 @@
 """SIMU (Agarwal et al. 2025): integrated-gradient attribution (log-likelihood target) of the MLP
-down-projection neurons on the forget and the retain set; a neuron is critical for a set when its score
-exceeds ``threshold`` × its layer's maximum. ``neurons: forget_only`` trains critical-forget neurons that are
-not critical for retain; ``with_dual`` (default; the paper finds it better) also the dual ones. All attention
-projections are trained fully, as in SIMU; the loss is GradDiff (GA + λ·retain) and the optimizer masked
-Sophia by default (``optimizer: adamw`` to switch; ``rho`` and ``bs``, the batch factor of its clip, as
-:class:`~clueflow.unlearn.optim.MaskedSophia`)."""
+down-projection neurons on the forget and the retain set, every answer token its own sample (q ⊕ a_<t → a_t);
+a neuron is critical for a set when its score exceeds ``threshold`` × its layer's maximum. ``neurons:
+forget_only`` trains critical-forget neurons that are not critical for retain; ``with_dual`` (default; the paper
+finds it better) also the dual ones. All attention projections are trained fully, as in SIMU.
+
+* ``mode: published`` (default): SIMU's own training, GradDiff (GA + λ·retain) with masked Sophia (``rho`` and
+  ``bs``, the batch factor of its clip, as :class:`~clueflow.unlearn.optim.MaskedSophia`);
+* ``mode: paper``: SIMU's localization, then the shared masked fine-tune (AdamW, the run's forget loss).
+
+``optimizer`` and ``loss`` override either mode's."""
 
 from __future__ import annotations
 
@@ -18,15 +22,21 @@ def _critical(scores, t):
     return [s > t * s.max() for s in scores]
 
 
-@METHODS.register("simu", requires=(DENSE_MLP,), options={"threshold": NUMBER, "neurons": ("with_dual", "forget_only"), "steps": int,
-                                  "optimizer": ("sophia", "adamw"), "rho": NUMBER, "bs": NUMBER,
-                                  "loss": LOSSES})
+@METHODS.register("simu", requires=(DENSE_MLP,), options={"mode": ("published", "paper"), "threshold": NUMBER,
+                                                           "neurons": ("with_dual", "forget_only"), "steps": int,
+                                                           "optimizer": ("sophia", "adamw"), "rho": NUMBER,
+                                                           "bs": NUMBER, "loss": LOSSES})
 def simu(ctx: Context):
     steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
-    crit_f = _critical(neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=steps, target="logprob"), t)
+
+    def critical(batches):
+        return _critical(neuron_ig(ctx.model, ctx.graph, batches, batch_size=ctx.attribution_batch_size,
+                                   steps=steps, target="logprob", answer="all"), t)
+
+    crit_f = critical(ctx.forget_qa)
     selected = crit_f
     if ctx.options.get("neurons", "with_dual") == "forget_only":
-        crit_r = _critical(neuron_ig(ctx.model, ctx.graph, ctx.data.retain, batch_size=ctx.attribution_batch_size, steps=steps, target="logprob"), t)
+        crit_r = critical(ctx.data.retain)
         selected = [f & ~r for f, r in zip(crit_f, crit_r)]
     elif ctx.options.get("neurons", "with_dual") != "with_dual":
         raise ValueError("simu option neurons must be with_dual or forget_only")
@@ -36,6 +46,8 @@ def simu(ctx: Context):
     for name, p in ctx.maskable().items():
         if id(p) in attention:
             masks[name][...] = True
-    optimizer = ctx.options.get("optimizer", "sophia")
+    published = ctx.options.get("mode", "published") == "published"
+    optimizer = ctx.options.get("optimizer", "sophia" if published else "adamw")
     extra = {k: float(ctx.options[k]) for k in ("rho", "bs") if k in ctx.options and optimizer == "sophia"}
-    return [ctx.stage("finetune", masks, loss=ctx.options.get("loss", "ga"), optimizer=optimizer, options=extra)]
+    return [ctx.stage("finetune", masks, loss=ctx.options.get("loss", "ga" if published else None),
+                      optimizer=optimizer, options=extra)]
