@@ -99,3 +99,12 @@ def test_options_scored_on_one_shared_prompt_pass_match_one_sequence_per_option(
         assert s.n_tokens == len(c)
         assert s.logprob == pytest.approx(float(rows[torch.arange(len(c)), c].sum()), abs=1e-4)
         assert s.greedy == bool((rows.argmax(-1) == torch.tensor(c)).all())
+
+
+def test_padded_by_hand():
+    from clueflow.scoring import padded
+
+    ids, mask = padded([[1, 2], [3]], 9)
+    assert ids.tolist() == [[1, 2], [3, 9]] and mask.tolist() == [[1, 1], [1, 0]]
+    ids, mask = padded([[1, 2], [3]], 9, left=True)
+    assert ids.tolist() == [[1, 2], [9, 3]] and mask.tolist() == [[1, 1], [0, 1]]

@@ -17,6 +17,23 @@ from tqdm.auto import tqdm
 from .devices import model_device
 
 
+def padded(seqs: Sequence[Sequence[int]], pad: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``seqs`` as one ``[n, longest]`` long tensor padded with ``pad`` on the right (or ``left``), and its
+    attention mask (1 on the sequences' own tokens). On the CPU."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, s in enumerate(seqs):
+        span = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[row, span], mask[row, span] = torch.tensor(s, dtype=torch.long), 1
+    return ids, mask
+
+
+def pad_id(tok) -> int:
+    """The tokenizer's pad token, 0 where it has none (attention masks keep it out of every result)."""
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
 def encode_prompt(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=True)["input_ids"]
 
@@ -66,16 +83,9 @@ def _scored(logp: torch.Tensor, c: list[int]) -> Scored:
 def _score_alone(model, tok, encoded, indices: list[int], results: list, batch_size: int, bar) -> None:
     order = sorted(indices, key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
     device = model_device(model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        seqs = [encoded[i][0] + encoded[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = torch.tensor(s)
-            mask[row, : len(s)] = 1
+        ids, mask = padded([encoded[i][0] + encoded[i][1] for i in idx], pad_id(tok))
         logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
         for row, i in enumerate(idx):
             p, c = encoded[i]
@@ -88,8 +98,7 @@ def _score_shared(model, tok, encoded, groups: list[list[int]], results: list, b
     the key/value cache, which is then repeated per continuation; the continuations (right-padded) run on it with
     their true positions. Same scores as one sequence per request, up to float rounding; the prompt's tokens are
     computed once, not once per option."""
-    device = model_device(model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device, pad = model_device(model), pad_id(tok)
     groups = sorted(groups, key=lambda g: -len(encoded[g[0]][0]))
     chunk: list[list[int]] = []
     for k, group in enumerate(groups):  # chunks of at most batch_size continuations (and at least one group)
@@ -98,11 +107,7 @@ def _score_shared(model, tok, encoded, groups: list[list[int]], results: list, b
         if sum(map(len, chunk)) + nxt <= batch_size:
             continue
         prompts = [encoded[g[0]][0] for g in chunk]
-        width = max(map(len, prompts))
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p):], mask[row, width - len(p):] = torch.tensor(p), 1
+        ids, mask = padded(prompts, pad, left=True)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                     position_ids=(mask.cumsum(-1) - 1).clamp_min(0).to(device), use_cache=True)
         first = torch.log_softmax(out.logits[:, -1].float(), -1)  # predicts each continuation's first token
@@ -111,11 +116,8 @@ def _score_shared(model, tok, encoded, groups: list[list[int]], results: list, b
         cache = out.past_key_values
         cache.batch_select_indices(torch.tensor(owner, device=device))
         conts = [encoded[i][1] for i in members]
-        cwidth = max(map(len, conts))
-        cids = torch.full((len(conts), cwidth), pad, dtype=torch.long)
-        cmask = torch.zeros_like(cids)
-        for row, c in enumerate(conts):
-            cids[row, : len(c)], cmask[row, : len(c)] = torch.tensor(c), 1
+        cids, cmask = padded(conts, pad)
+        cwidth = cids.shape[1]
         lengths = torch.tensor([len(prompts[r]) for r in owner])
         logits = model(input_ids=cids.to(device), attention_mask=torch.cat([mask[owner], cmask], 1).to(device),
                        position_ids=(lengths[:, None] + torch.arange(cwidth)).to(device), past_key_values=cache,

@@ -36,7 +36,7 @@ from ..devices import model_device
 from ..errors import ClueflowError
 from ..io import read_parquet_metadata, read_table, write_json, write_parquet
 from ..models import load_model, load_tokenizer
-from ..scoring import encode_continuation, encode_prompt
+from ..scoring import encode_continuation, encode_prompt, pad_id, padded
 from .attribution import METHODS, Attribution
 from .graph import Graph, build_graph
 from .runtime import Batch
@@ -66,7 +66,7 @@ def make_batches(df: pd.DataFrame, tok, batch_size: int, *, max_length: int = de
     was read), so truncating both prompts to ``max_length`` from the left keeps them aligned. Consecutive rows
     form a batch while it has at most ``batch_size`` rows and ``batch_tokens`` padded tokens (rows × longest
     prompt); a row longer than that alone is a batch of its own."""
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     prompts = {col: [truncate_left(encode_prompt(tok, p), max_length, tok.bos_token_id) for p in df[col]]
                for col in ("prompt", "corrupted_prompt")}
     spans, start, width = [], 0, 0
@@ -80,10 +80,7 @@ def make_batches(df: pd.DataFrame, tok, batch_size: int, *, max_length: int = de
     for start, stop in spans:
         clean, corr = prompts["prompt"][start:stop], prompts["corrupted_prompt"][start:stop]
         rows = df.iloc[start:stop]
-        ids = torch.full((len(rows), max(map(len, clean))), pad, dtype=torch.long)
-        cids, mask = ids.clone(), torch.zeros_like(ids)
-        for i, (a, b) in enumerate(zip(clean, corr)):
-            ids[i, :len(a)], cids[i, :len(b)], mask[i, :len(a)] = torch.tensor(a), torch.tensor(b), 1
+        (ids, mask), cids = padded(clean, pad), padded(corr, pad)[0]  # token-aligned pairs: one mask
         first = lambda col: torch.tensor([encode_continuation(tok, t)[0] for t in rows[col]])  # noqa: E731
         batches.append(Batch(ids, cids, mask, torch.tensor([len(a) - 1 for a in clean]), first("answer"),
                              first("corrupted_answer")).to(device))

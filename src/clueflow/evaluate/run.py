@@ -58,7 +58,7 @@ from ..errors import ClueflowError
 from ..io import write_json, write_parquet
 from ..masks import maskable, matrices
 from ..models import load_model, load_tokenizer
-from ..scoring import encode_prompt
+from ..scoring import encode_prompt, pad_id, padded
 from ..unlearn.run import forget_rows
 from .band import left_out
 from .lmeval import evaluate_general
@@ -71,14 +71,11 @@ COLUMNS = ["subset", "set", "id", "format", "correct", "loss", "min_k", "min_k_p
 def text_scores(model, tok, texts: list[str], *, k: float, batch_size: int = 32) -> list[dict[str, float]]:
     """Per text: mean token NLL, Min-k% and Min-k%++ (tokens after the first, under the scoring encoding)."""
     encoded = [encode_prompt(tok, t) for t in texts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     device = model_device(model)
     out = []
     for start in tqdm(range(0, len(encoded), batch_size), desc="mia", unit="batch", leave=False):
         chunk = encoded[start:start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk], device=device)
+        ids, mask = (t.to(device) for t in padded(chunk, pad_id(tok)))
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         probs = logp.exp()
         mu = (probs * logp).sum(-1)
@@ -101,10 +98,9 @@ def greedy_generations(model, tok, prompts: list[str], *, max_new_tokens: int, b
     device = model_device(model)
     out = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", leave=False):
-        chunk = [encode_prompt(tok, p) for p in prompts[start:start + batch_size]]
-        width = max(len(s) for s in chunk)
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in chunk], device=device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in chunk], device=device)
+        ids, mask = (t.to(device) for t in padded([encode_prompt(tok, p) for p in prompts[start:start + batch_size]],
+                                                  pad, left=True))
+        width = ids.shape[1]
         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=pad)
         out += tok.batch_decode(gen[:, width:].cpu(), skip_special_tokens=True)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..data.wordlists import REFUSAL
-from ..scoring import encode_continuation, encode_prompt
+from ..scoring import encode_continuation, encode_prompt, padded
 from .losses import IGNORE
 
 
@@ -73,13 +73,8 @@ class Batches:
         return -(-len(self.items) // self.batch_size)
 
     def collate(self, index: list[int]) -> Batch:
-        width = max(len(self.items[i][0]) for i in index)
-        ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
-        labels = torch.full_like(ids, IGNORE)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(index):
-            x, y = self.items[i]
-            ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        ids, mask = padded([self.items[i][0] for i in index], self.pad_id)
+        labels = padded([self.items[i][1] for i in index], IGNORE)[0]
         return Batch(*(t.to(self.device) for t in (ids, mask, labels, torch.tensor(index))))
 
     def in_order(self, batch_size: int | None = None):

@@ -41,6 +41,7 @@ from ..io import atomic_path, check_target, write_json, write_parquet
 from ..layout import CHECKPOINT_SUMMARY
 from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
+from ..scoring import pad_id
 from .batches import Batches, examples
 from .methods import METHODS, Context, needs_graph
 from .trainer import Stage, UnlearnData, allot_steps, train, world
@@ -66,7 +67,7 @@ def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: p
 
     def batches(df, kind, salt):
         return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
-                       pad_id=tok.pad_token_id or 0, seed=seed + salt, device=model_device(model))
+                       pad_id=pad_id(tok), seed=seed + salt, device=model_device(model))
 
     data = UnlearnData(forget=batches(forget_df, "forget", 0), refusal=batches(forget_df, "refusal", 0),
                        retain=batches(retain_df, "retain", 1))

@@ -7,6 +7,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ... import anatomy
 from ...circuits.graph import Graph
@@ -91,6 +92,8 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: i
     groups = [[l] for l in range(len(outs))] if per_layer else [list(range(len(outs)))]
     for p in model.parameters():
         p.requires_grad_(False)
+    bar = tqdm(total=-(-len(batches.items) // batch_size) * len(groups) * steps, desc="integrated gradients",
+               unit="pass", leave=False)
     try:
         for b in batches.in_order(batch_size):
             rows, pos, tok = _targets(b, answer)
@@ -125,6 +128,7 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: i
                         for l, g in zip(leaves, torch.autograd.grad(f, list(leaves.values()))):
                             acc[l] += g
                         replace.clear()
+                        bar.update()
             finally:
                 for h in handles:
                     h.remove()
@@ -138,6 +142,7 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: i
                 else:
                     totals[l] = score.sum(0) if totals[l] is None else totals[l] + score.sum(0)
     finally:
+        bar.close()
         for p in model.parameters():
             p.requires_grad_(True)
     return totals

@@ -22,18 +22,14 @@ import torch
 
 from ... import anatomy
 from ...devices import model_device
-from ...scoring import encode_continuation, encode_prompt
+from ...scoring import encode_continuation, encode_prompt, pad_id, padded
 from ...registry import NUMBER
 from . import DENSE_MLP, LOSSES, METHODS, Context
 
 
 def _prompts(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     enc = [encode_prompt(tok, t) for t in texts]
-    width = max(map(len, enc))
-    ids = torch.full((len(enc), width), tok.pad_token_id or 0, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(enc):
-        ids[i, : len(e)], mask[i, : len(e)] = torch.tensor(e), 1
+    ids, mask = padded(enc, pad_id(tok))
     return ids.to(device), mask.to(device), torch.tensor([len(e) - 1 for e in enc], device=device)
 
 
@@ -140,7 +136,7 @@ def sampled_text(ctx: Context, tokens: int, length: int = 64) -> list[tuple[torc
             ids = torch.full((min(size, n - k), 1), start, device=model_device(ctx.model))
             seq = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
                                      max_new_tokens=length - 1, min_new_tokens=length - 1,
-                                     pad_token_id=ctx.tok.pad_token_id or 0)
+                                     pad_token_id=pad_id(ctx.tok))
             out.append((seq, torch.ones_like(seq)))
     return out
 
