@@ -50,8 +50,7 @@ def main() -> None:
         data = UnlearnData(forget=Batches(forget, args.batch, pad_id=0, seed=0),
                            refusal=Batches(forget, args.batch, pad_id=0, seed=0),
                            retain=Batches(retain, args.batch, pad_id=0, seed=1))
-        stage = Stage("stage2", mask, loss="po", epochs=1, lr=5e-5, retain_weight=1.0)
-        stage.steps = args.steps
+        stage = Stage("stage2", mask, loss="po", epochs=1, lr=5e-5, retain_weight=1.0, steps=args.steps)
         log = train(model, [stage], data, amp=amp, joint_retain_pass=joint)
         seconds[joint] = statistics.median(r["seconds"] for r in log[1:])
     print(f"batch {args.batch}, autocast {args.autocast}, {args.threads} thread(s), {args.steps} steps each")
