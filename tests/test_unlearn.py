@@ -379,10 +379,15 @@ def test_depn_aggregator_by_hand():
     assert [t.tolist() for t in aggregate(scores, top=0.6, threshold=0.25)] == [[0, 1], [0]]
     # never more than the neurons some text keeps: at 0.95 only each text's maximum (neurons 0 and 3)
     assert [t.tolist() for t in aggregate(scores, top=1.0, threshold=0.95)] == [[0], [0]]
+    # a count instead of a share (DEPN's top z): neuron 3, then neuron 0
+    assert [t.tolist() for t in aggregate(scores, neurons=1, threshold=0.25)] == [[], [0]]
+    assert [t.tolist() for t in aggregate(scores, neurons=2, threshold=0.25)] == [[0], [0]]
 
 
-def test_depn_as_published_zeroes_the_selected_neurons_output_columns_without_training(setup):
-    out, summary = run(setup, "depn", "depn_published", {"mode": "published", "steps": 3, "top": 0.1}, steps=50)
+@pytest.mark.parametrize("size", [{"top": 0.1}, {"neurons": 3}])
+def test_depn_as_published_zeroes_the_selected_neurons_output_columns_without_training(setup, size):
+    out, summary = run(setup, "depn", f"depn_published_{'_'.join(size)}", {"mode": "published", "steps": 3, **size},
+                       steps=50)
     before, after = load_model(setup["model"]), load_model(out)
     mask = load_masks(out / "masks" / "edit.safetensors")
     stage = summary["stages"][0]
@@ -394,7 +399,8 @@ def test_depn_as_published_zeroes_the_selected_neurons_output_columns_without_tr
         assert torch.equal(a[~m], b[~m]), name
         assert torch.all(a[m] == 0), name
         edited += int(m.any(0).sum()) if m.any() else 0
-    assert edited == max(1, round(0.1 * sum(p.mlp.down_proj.in_features for p in before.model.layers)))
+    total = sum(p.mlp.down_proj.in_features for p in before.model.layers)
+    assert edited == (size["neurons"] if "neurons" in size else max(1, round(0.1 * total)))
 
 
 @pytest.mark.parametrize("mode, optimizer, loss", [("published", "sophia", "ga"), ("paper", "adamw", "npo")])
@@ -472,3 +478,39 @@ def test_memit_as_published_edits_the_window_in_closed_form_without_training(set
 
     with torch.no_grad():
         assert answer_logprob(after) < answer_logprob(before) - 0.1
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "gpt_neox"])
+@pytest.mark.parametrize("top", ["middle", "last"])
+def test_memit_site_reads_what_a_plain_forward_computes(tiny_dirs, arch, top):
+    """MEMIT's edit site hooks only its window and keeps logits only at the positions it reads: its logits, keys
+    and residual at each right-padded prompt's last token equal a plain forward's (the residual after the last
+    layer is the final norm's input, not the normed hidden state)."""
+    from types import SimpleNamespace
+
+    from clueflow.circuits.graph import build_graph
+    from clueflow.unlearn.methods.memit import _prompts, _Site
+
+    model, tok = load_model(tiny_dirs[arch]), load_tokenizer(tiny_dirs[arch])
+    graph = build_graph(model)
+    n = len(graph.mlp_outs("memit"))
+    layers = [n - 2, n - 1] if top == "last" else [0]
+    ids, mask, last = _prompts(tok, ["Paris is in", "The capital of Peru is", "Rome"], "cpu")
+    assert len(set(last.tolist())) == 3
+    site = _Site(SimpleNamespace(model=model, graph=graph), layers, mask, last)
+    keys, finals = {}, []
+    outs = graph.mlp_outs("memit")
+    hooks = [outs[l].register_forward_pre_hook(lambda m, a, l=l: keys.__setitem__(l, a[0])) for l in range(n)]
+    hooks.append(graph.final_norm.register_forward_pre_hook(lambda m, a: finals.append(a[0])))
+    r = torch.arange(3)
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        for h in hooks:
+            h.remove()
+        logits, resid = site.run(ids)
+    torch.testing.assert_close(logits, plain.logits[r, last])
+    assert sorted(site.keys) == layers
+    for l in layers:
+        torch.testing.assert_close(site.keys[l], keys[l][r, last])
+    expected = finals[0] if top == "last" else plain.hidden_states[layers[-1] + 1]
+    torch.testing.assert_close(resid, expected[r, last])

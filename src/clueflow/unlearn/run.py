@@ -73,7 +73,7 @@ def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: p
                        retain=batches(retain_df, "retain", 1))
     ctx = Context(model=model, tok=tok, graph=graph, data=data, forget_qa=batches(forget_df, "retain", 0),
                   forget_df=forget_df, settings=settings, options=options, clue_masks=clue_masks, seed=seed,
-                  forget_counterfactual=batches(forget_df, "counterfactual", 0))
+                  forget_batches=lambda kind: batches(forget_df, kind, 0))
     try:
         stages = impl(ctx)
     except ValueError as err:

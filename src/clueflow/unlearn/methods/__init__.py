@@ -84,7 +84,9 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     clue_masks: dict[str, dict[str, torch.Tensor]] | None = None  # forget / conflict masks of the pair
     seed: int = 0
-    forget_counterfactual: Batches | None = None  # each forget row's counterfactual pair (PCGU's contrast)
+    # the forget rows as batches of another example kind, built on request: only PCGU reads a kind (its rows'
+    # counterfactual pairs) that the shared fields above do not hold
+    forget_batches: Callable[[str], Batches] | None = None
 
     @property
     def attribution_batch_size(self) -> int:

@@ -18,6 +18,8 @@ most important one are MEMIT's edit site, their MLP output projections W_l; then
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from ... import anatomy
@@ -84,20 +86,24 @@ def closed_form(keys: torch.Tensor, resid: torch.Tensor, cov: torch.Tensor, lam:
 
 
 class _Site:
-    """Reads and writes one batch's activations at the prompts' last tokens: each layer's MLP output projection
-    input (the keys), the residual stream after ``top`` (hidden states, or the final norm's input after the last
-    layer) and, while ``delta`` is set, adds it to ``top``'s MLP output."""
+    """Reads and writes one batch's activations at the prompts' last tokens: the MLP output projection input of
+    each layer of the window (the keys), the residual stream after its ``top`` layer (hidden states, or the final
+    norm's input after the last layer) and, while ``delta`` is set, adds it to ``top``'s MLP output."""
 
     def __init__(self, ctx: Context, layers: list[int], mask, last):
-        self.ctx, self.mask, self.last = ctx, mask, last
+        self.ctx, self.layers, self.mask, self.last = ctx, layers, mask, last
         self.outs, self.top = ctx.graph.mlp_outs("memit"), layers[-1]
         self.keys: dict[int, torch.Tensor] = {}
         self.delta: torch.Tensor | None = None
         self.final = None
+        # logits only at the positions read, where the model's forward can keep a subset
+        self.positions, self.index = torch.unique(last, return_inverse=True)
+        self.keep = "logits_to_keep" in inspect.signature(ctx.model.forward).parameters
 
     def run(self, ids) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits at the last tokens, residual after ``top`` there)."""
         r, last, outs = torch.arange(len(ids), device=ids.device), self.last, self.outs
+        after_last_layer = self.top == len(outs) - 1
 
         def key(l):
             return lambda m, args: self.keys.__setitem__(l, args[0][r, last].detach())
@@ -111,15 +117,20 @@ class _Site:
         def final(m, args):
             self.final = args[0][r, last]
 
-        hooks = [outs[l].register_forward_pre_hook(key(l)) for l in range(len(outs))]
-        hooks += [outs[self.top].register_forward_hook(add), self.ctx.graph.final_norm.register_forward_pre_hook(final)]
+        hooks = [outs[l].register_forward_pre_hook(key(l)) for l in self.layers]
+        hooks.append(outs[self.top].register_forward_hook(add))
+        if after_last_layer:  # hidden_states' last entry is after the final norm
+            hooks.append(self.ctx.graph.final_norm.register_forward_pre_hook(final))
+        kw = {"logits_to_keep": self.positions} if self.keep else {}
         try:
-            out = self.ctx.model(input_ids=ids, attention_mask=self.mask, output_hidden_states=True)
+            out = self.ctx.model(input_ids=ids, attention_mask=self.mask, output_hidden_states=not after_last_layer,
+                                 **kw)
         finally:
             for h in hooks:
                 h.remove()
-        resid = self.final if self.top == len(outs) - 1 else out.hidden_states[self.top + 1][r, last]
-        return out.logits[r, last], resid
+        resid = self.final if after_last_layer else out.hidden_states[self.top + 1][r, last]
+        logits = out.logits[r, self.index] if self.keep else out.logits[r, last]
+        return logits, resid
 
 
 @torch.no_grad()
@@ -128,12 +139,13 @@ def sampled_text(ctx: Context, tokens: int, length: int = 64) -> list[tuple[torc
     the run's seed): generic text of the model's own distribution, MEMIT's Wikipedia sample offline."""
     start = ctx.tok.bos_token_id if ctx.tok.bos_token_id is not None else ctx.tok.eos_token_id
     n, size = -(-tokens // length), ctx.attribution_batch_size
-    gen = torch.random.fork_rng(devices=[])
-    with gen:
+    device = model_device(ctx.model)
+    # the seeded sampling leaves the caller's random state (on the model's device too) as it was
+    with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
         torch.manual_seed(ctx.seed)
         out = []
         for k in range(0, n, size):
-            ids = torch.full((min(size, n - k), 1), start, device=model_device(ctx.model))
+            ids = torch.full((min(size, n - k), 1), start, device=device)
             seq = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
                                      max_new_tokens=length - 1, min_new_tokens=length - 1,
                                      pad_token_id=pad_id(ctx.tok))

@@ -48,10 +48,10 @@ def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.T
 
 @METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES})
 def pcgu(ctx: Context):
-    if ctx.forget_counterfactual is None:
+    if ctx.forget_batches is None:
         raise ValueError("pcgu needs the forget rows' counterfactual pairs")
     params = ctx.maskable()
     g_a = gradients(ctx.model, params, ctx.forget_qa, batch_size=ctx.attribution_batch_size)
-    g_d = gradient_stream(ctx.model, params, ctx.forget_counterfactual, batch_size=ctx.attribution_batch_size)
+    g_d = gradient_stream(ctx.model, params, ctx.forget_batches("counterfactual"), batch_size=ctx.attribution_batch_size)
     shapes = {n: p.shape for n, p in params.items()}
     return [ctx.stage("finetune", lowest_cosine(g_a, g_d, anatomy.param_modules(ctx.model), shapes, ctx.budget()))]
