@@ -70,13 +70,13 @@ rule circuit_resized:
         "../workflow_scripts/circuit_resized.py"
 
 
-# Circuits of one set found again, with the same settings, on an unlearned checkpoint (table3).
+# Circuits of one set found again, with the same settings, on each seed's unlearned checkpoint (table3).
 use rule circuit as circuit_after with:
     input:
         data=L.filtered(),
-        model=first_checkpoint,
+        model=L.checkpoint(),
     output:
         edges=L.circuit(AFTER),
         summary=L.circuit_summary(AFTER),
     log:
-        L.log("circuit_after", "{model}/{run}/{forget}__{retains}/{set}"),
+        L.log("circuit_after", "{model}/{run}/seed{seed}/{forget}__{retains}/{set}"),

@@ -19,7 +19,7 @@ from clueflow.layout import (
     Layout,
     Pair,
 )
-from clueflow.plan import FIG3_RUN, ORIGIN, Plan
+from clueflow.plan import ORIGIN, Plan
 from clueflow.resources import job_resources
 from clueflow.retries import clear_user_errors, recorded_user_error
 from clueflow.tables import RESULT_TABLES
@@ -62,7 +62,7 @@ localrules:
     table3,
     fig3,
     fig4,
-    fig6,
+    sweep,
     fig7,
 
 
@@ -209,31 +209,29 @@ def job_seed(wildcards):
     return int(wildcards.seed)
 
 
-def first_checkpoint(wildcards):
-    """The checkpoint that stands for a run where one is read (table3's circuits found again): its first seed's."""
-    return L.checkpoint(**fields(wildcards), seed=PLAN.run_seeds(wildcards.run)[0])
-
-
 def table_entries(name):
     return PLAN.evaluations(PLAN.table_runs(name))
 
 
 def table3_entries():
-    """(run, pair) of table3: each run of the table on each of its pairs."""
+    """(run, pair, seed) of table3: each run of the table on each of its pairs, at each of its seeds."""
     return [
-        (run, pair) for run in PLAN.table_runs("table3") for pair in PLAN.run_pairs(run)
+        (run, pair, seed)
+        for run in PLAN.table_runs("table3")
+        for pair in PLAN.run_pairs(run)
+        for seed in PLAN.run_seeds(run)
     ]
 
 
 def table3_inputs(wildcards):
-    """Per entry: the assignment before (base model) and after (circuits found again on the checkpoint)."""
+    """Per entry: the assignment before (base model) and after (circuits found again on the seed's checkpoint)."""
     return {
         "before": [
-            L.assignment(model=wildcards.model, pair=p) for _, p in table3_entries()
+            L.assignment(model=wildcards.model, pair=p) for _, p, _ in table3_entries()
         ],
         "after": [
-            L.assignment(AFTER, model=wildcards.model, run=r, pair=p)
-            for r, p in table3_entries()
+            L.assignment(AFTER, model=wildcards.model, run=r, pair=p, seed=s)
+            for r, p, s in table3_entries()
         ],
     }
 

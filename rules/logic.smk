@@ -46,6 +46,6 @@ use rule cnf as cnf_after with:
         cnf=L.cnf(AFTER),
         wcnf=L.wcnf(AFTER),
     log:
-        L.log("cnf_after", "{model}/{run}/{forget}__{retains}"),
+        L.log("cnf_after", "{model}/{run}/seed{seed}/{forget}__{retains}"),
     group:
         logic_group(AFTER)

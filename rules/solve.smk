@@ -50,6 +50,6 @@ use rule solve as solve_after with:
         assignment=L.assignment(AFTER),
         summary=L.assignment_summary(AFTER),
     log:
-        L.log("solve_after", "{model}/{run}/{forget}__{retains}"),
+        L.log("solve_after", "{model}/{run}/seed{seed}/{forget}__{retains}"),
     group:
         logic_group(AFTER)

@@ -21,65 +21,78 @@ rule table:
         "../envs/clueflow.yaml"
     params:
         methods=PLAN.run_methods,
+        reference=PLAN.table2_reference(),
+        provenance=lambda wc: PLAN.provenance(wc.table),
         code=script_code("table"),
     script:
         "../workflow_scripts/table.py"
 
 
 rule fig3:
-    """CLUE with 1..k retain tasks."""
+    """CLUE with k retain tasks (their prefixes or random draws), with reference runs on a general corpus."""
     input:
-        evaluation_files(
-            PLAN.evaluations([FIG3_RUN], lambda run: PLAN.fig3_pairs, origin=False)
-        ),
+        evaluation_files(PLAN.fig3_evaluations()),
     output:
-        report(
+        figure=report(
             L.figure(name="fig3"),
             caption="../report/fig3.rst",
             category="Figures",
         ),
+        parquet=L.table(name="fig3", ext="parquet"),
+        markdown=L.table(name="fig3", ext="md"),
     log:
         L.log("fig3", "{model}"),
     conda:
         "../envs/clueflow.yaml"
     params:
+        general=next((p.name for _, p in PLAN.fig3_reference()), None),
+        provenance=PLAN.provenance("fig3"),
         code=script_code("fig3"),
     script:
         "../workflow_scripts/fig3.py"
 
 
-rule fig6:
-    """Forget-ratio sweep of the localization methods."""
+rule sweep:
+    """fig6: FE, RU, GU against the share of parameters modified; forget_count: against the forget examples."""
     input:
-        evaluation_files(
+        lambda wc: evaluation_files(
             PLAN.evaluations(
-                PLAN.table_runs("fig6"),
-                lambda run: [PLAN.sweep_pair("fig6")],
+                PLAN.table_runs(wc.sweep),
+                lambda run: [PLAN.sweep_pair(wc.sweep)],
                 origin=False,
             )
         ),
     output:
-        report(
-            L.figure(name="fig6"),
-            caption="../report/fig6.rst",
+        figure=report(
+            L.figure(name="{sweep}"),
+            caption="../report/sweep.rst",
             category="Figures",
         ),
+        parquet=L.table(name="{sweep}", ext="parquet"),
+        markdown=L.table(name="{sweep}", ext="md"),
     log:
-        L.log("fig6", "{model}"),
+        L.log("sweep", "{model}/{sweep}"),
+    wildcard_constraints:
+        sweep="fig6|forget_count",
     conda:
         "../envs/clueflow.yaml"
     params:
         methods=PLAN.run_methods,
-        ratios={r: PLAN.run_spec(r)[2]["forget_ratio"] for r in PLAN.runs},
-        code=script_code("fig6"),
+        counts={r: PLAN.run_spec(r)[2]["forget_ratio"] for r in PLAN.runs},
+        provenance=lambda wc: PLAN.provenance(wc.sweep),
+        code=script_code("sweep"),
     script:
-        "../workflow_scripts/fig6.py"
+        "../workflow_scripts/sweep.py"
 
 
 rule fig7:
-    """Forget / conflict mask entries per module type, per pair."""
+    """Forget / conflict mask entries per module type, per pair, with other localizers' trained entries."""
     input:
-        [L.masks(pair=p, kind=k) for p in PLAN.pairs for k in MASK_KINDS],
+        masks=[L.masks(pair=p, kind=k) for p in PLAN.pairs for k in MASK_KINDS],
+        checkpoints=[
+            L.checkpoint(run=r, pair=p, seed=PLAN.run_seeds(r)[0])
+            for r, p in PLAN.fig7_entries()
+        ],
     output:
         figure=report(
             L.figure(name="fig7"),
@@ -93,6 +106,8 @@ rule fig7:
         "../envs/clueflow.yaml"
     params:
         entries=[(p.name, k) for p in PLAN.pairs for k in MASK_KINDS],
+        runs=[(p.name, r) for r, p in PLAN.fig7_entries()],
+        provenance=PLAN.provenance("fig7"),
         code=script_code("fig7"),
     script:
         "../workflow_scripts/fig7.py"
@@ -115,8 +130,9 @@ rule table3:
     conda:
         "../envs/clueflow.yaml"
     params:
-        entries=[(run, p.name) for run, p in table3_entries()],
+        entries=[(run, p.name, seed) for run, p, seed in table3_entries()],
         methods=PLAN.run_methods,
+        provenance=PLAN.provenance("table3"),
         code=script_code("table3"),
     script:
         "../workflow_scripts/table3.py"
@@ -141,6 +157,7 @@ rule fig4:
         evaluations=[(run, seed) for run, _, seed in fig4_evaluations()],
         entries=fig4_entries(),
         forget=config["forget"],
+        provenance=PLAN.provenance("fig4"),
         code=script_code("fig4"),
     script:
         "../workflow_scripts/fig4.py"
@@ -166,6 +183,7 @@ rule sensitivity:
     params:
         runs=PLAN.table_runs("sensitivity"),
         masks=[(run, p.name) for run, p in sensitivity_mask_entries()],
+        provenance=PLAN.provenance("sensitivity"),
         code=script_code("sensitivity"),
     script:
         "../workflow_scripts/sensitivity.py"

@@ -69,8 +69,8 @@ def test_dry_run_with_two_seeds_plans_each_job_per_seed(tmp_path):
     assert len(unlearn) == 2 * 11 and {s for _, s, _ in unlearn} == {"0", "1"}
     evaluate = [w for r, w in planned if r == "evaluate"]
     assert len(evaluate) == 2 * (11 + 3)  # + origin on each of the 3 pairs, at both seeds
-    # table3's circuits are found again on one checkpoint per run and pair: its first seed's
-    assert sum(r == "circuit_after" for r, _ in planned) == 2 + 2 + 3
+    # table3's circuits are found again on each seed's checkpoint of each run and pair
+    assert sum(r == "circuit_after" for r, _ in planned) == 2 * (2 + 2 + 3)
 
 
 def test_two_seeds_train_two_checkpoints_and_table1_shows_mean_and_std(tmp_path):

@@ -40,7 +40,8 @@ TINY_CONFIG = {
                             "clue_e1": {"method": "clue", "edge_fraction": 0.1, "pairs": ["sentiment"]}}},
     "evaluate": {"batch_size": 8, "max_new_tokens": 4},
     "tables": {"table1": ["clue", "ga", "random"], "table2": ["clue"], "table3": ["clue"], "table6": ["clue", "ga"],
-               "fig3": ["sentiment", "ioi"], "fig4": ["clue_e1", "clue"], "fig6": ["ga_r2", "ga"]},
+               "fig3": ["sentiment", "ioi"], "fig4": ["clue_e1", "clue"], "fig6": ["clue_e1", "clue", "random"],
+               "forget_count": ["ga_r2", "ga"], "fig7": ["random"]},
 }
 TINY_RUNS = sorted(TINY_CONFIG["unlearn"]["methods"])
 
@@ -92,9 +93,9 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
     searches = sum(len(plan.run_pairs(r)) for r in plan.runs if plan.searches_lr(r))  # one per run and pair
     seeds = set().union(*(plan.run_seeds(r) for r in plan.runs))
     origin = n_pairs * len(seeds)  # each pair, at each seed of its runs
-    # table3: circuits of the forget and retain sets found again on the run's checkpoint, then localized
-    after = [p for r in tables["table3"] for p in plan.run_pairs(r)]
-    assert not (tables["fig3"] or tables["fig4"] or tables["fig6"] or tables["table2"])  # the larger config's
+    # table3: circuits of the forget and retain sets found again on each seed's checkpoint, then localized
+    after = [(p, s) for r in tables["table3"] for p in plan.run_pairs(r) for s in plan.run_seeds(r)]
+    assert not (tables["fig3"] or tables["fig4"] or tables["fig6"] or tables["forget_count"] or tables["table2"])
     assert job_counts(proc.stdout) == {"all": 1, "fetch": 1, "model": 1, "data_build": n_sets, "data_filter": n_sets,
                                        "base_accuracy": 1, "circuit": 1 + len(cfg["retain"]), "circuit_table": 1,
                                        "circuit_after": 2 * len(after), "cnf": n_pairs, "cnf_after": len(after),
@@ -103,6 +104,29 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
                                        "unlearn_table": 1, "evaluate": len(plan.checkpoints) + origin,
                                        "table": 2, "table3": 1, "fig7": 1, "sensitivity": 1}
     assert (searches, len(plan.checkpoints), origin) == (4, 33, 3)
+
+
+def test_dry_run_of_the_paper_sized_config_plans_every_sweep(tmp_path):
+    """config.paper.yaml over config.yaml: Table 1 in both baseline modes, table2's nine variants, fig3's 20 random
+    draws per size against 13 tasks with the general-corpus reference, fig4's densities, fig6 and the forget-count
+    sweep, each report once."""
+    from clueflow.plan import load_plan
+
+    for name in ("config.yaml", "config.paper.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    proc = snakemake(tmp_path, "all", "--dry-run", "--cores", "1", "--configfile", "config.paper.yaml")
+    plan = load_plan(REPO / "config.yaml", REPO / "config.paper.yaml")
+    tables = plan.config["tables"]
+    assert len(tables["table2"]) == 10 and plan.table2_reference() == "clue"
+    assert {"memit_published", "depn_published", "simu_paper"} <= set(tables["table1"])
+    assert len(plan.fig3_pairs) == 13 + 9 * 20 and len(plan.fig3_reference()) == 2
+    drawn = [(r, p, s) for r, p, s in plan.fig3_evaluations() if (r, p, s) not in set(plan.checkpoints)]
+    counts = job_counts(proc.stdout)
+    assert counts["unlearn"] == len(plan.checkpoints) + len(set(drawn))
+    assert counts["circuit_resized"] == 2 * 6 and counts["cnf"] == len(set(plan.pairs) | set(plan.fig3_pairs) |
+                                                                      {p for _, p in plan.fig3_reference()})
+    assert {k: counts[k] for k in ("fig3", "fig4", "fig7", "sweep", "table", "table3")} == dict(
+        fig3=1, fig4=1, fig7=1, sweep=2, table=3, table3=1)
 
 
 def _runs(c, **runs):
@@ -131,7 +155,11 @@ CONFIG_ERRORS = [
     (lambda c: c["tables"].update(table1=["clue", "nope"]), "tables.table1"),
     (lambda c: c["tables"].update(fig3=["sentiment", "capitals"]), "tables.fig3"),
     (lambda c: (c["unlearn"]["methods"].pop("clue"), c["tables"].update(table1=["ga"], table2=[], table3=[],
-                                                                          table6=[], fig4=[])), "tables.fig3"),
+                                                                          table6=[], fig4=[], fig6=[])),
+     "tables.fig3"),
+    (lambda c: c["tables"].update(table2=["ga"]), "tables.table2"),
+    (lambda c: c["tables"].update(fig7=["ga"]), "tables.fig7"),
+    (lambda c: c["tables"].update(fig3={"tasks": ["sentiment"], "sizes": [2]}), "tables.fig3.sizes"),
     (lambda c: _runs(c, ga_i={"method": "ga", "pairs": ["ioi"]}) or c["tables"].update(fig6=["ga_r2", "ga_i"]),
      "tables.fig6"),
     (lambda c: c["tables"].update(fig4=["ga"]), "tables.fig4"),
@@ -209,8 +237,21 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     for name in ("table1", "table2", "table6"):
         assert (workdir / f"results/tables/tiny-llama/{name}.csv").read_text().startswith("run,method,pair,FE,")
         assert (workdir / f"results/tables/tiny-llama/{name}.md").read_text().startswith("| run ")
-    for name in ("fig3", "fig6", "fig7"):
+    for name in ("fig3", "fig6", "forget_count", "fig7"):
         assert (workdir / f"results/figures/tiny-llama/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # fig6: each run at the share of parameters it modified (as table1 measured it), on the sweep pair
+    fig6 = pd.read_parquet(workdir / "results/tables/tiny-llama/fig6.parquet").set_index("run")
+    shares = table1[table1["pair"] == "capitals__sentiment"].set_index("run")["unlearned_parameter"]
+    assert sorted(fig6.index) == ["clue", "clue_e1", "random"]
+    assert fig6.loc[["clue", "random"], "unlearned_parameter"].tolist() == pytest.approx(
+        shares[["clue", "random"]].tolist())
+    assert list(pd.read_parquet(workdir / "results/tables/tiny-llama/forget_count.parquet")["forget_count"]) == [2, 4]
+    fig7 = pd.read_parquet(workdir / "results/tables/tiny-llama/fig7.parquet")
+    assert set(fig7["mask"]) == {"forget", "conflict", "random"} and set(fig7["pair"]) == set(pairs)
+    table2 = pd.read_parquet(workdir / "results/tables/tiny-llama/table2.parquet")
+    clue = table2[table2["run"] == "clue"]
+    assert (clue[["delta_FE", "delta_RU"]] == 0).all().all()
+    assert ((clue["delta_GU"] == 0) | clue["GU"].isna()).all()  # no general set in the band: GU and its delta NaN
     assert (workdir / "results/tables/tiny-llama/base_accuracy.md").read_text().startswith("| set ")
     table3 = pd.read_parquet(workdir / "results/tables/tiny-llama/table3.parquet")
     assert sorted(table3["pair"]) == sorted(pairs) and (table3["nodes"] == 10).all()
@@ -218,7 +259,8 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     assert list(fig4["run"]) == ["clue_e1", "clue"] and list(fig4["edge_fraction"]) == [0.1, 0.2]
     snakemake(workdir, "--report", str(workdir / "report.html"))  # every table and figure, with its caption
     report = (workdir / "report.html").read_text()
-    for name in ("table1.csv", "table3.csv", "table6.csv", "fig3.png", "fig4.png", "fig6.png", "fig7.png"):
+    for name in ("table1.csv", "table3.csv", "table6.csv", "fig3.png", "fig4.png", "fig6.png", "forget_count.png",
+                 "fig7.png"):
         assert name in report, name
     (workdir / "report.html").unlink()
     assert not list(workdir.rglob("*.tmp-*"))  # atomic writes leave no temp files
@@ -236,7 +278,7 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
     n_evaluations = len(pairs) + sum(len(own or pairs) for own in trained.values())  # + origin per pair
     assert job_counts(changed.stdout) == {"all": 1, "data_build": 1, "data_filter": 1, "base_accuracy": 1,
-                                          "evaluate": n_evaluations, "table": 3, "fig3": 1, "fig4": 1, "fig6": 1}
+                                          "evaluate": n_evaluations, "table": 3, "fig3": 1, "fig4": 1, "sweep": 2}
     assert "set=bool" in changed.stdout and "set=ioi" not in changed.stdout
     # ... and changing a retain set's size also reruns its circuit, and nothing of the other sets
     cfg["datasets"]["bool"]["n"] = 8
@@ -248,7 +290,7 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
                                           "solve_after": 2, "masks": 2,
                                           "localization_table": 1, "unlearn": 2 * (len(TINY_RUNS) - 2),
                                           "unlearn_table": 1, "evaluate": 2 * (len(TINY_RUNS) - 2) + 2, "table": 3,
-                                          "fig3": 1, "fig7": 1,  # + origin; fig4 and fig6 are on sentiment only
+                                          "fig3": 1, "fig7": 1,  # + origin; fig4, fig6, forget_count: sentiment only
                                           # table3: CLUE's two checkpoints with ioi, their circuits found again
                                           "circuit_after": 2 + 3, "table3": 1}
     assert [w for r, w in jobs(changed.stdout) if r == "circuit"] == ["model=tiny-llama, set=ioi"]
@@ -257,9 +299,9 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     cfg["unlearn"]["methods"]["random"] = {"lr": 2.0e-3}
     workdir_with(tmp_path, cfg)
     changed = snakemake(workdir, "all", "--dry-run", "--cores", "1")
-    # ... its evaluations, and the one table that shows it (table1); table2, table6 and the figures do not
+    # ... its evaluations, and the reports that show it (table1, fig6, fig7); table2, table6 and the others do not
     assert job_counts(changed.stdout) == {"all": 1, "unlearn": len(pairs), "unlearn_table": 1,
-                                          "evaluate": len(pairs), "table": 1}
+                                          "evaluate": len(pairs), "table": 1, "sweep": 1, "fig7": 1}
     assert set(re.findall(r"run=(\w+)", changed.stdout)) == {"random"}
     assert "table=table1" in changed.stdout
     # code hashes follow imports: editing the module that decides which parameters are maskable (a copy of the

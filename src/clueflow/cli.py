@@ -28,7 +28,8 @@
     clueflow evaluate run --model-dir DIR --base-dir DIR --forget PATH --retain PATH... [--general PATH...]
                           [--task LM_EVAL_TASK[:METRIC]...] --run NAME --out PATH --summary PATH
     clueflow evaluate tasks SET.parquet... --out DIR
-    clueflow tables table {table1,table2,table6} SUMMARY.json... --parquet PATH --markdown PATH --csv PATH
+    clueflow tables table {table1,table2,table6} SUMMARY.json... [--reference RUN] --parquet PATH --markdown PATH
+                          --csv PATH
     clueflow tables table3 --entry RUN PAIR BEFORE AFTER [--entry ...] --parquet PATH --markdown PATH --csv PATH
 
 Subcommands that compute with a model (model generate, data filter, circuits build/resize, masks build, evaluate
@@ -278,20 +279,21 @@ def _cmd_evaluate_tasks(args) -> None:
 def _cmd_tables_table(args) -> None:
     from .tables import markdown_table, read_summaries, result_table, write_result_table
 
-    df = result_table(args.kind, read_summaries(args.summaries))
+    df = result_table(args.kind, read_summaries(args.summaries), args.reference)
     write_result_table(df, args.parquet, args.markdown, args.csv)
     print(markdown_table(df))
 
 
 def _cmd_tables_table3(args) -> None:
-    from .tables import neuron_shares, write_result_table
+    from .tables import markdown_table, neuron_shares, write_result_table
 
-    files = {}
-    for run, pair, before, after in args.entry:
-        files[("before", run, pair)], files[("after", run, pair)] = before, after
+    files, repeats = {}, {}
+    for run, pair, before, after in args.entry:  # a run and pair given again: another seed's checkpoint
+        seed = repeats[run, pair] = repeats.get((run, pair), -1) + 1
+        files[("before", run, pair, seed)], files[("after", run, pair, seed)] = before, after
     df = neuron_shares(files)
     write_result_table(df, args.parquet, args.markdown, args.csv)
-    print(df.to_markdown(index=False, floatfmt=".3f"))
+    print(markdown_table(df))
 
 
 def _cmd_unlearn_run(args) -> None:
@@ -589,11 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = tab.add_parser("table", help="table1 / table2 / table6 from evaluation summaries")
     p.add_argument("kind", choices=sorted(RESULT_TABLES))
     p.add_argument("summaries", nargs="+", type=Path)
+    p.add_argument("--reference", default="clue", help="table2: the run its rows are compared with")
     _required(p, "--parquet", "--markdown", "--csv")
     p.set_defaults(func=_cmd_tables_table, outputs={"parquet": None, "markdown": None, "csv": None})
     p = tab.add_parser("table3", help="forget/conflict node shares before and after unlearning")
     p.add_argument("--entry", nargs=4, action="append", required=True, metavar=("RUN", "PAIR", "BEFORE", "AFTER"),
-                   help="a run, its pair, and the assignment files before and after unlearning")
+                   help="a run, its pair, and the assignment files before and after unlearning (a run and pair "
+                        "given again: another seed's checkpoint)")
     _required(p, "--parquet", "--markdown", "--csv")
     p.set_defaults(func=_cmd_tables_table3, outputs={"parquet": None, "markdown": None, "csv": None})
     return parser

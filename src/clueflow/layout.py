@@ -10,7 +10,8 @@ path::
 
 Circuits and everything localized from them come in three named **families**: ``base`` (the
 configured circuits), ``resized`` (the same scores re-selected at another edge fraction: fig4's sweep, wildcard
-``{fraction}``) and ``after`` (circuits found again on the unlearned checkpoint of ``{run}`` on a pair: table3).
+``{fraction}``) and ``after`` (circuits found again on the unlearned checkpoint of ``{run}`` at ``{seed}`` on a
+pair: table3).
 Nothing parses a path back into identities: the plan passes set, pair, run and model explicitly.
 """
 
@@ -74,9 +75,9 @@ class Family:
 
 BASE = Family("base", "", "")
 RESIZED = Family("resized", "edges-{fraction}/", "edges-{fraction}/")
-AFTER = Family("after", "after/{run}/{forget}__{retains}/", "after/{run}/")
-MASK_KINDS = ("forget", "conflict")
 SEED_DIR = "seed{seed}/"  # a run's checkpoints and evaluations, one directory per seed
+AFTER = Family("after", f"after/{{run}}/{SEED_DIR}{{forget}}__{{retains}}/", f"after/{{run}}/{SEED_DIR}")
+MASK_KINDS = ("forget", "conflict")
 # provenance files that make a directory recognisable as an artifact of its kind (only such a directory is replaced)
 MODEL_PROVENANCE = "clueflow_model.json"
 CHECKPOINT_SUMMARY = "unlearn.json"

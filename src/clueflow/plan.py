@@ -20,7 +20,9 @@ that is missing or unreadable, cannot be checked and is planned as before (its m
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -40,7 +42,8 @@ from .unlearn.methods import DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, nee
 from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
-RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6", "sensitivity")  # reports that list runs
+RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6", "forget_count", "fig7",
+              "sensitivity")  # reports that list runs
 FIG3_RUN = "clue"  # fig3 shows this run trained against 1..k retain sets
 
 
@@ -192,11 +195,98 @@ class Plan:
         CLUE's budget, CLUE itself aside."""
         return [r for r in self.table_runs("sensitivity") if self.reads_clue_masks(r) and self.run_spec(r)[0] != "clue"]
 
+    def report_runs(self, name: str) -> list[str]:
+        """The runs report ``name`` shows (fig3: its CLUE run; fig7: CLUE's masks and the runs listed)."""
+        if name == "fig3":
+            return list(dict.fromkeys([FIG3_RUN, *(r for r, _ in self.fig3_reference())])) if self.fig3_spec() else []
+        return self.table_runs(name) if name in RUN_TABLES else []
+
+    def provenance(self, name: str) -> str:
+        """One paragraph (reStructuredText) for report ``name``'s caption: the model, the pairs, and each run shown
+        with its method, seeds, forget examples and optimizer steps; the reader sees what each point averages."""
+        parts = [f"Model ``{self.model}``; forget set ``{self.forget}`` (n = {self.config['datasets'][self.forget]['n']})."]
+        runs = self.report_runs(name)
+        spec = self.fig3_spec() if name == "fig3" else None
+        if spec is not None:  # drawn pairs are counted, not listed
+            pairs = [*(self.fig3_pairs if spec["ordered"] else []), *(p for _, p in self.fig3_reference())]
+        elif name in ("fig4", "fig6", "forget_count"):
+            pairs = [p for p in [self.sweep_pair(name)] if p is not None]
+        elif name == "fig7":
+            pairs = self.pairs
+        else:
+            pairs = list(dict.fromkeys(p for r in runs for p in self.run_pairs(r)))
+        if pairs:
+            parts.append("Pairs: " + ", ".join(f"``{p.name}``" for p in dict.fromkeys(pairs)) + ".")
+        if spec is not None and not spec["ordered"]:
+            parts.append(f"CLUE's retain tasks drawn at random (seed {spec['seed']}): {len(self.fig3_pairs)} sets, up "
+                         f"to {spec['draws']} per size k = {', '.join(map(str, spec['sizes']))}, from the "
+                         f"{len(spec['tasks'])} tasks {', '.join(f'``{t}``' for t in spec['tasks'])}.")
+        for run in runs:
+            method, options, settings = self.run_spec(run)
+            seeds = ", ".join(map(str, self.run_seeds(run)))
+            steps = "all epochs" if settings["steps"] is None else f"{settings['steps']} steps"
+            shown = ", ".join(f"{k} {_text(v)}" for k, v in options.items())
+            parts.append(f"``{run}``: {method}{f' ({shown})' if shown else ''}; seeds {seeds}; "
+                         f"{settings['forget_ratio']:g} forget examples; {steps}.")
+        return " ".join(parts)
+
+    def table2_reference(self) -> str | None:
+        """The run table2's rows are compared with: its first run of method clue."""
+        return next((r for r in self.table_runs("table2") if self.run_spec(r)[0] == "clue"), None)
+
+    def fig7_entries(self) -> list[tuple[str, Pair]]:
+        """(run, pair) of each fig7 run on each pair that has CLUE masks (its first seed's trained entries)."""
+        return [(r, p) for r in self.table_runs("fig7") for p in self.run_pairs(r) if p in self.pairs]
+
+    def fig3_spec(self) -> dict[str, Any] | None:
+        """``tables.fig3`` with its defaults: tasks, sizes, draws, seed, general, reference and ``ordered`` (the list
+        form: the tasks' prefixes, in the order given); None for no figure."""
+        spec = self.config["tables"]["fig3"]
+        if not spec:
+            return None
+        if isinstance(spec, list):
+            spec = dict(tasks=spec, ordered=True)
+        tasks = list(spec["tasks"])
+        return dict(tasks=tasks, sizes=list(spec.get("sizes", range(1, len(tasks) + 1))),
+                    draws=spec.get("draws", 1), seed=spec.get("seed", self.config["seed"]),
+                    general=spec.get("general"), reference=list(spec.get("reference", [])),
+                    ordered=spec.get("ordered", False))
+
     @property
     def fig3_pairs(self) -> list[Pair]:
-        """CLUE against the first 1, 2, …, k retain sets of ``tables.fig3``."""
-        sets = self.config["tables"]["fig3"]
-        return [Pair(self.forget, tuple(sets[:k + 1])) for k in range(len(sets))]
+        """CLUE's pairs of fig3: per size k, the first k tasks (list form), else ``draws`` distinct random k-subsets
+        of the tasks (all of them where there are no more), seeded; each subset in the tasks' order."""
+        spec = self.fig3_spec()
+        if spec is None:
+            return []
+        tasks = spec["tasks"]
+        if spec["ordered"]:
+            return [Pair(self.forget, tuple(tasks[:k])) for k in spec["sizes"]]
+        rng, pairs = random.Random(spec["seed"]), []
+        for k in spec["sizes"]:
+            if math.comb(len(tasks), k) <= spec["draws"]:
+                drawn = list(itertools.combinations(tasks, k))
+            else:
+                chosen: dict[tuple[str, ...], None] = {}
+                while len(chosen) < spec["draws"]:
+                    chosen[tuple(sorted(rng.sample(tasks, k), key=tasks.index))] = None
+                drawn = list(chosen)
+            pairs += [Pair(self.forget, d) for d in drawn]
+        return pairs
+
+    def fig3_evaluations(self) -> list[tuple[str, Pair, int]]:
+        """(run, pair, seed) fig3 reads: CLUE on each of its pairs, then its reference lines, at each run's seeds."""
+        if self.fig3_spec() is None:
+            return []
+        clue = self.evaluations([FIG3_RUN], lambda run: self.fig3_pairs, origin=False)
+        return clue + [(r, p, s) for r, p in self.fig3_reference() for s in self.run_seeds(r)]
+
+    def fig3_reference(self) -> list[tuple[str, Pair]]:
+        """(run, pair) of fig3's dotted lines: CLUE and the reference runs against the general corpus alone."""
+        spec = self.fig3_spec()
+        if spec is None or spec["general"] is None:
+            return []
+        return [(run, Pair(self.forget, (spec["general"],))) for run in dict.fromkeys([FIG3_RUN, *spec["reference"]])]
 
     def sweep_pair(self, name: str) -> Pair | None:
         """The first pair every run of sweep figure ``name`` is trained on (None for an empty sweep)."""
@@ -263,7 +353,7 @@ class Plan:
         return [n for n in (*RESULT_TABLES, "table3", "sensitivity") if self.config["tables"][n]]
 
     def figures(self) -> list[str]:
-        named = ("fig3", "fig4", "fig6", "sensitivity")
+        named = ("fig3", "fig4", "fig6", "forget_count", "sensitivity")
         return [n for n in named if self.config["tables"][n]] + (["fig7"] if self.has_graph else [])
 
     def targets(self, layout: Layout) -> list[str]:
@@ -288,17 +378,37 @@ class Plan:
                 if run not in cfg["unlearn"]["methods"]:
                     raise self.error(f"tables.{name}", f"{run!r} is not a run (keys of unlearn.methods: "
                                                        f"{', '.join(runs)})")
-        for pair in self.fig3_pairs:
-            self._check_pair(pair, "tables.fig3")
-        if self.fig3_pairs and (FIG3_RUN not in runs or self.run_spec(FIG3_RUN)[0] != "clue"):
-            raise self.error("tables.fig3", f"needs a run {FIG3_RUN!r} of method clue in unlearn.methods")
-        for name in ("fig4", "fig6"):
+        self._check_fig3()
+        for name in ("fig4", "fig6", "forget_count"):
             self.sweep_pair(name)
+        if cfg["tables"]["table2"] and self.table2_reference() is None:
+            raise self.error("tables.table2", "lists no run of method clue to compare the ablations with")
+        for run in cfg["tables"]["fig7"]:
+            if self.run_spec(run)[0] in FULL_PARAMETER:
+                raise self.error("tables.fig7", f"{run!r} trains every parameter: fig7 draws localized entries")
         for run in cfg["tables"]["fig4"]:
             if not self.reads_clue_masks(run):
                 raise self.error("tables.fig4", f"{run!r} does not train on CLUE masks")
         self._check_values(ratio_given)
         self._check_architecture()
+
+    def _check_fig3(self) -> None:
+        spec = self.fig3_spec()
+        if spec is None:
+            return
+        if max(spec["sizes"]) > len(spec["tasks"]):
+            raise self.error("tables.fig3.sizes", f"a size of {max(spec['sizes'])} retain tasks, but "
+                                                  f"{len(spec['tasks'])} tasks are given")
+        for pair in self.fig3_pairs:
+            self._check_pair(pair, "tables.fig3")
+        for _, pair in self.fig3_reference():
+            self._check_pair(pair, "tables.fig3.general")
+        for run in spec["reference"]:
+            if run not in self.config["unlearn"]["methods"]:
+                raise self.error("tables.fig3.reference", f"{run!r} is not a run (keys of unlearn.methods: "
+                                                          f"{', '.join(self.runs)})")
+        if FIG3_RUN not in self.runs or self.run_spec(FIG3_RUN)[0] != "clue":
+            raise self.error("tables.fig3", f"needs a run {FIG3_RUN!r} of method clue in unlearn.methods")
 
     def _check_architecture(self) -> None:
         if self.model_type is not None and ARCHITECTURES.has_experts(self.model_type):
@@ -363,6 +473,13 @@ class Plan:
             if r not in self.config["datasets"] or r == self.forget:
                 raise self.error(field, f"{r!r} is not a retain candidate (a key of datasets other than the "
                                         f"forget set)")
+
+
+def _text(value: Any) -> str:
+    """An option's value as a caption shows it (a mapping as ``{key: value, …}``)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def load_plan(*paths) -> Plan:

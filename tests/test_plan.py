@@ -1,0 +1,83 @@
+"""The plan's derived sets for the paper's figures: fig3's draws, table2's reference, fig7's runs, captions."""
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clueflow.errors import ClueflowError
+from clueflow.plan import Plan
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
+TASKS = ["capitals_b", "bool", "docstring", "induction", "reverse"]
+
+
+def plan_with(**tables) -> Plan:
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["tables"].update(tables)
+    return Plan.from_config(cfg, file="c.yaml")
+
+
+def test_fig3_draws_distinct_random_task_sets_per_size_reproducibly():
+    plan = plan_with(fig3={"tasks": TASKS, "sizes": [1, 2, 4, 5], "draws": 3, "seed": 7})
+    pairs = plan.fig3_pairs
+    by_size = {}
+    for p in pairs:
+        assert p.forget == "capitals" and list(p.retains) == sorted(p.retains, key=TASKS.index)
+        by_size.setdefault(len(p.retains), []).append(p.retains)
+    # 3 distinct draws where C(5, k) > 3; every subset where there are no more (C(5, 5) = 1)
+    assert {k: len(v) for k, v in by_size.items()} == {1: 3, 2: 3, 4: 3, 5: 1}
+    assert all(len(set(v)) == len(v) for v in by_size.values())
+    assert plan_with(fig3={"tasks": TASKS, "sizes": [1, 2, 4, 5], "draws": 3, "seed": 7}).fig3_pairs == pairs
+    other = plan_with(fig3={"tasks": TASKS, "sizes": [1, 2, 4, 5], "draws": 3, "seed": 8}).fig3_pairs
+    assert other != pairs  # the seed draws
+    every = plan_with(fig3={"tasks": TASKS, "sizes": [2], "draws": 50}).fig3_pairs
+    assert len(every) == math.comb(5, 2) == len(set(every))
+
+
+def test_fig3_list_form_adds_its_sets_in_order_and_general_corpus_adds_reference_runs():
+    assert [p.retains for p in plan_with(fig3=["bool", "reverse"]).fig3_pairs] == [("bool",), ("bool", "reverse")]
+    plan = plan_with(fig3={"tasks": ["bool", "reverse"], "general": "docstring", "reference": ["wagle"]})
+    assert [(r, p.name) for r, p in plan.fig3_reference()] == [("clue", "capitals__docstring"),
+                                                              ("wagle", "capitals__docstring")]
+    evaluations = plan.fig3_evaluations()
+    assert len(evaluations) == 3 * (len(plan.fig3_pairs) + 2)  # CLUE's pairs and the two lines, 3 seeds each
+    caption = plan.provenance("fig3")
+    assert "``wagle``" in caption and caption.count("``capitals__docstring``") == 1
+    assert "2 sets, up to 1 per size k = 1, 2, from the 2 tasks ``bool``, ``reverse``" in caption
+
+
+@pytest.mark.parametrize("fig3, field", [
+    ({"tasks": ["bool"], "sizes": [2]}, "tables.fig3.sizes"),
+    ({"tasks": ["bool", "capitals"]}, "tables.fig3"),  # the forget set is no retain task
+    ({"tasks": ["bool", "nope"]}, "tables.fig3"),
+    ({"tasks": ["bool"], "general": "capitals"}, "tables.fig3.general"),
+    ({"tasks": ["bool"], "reference": ["nope"]}, "tables.fig3.reference"),
+    ({"tasks": ["bool"], "draw": 2}, "tables.fig3"),
+])
+def test_bad_fig3_is_refused_naming_its_field(fig3, field):
+    with pytest.raises(ClueflowError) as err:
+        plan_with(fig3=fig3)
+    assert err.value.field.startswith(field), str(err.value)
+
+
+def test_table2_compares_with_its_clue_run_and_fig7_shows_localizers_only():
+    assert plan_with(table2=["ga", "clue", "wagle"]).table2_reference() == "clue"
+    with pytest.raises(ClueflowError, match="tables.table2: lists no run of method clue"):
+        plan_with(table2=["ga", "wagle"])
+    with pytest.raises(ClueflowError, match="tables.fig7: 'ga' trains every parameter"):
+        plan_with(fig7=["ga"])
+    assert [(r, p.name) for r, p in plan_with(fig7=["memit"]).fig7_entries()] == [("memit", "capitals__capitals_b")]
+
+
+def test_captions_name_each_run_with_its_method_options_seeds_and_sizes():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["unlearn"]["methods"]["no_mf"] = {"method": "clue", "options": {"stage1": {"epochs": 0}}, "seeds": [0]}
+    cfg["tables"]["table2"] = ["clue", "no_mf"]
+    text = Plan.from_config(cfg, file="c.yaml").provenance("table2")
+    assert "Model ``smollm2-135m-instruct``" in text and "Pairs: ``capitals__capitals_b``." in text
+    assert "``clue``: clue; seeds 0, 1, 2; 16 forget examples; 50 steps." in text
+    assert "``no_mf``: clue (stage1 {epochs: 0}); seeds 0; 16 forget examples; 50 steps." in text

@@ -1,0 +1,14 @@
+from common import logged
+
+from clueflow import tables
+from clueflow.io import write_table, write_text
+
+with logged(snakemake.log[0]):
+    p, out = snakemake.params, snakemake.output
+    summaries = tables.read_summaries(snakemake.input, p.methods)
+    if snakemake.wildcards.sweep == "fig6":
+        curves = tables.parameter_share_figure(summaries, out.figure)
+    else:
+        curves = tables.forget_count_figure(summaries, p.counts, out.figure)
+    write_table(curves, out.parquet)
+    write_text(out.markdown, tables.markdown_table(curves) + "\n")
