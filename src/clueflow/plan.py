@@ -7,9 +7,10 @@ set specs, the unlearning runs' methods and options, and the cross-field rules b
 line.
 
 Derived: the pairs (each retain set, and all of them combined), the runs and the registered method of each, the
-pairs and seeds each run is trained on, the checkpoints (run, pair, seed), fig3's growing retain pairs, the shared
-pair of each sweep figure, the general-utility sets and lm-eval tasks, which runs read CLUE masks and from which
-circuit family, each step's parameters, and the workflow's targets.
+pairs and seeds each run is trained on, the checkpoints (run, pair, seed), fig3's pairs (prefixes of its tasks or
+seeded random draws, and its general-corpus reference), table2's reference run, fig7's runs, the shared pair of each
+sweep figure, each report's caption facts, the general-utility sets and lm-eval tasks, which runs read CLUE masks
+and from which circuit family, each step's parameters, and the workflow's targets.
 
 Architecture check: the model's ``model_type`` is read from its config (:func:`clueflow.models.source_model_type`,
 no weights). A config that needs the circuit graph (a run of a method other than full-parameter GA/NPO/PO, or
