@@ -113,9 +113,10 @@ def test_one_method_gives_pattern_and_concrete_path():
     assert L.circuit(model="m", set="ioi") == "results/circuits/m/ioi.parquet"
     assert L.masks(pair=pair, kind="forget") == "results/masks/{model}/capitals__sentiment+ioi/forget.safetensors"
     assert L.cnf(RESIZED, model="m", pair=pair, fraction=0.01) == "results/cnf/m/edges-0.01/capitals__sentiment+ioi.cnf"
-    assert L.circuit(AFTER, model="m", run="clue", pair=pair, set="ioi") == \
-        "results/circuits/m/after/clue/capitals__sentiment+ioi/ioi.parquet"
-    assert L.assignment(AFTER, run="clue", pair=pair) == "results/assignments/{model}/after/clue/capitals__sentiment+ioi.parquet"
+    assert L.circuit(AFTER, model="m", run="clue", seed=1, pair=pair, set="ioi") == \
+        "results/circuits/m/after/clue/seed1/capitals__sentiment+ioi/ioi.parquet"
+    assert L.assignment(AFTER, run="clue", pair=pair) == \
+        "results/assignments/{model}/after/clue/seed{seed}/capitals__sentiment+ioi.parquet"
     assert L.cnf(BASE) == "results/cnf/{model}/{forget}__{retains}.cnf"
     assert L.log("cnf", "{model}/{forget}__{retains}") == "logs/cnf/{model}/{forget}__{retains}.log"
     assert Pair.of("capitals", "sentiment+ioi") == pair and pair.name == "capitals__sentiment+ioi"
