@@ -209,29 +209,16 @@ def job_seed(wildcards):
     return int(wildcards.seed)
 
 
-def table_entries(name):
-    return PLAN.evaluations(PLAN.table_runs(name))
-
-
-def table3_entries():
-    """(run, pair, seed) of table3: each run of the table on each of its pairs, at each of its seeds."""
-    return [
-        (run, pair, seed)
-        for run in PLAN.table_runs("table3")
-        for pair in PLAN.run_pairs(run)
-        for seed in PLAN.run_seeds(run)
-    ]
-
-
 def table3_inputs(wildcards):
     """Per entry: the assignment before (base model) and after (circuits found again on the seed's checkpoint)."""
     return {
         "before": [
-            L.assignment(model=wildcards.model, pair=p) for _, p, _ in table3_entries()
+            L.assignment(model=wildcards.model, pair=p)
+            for _, p, _ in PLAN.report_evaluations("table3")
         ],
         "after": [
             L.assignment(AFTER, model=wildcards.model, run=r, pair=p, seed=s)
-            for r, p, s in table3_entries()
+            for r, p, s in PLAN.report_evaluations("table3")
         ],
     }
 
@@ -249,7 +236,7 @@ def sensitivity_inputs(wildcards):
     model = wildcards.model
     entries = sensitivity_mask_entries()
     return {
-        "summaries": evaluation_files(table_entries("sensitivity")),
+        "summaries": evaluation_files(PLAN.report_evaluations("sensitivity")),
         "checkpoints": [
             L.checkpoint(model=model, run=r, pair=p, seed=PLAN.run_seeds(r)[0])
             for r, p in entries
@@ -261,12 +248,12 @@ def sensitivity_inputs(wildcards):
 
 
 def fig4_inputs(wildcards):
-    """The evaluations of fig4_evaluations (origin's and each sweep run's, per seed) and the circuits each run's
+    """The evaluations fig4 reads (origin's and each sweep run's, per seed) and the circuits each run's
     masks came from."""
     return dict(
         evaluations=[
             L.evaluation_summary(model=wildcards.model, run=r, pair=p, seed=s)
-            for r, p, s in fig4_evaluations()
+            for r, p, s in PLAN.report_evaluations("fig4")
         ],
         circuits=[
             mask_circuit(run, model=wildcards.model, set=s) for run, s in fig4_entries()
@@ -278,12 +265,6 @@ def mask_circuit(run, **values):
     """The circuit summary a run's CLUE masks were localized from."""
     family, source = PLAN.mask_source(run)
     return L.circuit_summary(family, **values, **source)
-
-
-def fig4_evaluations():
-    """(run, pair, seed) of fig4's evaluations on its sweep pair, origin's first."""
-    pair = PLAN.sweep_pair("fig4")
-    return PLAN.evaluations(PLAN.table_runs("fig4"), lambda run: [pair])
 
 
 def fig4_entries():

@@ -4,7 +4,7 @@
 rule table:
     """table1 (methods x pairs), table2 (CLUE ablations), table6 (1 - acc, MIA, Rouge-L)."""
     input:
-        lambda wc: evaluation_files(table_entries(wc.table)),
+        lambda wc: evaluation_files(PLAN.report_evaluations(wc.table)),
     output:
         parquet=L.table(name="{table}", ext="parquet"),
         markdown=L.table(name="{table}", ext="md"),
@@ -31,7 +31,7 @@ rule table:
 rule fig3:
     """CLUE with k retain tasks (their prefixes or random draws), with reference runs on a general corpus."""
     input:
-        evaluation_files(PLAN.fig3_evaluations()),
+        evaluation_files(PLAN.report_evaluations("fig3")),
     output:
         figure=report(
             L.figure(name="fig3"),
@@ -55,13 +55,7 @@ rule fig3:
 rule sweep:
     """fig6: FE, RU, GU against the share of parameters modified; forget_count: against the forget examples."""
     input:
-        lambda wc: evaluation_files(
-            PLAN.evaluations(
-                PLAN.table_runs(wc.sweep),
-                lambda run: [PLAN.sweep_pair(wc.sweep)],
-                origin=False,
-            )
-        ),
+        lambda wc: evaluation_files(PLAN.report_evaluations(wc.sweep)),
     output:
         figure=report(
             L.figure(name="{sweep}"),
@@ -130,7 +124,7 @@ rule table3:
     conda:
         "../envs/clueflow.yaml"
     params:
-        entries=[(run, p.name, seed) for run, p, seed in table3_entries()],
+        entries=[(r, p.name, s) for r, p, s in PLAN.report_evaluations("table3")],
         methods=PLAN.run_methods,
         provenance=PLAN.provenance("table3"),
         code=script_code("table3"),
@@ -154,7 +148,7 @@ rule fig4:
     conda:
         "../envs/clueflow.yaml"
     params:
-        evaluations=[(run, seed) for run, _, seed in fig4_evaluations()],
+        evaluations=[(r, s) for r, _, s in PLAN.report_evaluations("fig4")],
         entries=fig4_entries(),
         forget=config["forget"],
         provenance=PLAN.provenance("fig4"),

@@ -43,7 +43,7 @@ def test_fig3_list_form_adds_its_sets_in_order_and_general_corpus_adds_reference
     plan = plan_with(fig3={"tasks": ["bool", "reverse"], "general": "docstring", "reference": ["wagle"]})
     assert [(r, p.name) for r, p in plan.fig3_reference()] == [("clue", "capitals__docstring"),
                                                               ("wagle", "capitals__docstring")]
-    evaluations = plan.fig3_evaluations()
+    evaluations = plan.report_evaluations("fig3")
     assert len(evaluations) == 3 * (len(plan.fig3_pairs) + 2)  # CLUE's pairs and the two lines, 3 seeds each
     caption = plan.provenance("fig3")
     assert "``wagle``" in caption and caption.count("``capitals__docstring``") == 1
@@ -81,3 +81,30 @@ def test_captions_name_each_run_with_its_method_options_seeds_and_sizes():
     assert "Model ``smollm2-135m-instruct``" in text and "Pairs: ``capitals__capitals_b``." in text
     assert "``clue``: clue; seeds 0, 1, 2; 16 forget examples; 50 steps." in text
     assert "``no_mf``: clue (stage1 {epochs: 0}); seeds 0; 16 forget examples; 50 steps." in text
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table6", "table3", "sensitivity", "fig3", "fig4", "fig6",
+                                  "forget_count", "fig7"])
+def test_each_reports_caption_names_the_pairs_and_runs_its_rule_reads(name):
+    """The caption and the rule's inputs both come from Plan.shown: every run whose evaluation (or checkpoint) the
+    report reads, and every pair it reads them on, is named in its caption, and nothing else is."""
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["tables"]["fig3"] = {"tasks": TASKS, "sizes": [1], "draws": 5, "general": "docstring",
+                             "reference": ["wagle"]}
+    cfg["tables"].update(fig7=["memit"], table2=["clue", "ga"], fig4=["clue"], fig6=["random", "wagle"],
+                         forget_count=["clue", "po"])
+    plan = Plan.from_config(cfg, file="c.yaml")
+    text = plan.provenance(name)
+    read = plan.report_evaluations(name) + [(r, p, None) for r, p in plan.shown(name) if r is not None]
+    runs = {r for r, _, _ in read if r != "origin"}
+    named_runs = {r for r in plan.runs if f"``{r}``: " in text}
+    assert named_runs == runs, name
+    pairs = {p.name for _, p in plan.shown(name)}
+    if name == "fig3":  # the drawn pairs are counted; the general-corpus pair is named
+        assert "5 sets" in text and "Pairs: ``capitals__docstring``." in text
+        pairs = {"capitals__docstring"}
+    named = {p.name for p in plan.pairs + plan.fig3_pairs if f"``{p.name}``" in text} | (
+        {"capitals__docstring"} if "``capitals__docstring``" in text else set())
+    assert named == pairs and pairs >= {p.name for _, p, _ in read if name != "fig3"}, name
+    assert runs, name  # the default config shows some run in every report
+    assert any(r == "origin" for r, _, _ in read) == (name not in ("fig3", "fig6", "forget_count", "table3")), name

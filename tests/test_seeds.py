@@ -43,7 +43,7 @@ def test_seeds_default_to_the_global_seed_and_a_run_may_override_them():
         ("clue", 3), ("clue", 1), ("clue_e1", 3), ("clue_e1", 1), ("ga", 3), ("ga", 1), ("ga_r2", 7), ("random", 3),
         ("random", 1)]
     # origin is evaluated on each pair at every seed a run shown there uses (the seed draws the forget rows scored)
-    entries = plan.evaluations(["ga", "ga_r2"], lambda run: [sentiment])
+    entries = plan.evaluations([("ga", sentiment), ("ga_r2", sentiment)])
     assert entries == [("origin", sentiment, 3), ("origin", sentiment, 1), ("origin", sentiment, 7),
                        ("ga", sentiment, 3), ("ga", sentiment, 1), ("ga_r2", sentiment, 7)]
 

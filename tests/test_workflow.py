@@ -120,7 +120,7 @@ def test_dry_run_of_the_paper_sized_config_plans_every_sweep(tmp_path):
     assert len(tables["table2"]) == 10 and plan.table2_reference() == "clue"
     assert {"memit_published", "depn_published", "simu_paper"} <= set(tables["table1"])
     assert len(plan.fig3_pairs) == 13 + 9 * 20 and len(plan.fig3_reference()) == 2
-    drawn = [(r, p, s) for r, p, s in plan.fig3_evaluations() if (r, p, s) not in set(plan.checkpoints)]
+    drawn = [(r, p, s) for r, p, s in plan.report_evaluations("fig3") if (r, p, s) not in set(plan.checkpoints)]
     counts = job_counts(proc.stdout)
     assert counts["unlearn"] == len(plan.checkpoints) + len(set(drawn))
     assert counts["circuit_resized"] == 2 * 6 and counts["cnf"] == len(set(plan.pairs) | set(plan.fig3_pairs) |

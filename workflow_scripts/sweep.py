@@ -1,7 +1,6 @@
 from common import logged
 
 from clueflow import tables
-from clueflow.io import write_table, write_text
 
 with logged(snakemake.log[0]):
     p, out = snakemake.params, snakemake.output
@@ -10,5 +9,4 @@ with logged(snakemake.log[0]):
         curves = tables.parameter_share_figure(summaries, out.figure)
     else:
         curves = tables.forget_count_figure(summaries, p.counts, out.figure)
-    write_table(curves, out.parquet)
-    write_text(out.markdown, tables.markdown_table(curves) + "\n")
+    tables.write_result_table(curves, out.parquet, out.markdown)

@@ -46,6 +46,8 @@ ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
 RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6", "forget_count", "fig7",
               "sensitivity")  # reports that list runs
 FIG3_RUN = "clue"  # fig3 shows this run trained against 1..k retain sets
+SWEEPS = ("fig4", "fig6", "forget_count")  # reports of their runs on one shared pair
+WITHOUT_ORIGIN = ("fig3", "fig6", "forget_count", "table3")  # reports that read no base-model evaluation
 
 
 @dataclass
@@ -196,38 +198,42 @@ class Plan:
         CLUE's budget, CLUE itself aside."""
         return [r for r in self.table_runs("sensitivity") if self.reads_clue_masks(r) and self.run_spec(r)[0] != "clue"]
 
-    def report_runs(self, name: str) -> list[str]:
-        """The runs report ``name`` shows (fig3: its CLUE run; fig7: CLUE's masks and the runs listed)."""
+    def shown(self, name: str) -> list[tuple[str | None, Pair]]:
+        """(run, pair) of each run report ``name`` shows on each pair it shows it on; run None where it shows the
+        pair's CLUE masks (fig7). The one place its rule's inputs and its caption read."""
         if name == "fig3":
-            return list(dict.fromkeys([FIG3_RUN, *(r for r, _ in self.fig3_reference())])) if self.fig3_spec() else []
-        return self.table_runs(name) if name in RUN_TABLES else []
+            return [(FIG3_RUN, p) for p in self.fig3_pairs] + self.fig3_reference()
+        if name in SWEEPS:
+            pair = self.sweep_pair(name)
+            return [(r, pair) for r in self.table_runs(name)] if pair else []
+        if name == "fig7":
+            return [(None, p) for p in self.pairs] + self.fig7_entries()
+        return [(r, p) for r in self.table_runs(name) for p in self.run_pairs(r)] if name in RUN_TABLES else []
+
+    def report_evaluations(self, name: str) -> list[tuple[str, Pair, int]]:
+        """(run, pair, seed) of the evaluations (table3: the checkpoints) report ``name`` reads (:meth:`evaluations`)."""
+        return self.evaluations(self.shown(name), origin=name not in WITHOUT_ORIGIN)
 
     def provenance(self, name: str) -> str:
         """One paragraph (reStructuredText) for report ``name``'s caption: the model, the pairs, and each run shown
         with its method, seeds, forget examples and optimizer steps; the reader sees what each point averages."""
         parts = [f"Model ``{self.model}``; forget set ``{self.forget}`` (n = {self.config['datasets'][self.forget]['n']})."]
-        runs = self.report_runs(name)
-        spec = self.fig3_spec() if name == "fig3" else None
-        if spec is not None:  # drawn pairs are counted, not listed
-            pairs = [*(self.fig3_pairs if spec["ordered"] else []), *(p for _, p in self.fig3_reference())]
-        elif name in ("fig4", "fig6", "forget_count"):
-            pairs = [p for p in [self.sweep_pair(name)] if p is not None]
-        elif name == "fig7":
-            pairs = self.pairs
-        else:
-            pairs = list(dict.fromkeys(p for r in runs for p in self.run_pairs(r)))
+        shown = self.shown(name)
+        spec = self.fig3_spec if name == "fig3" else None
+        drawn = self.fig3_pairs if spec and not spec["ordered"] else []  # shown first; counted below, not listed
+        pairs = [p for _, p in shown[len(drawn):]]
         if pairs:
             parts.append("Pairs: " + ", ".join(f"``{p.name}``" for p in dict.fromkeys(pairs)) + ".")
-        if spec is not None and not spec["ordered"]:
+        if drawn:
             parts.append(f"CLUE's retain tasks drawn at random (seed {spec['seed']}): {len(self.fig3_pairs)} sets, up "
                          f"to {spec['draws']} per size k = {', '.join(map(str, spec['sizes']))}, from the "
                          f"{len(spec['tasks'])} tasks {', '.join(f'``{t}``' for t in spec['tasks'])}.")
-        for run in runs:
+        for run in dict.fromkeys(r for r, _ in shown if r is not None):
             method, options, settings = self.run_spec(run)
             seeds = ", ".join(map(str, self.run_seeds(run)))
             steps = "all epochs" if settings["steps"] is None else f"{settings['steps']} steps"
-            shown = ", ".join(f"{k} {_text(v)}" for k, v in options.items())
-            parts.append(f"``{run}``: {method}{f' ({shown})' if shown else ''}; seeds {seeds}; "
+            given = ", ".join(f"{k} {_text(v)}" for k, v in options.items())
+            parts.append(f"``{run}``: {method}{f' ({given})' if given else ''}; seeds {seeds}; "
                          f"{settings['forget_ratio']:g} forget examples; {steps}.")
         return " ".join(parts)
 
@@ -239,6 +245,7 @@ class Plan:
         """(run, pair) of each fig7 run on each pair that has CLUE masks (its first seed's trained entries)."""
         return [(r, p) for r in self.table_runs("fig7") for p in self.run_pairs(r) if p in self.pairs]
 
+    @cached_property
     def fig3_spec(self) -> dict[str, Any] | None:
         """``tables.fig3`` with its defaults: tasks, sizes, draws, seed, general, reference and ``ordered`` (the list
         form: the tasks' prefixes, in the order given); None for no figure."""
@@ -253,11 +260,11 @@ class Plan:
                     general=spec.get("general"), reference=list(spec.get("reference", [])),
                     ordered=spec.get("ordered", False))
 
-    @property
+    @cached_property
     def fig3_pairs(self) -> list[Pair]:
         """CLUE's pairs of fig3: per size k, the first k tasks (list form), else ``draws`` distinct random k-subsets
         of the tasks (all of them where there are no more), seeded; each subset in the tasks' order."""
-        spec = self.fig3_spec()
+        spec = self.fig3_spec
         if spec is None:
             return []
         tasks = spec["tasks"]
@@ -275,16 +282,9 @@ class Plan:
             pairs += [Pair(self.forget, d) for d in drawn]
         return pairs
 
-    def fig3_evaluations(self) -> list[tuple[str, Pair, int]]:
-        """(run, pair, seed) fig3 reads: CLUE on each of its pairs, then its reference lines, at each run's seeds."""
-        if self.fig3_spec() is None:
-            return []
-        clue = self.evaluations([FIG3_RUN], lambda run: self.fig3_pairs, origin=False)
-        return clue + [(r, p, s) for r, p in self.fig3_reference() for s in self.run_seeds(r)]
-
     def fig3_reference(self) -> list[tuple[str, Pair]]:
         """(run, pair) of fig3's dotted lines: CLUE and the reference runs against the general corpus alone."""
-        spec = self.fig3_spec()
+        spec = self.fig3_spec
         if spec is None or spec["general"] is None:
             return []
         return [(run, Pair(self.forget, (spec["general"],))) for run in dict.fromkeys([FIG3_RUN, *spec["reference"]])]
@@ -299,12 +299,11 @@ class Plan:
             raise self.error(f"tables.{name}", "the runs share no pair")
         return shared[0]
 
-    def evaluations(self, runs: list[str], pairs_of=None, origin: bool = True) -> list[tuple[str, Pair, int]]:
-        """(run, pair, seed) of the evaluations a table of ``runs`` reads, each run at each of its seeds; first the
-        base model's on each pair, at every seed a run shown on that pair uses (the seed draws the forget rows
-        scored, so origin is scored on the same rows as the runs it is compared with)."""
-        pairs_of = pairs_of or self.run_pairs
-        entries = [(r, p, s) for r in runs for p in pairs_of(r) for s in self.run_seeds(r)]
+    def evaluations(self, shown: list[tuple[str | None, Pair]], origin: bool = True) -> list[tuple[str, Pair, int]]:
+        """(run, pair, seed) of the evaluations a report of ``shown`` (run, pair) reads, each run at each of its
+        seeds; first the base model's on each pair, at every seed a run shown on that pair uses (the seed draws the
+        forget rows scored, so origin is scored on the same rows as the runs it is compared with)."""
+        entries = [(r, p, s) for r, p in shown if r is not None for s in self.run_seeds(r)]
         if origin:
             seeds: dict[Pair, dict[int, None]] = {}
             for _, p, s in entries:
@@ -394,7 +393,7 @@ class Plan:
         self._check_architecture()
 
     def _check_fig3(self) -> None:
-        spec = self.fig3_spec()
+        spec = self.fig3_spec
         if spec is None:
             return
         if max(spec["sizes"]) > len(spec["tasks"]):

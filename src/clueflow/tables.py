@@ -53,10 +53,12 @@ def read_summaries(paths: Iterable[str | Path], methods: dict[str, str] | None =
     return df
 
 
-def write_result_table(df: pd.DataFrame, parquet: str | Path, markdown: str | Path, csv: str | Path) -> None:
+def write_result_table(df: pd.DataFrame, parquet: str | Path, markdown: str | Path, csv: str | Path | None = None) -> None:
+    """``df`` as parquet, markdown (see ``markdown_table``) and, where asked, CSV."""
     write_table(df, parquet)
     write_text(markdown, markdown_table(df) + "\n")
-    write_text(csv, df.to_csv(index=False))
+    if csv is not None:
+        write_text(csv, df.to_csv(index=False))
 
 
 def over_seeds(df: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
@@ -133,14 +135,18 @@ def neuron_shares(assignments: dict[tuple[str, str, str, int], str | Path], meth
     (:func:`over_seeds`)."""
     from .solve import read_assignment  # here: the CLI imports this module at start, the solver only for table3
 
+    def shares_in(path) -> dict[str, float]:
+        nodes = read_assignment(path).query("node != 'input'")
+        return dict(nodes=len(nodes), **{c: float((nodes["category"] == c).mean()) for c in ("forget", "conflict")})
+
+    read = {path: shares_in(path) for path in dict.fromkeys(map(str, assignments.values()))}  # "before": once
     rows: dict[tuple[str, str, int], dict] = {}
     for (kind, run, pair, seed), path in assignments.items():
-        table = read_assignment(path)
-        nodes = table[table["node"] != "input"]
+        found = read[str(path)]
         row = rows.setdefault((run, pair, seed), dict(run=run, method=(methods or {}).get(run, run), pair=pair,
-                                                      nodes=len(nodes)))
+                                                      nodes=found["nodes"]))
         for category in ("forget", "conflict"):
-            row[f"{category}_{kind}"] = float((nodes["category"] == category).mean())
+            row[f"{category}_{kind}"] = found[category]
     shares = ["forget_before", "forget_after", "conflict_before", "conflict_after"]
     df = pd.DataFrame(list(rows.values())).reindex(columns=[*KEYS, "nodes", *shares])
     return over_seeds(df, [*KEYS, "nodes"], shares)
@@ -215,19 +221,22 @@ def save_figure(fig, path: str | Path) -> None:
     _pyplot().close(fig)
 
 
+SCORES = {"forget_efficacy": "forget efficacy (1 - acc)", "retain_utility": "retain utility",
+          "general_utility": "general utility"}
+
+
 def retain_count_figure(summaries: pd.DataFrame, path: str | Path, general: str | None = None) -> pd.DataFrame:
     """fig3: CLUE's FE, RU, GU against the number k of retain tasks in its pair (mean over every pair of that size
     and every seed; std as error bars), and as dotted lines each run evaluated on pair ``general`` (a general-corpus
     retain set). Returns the curve (``run`` clue, ``k``, ``pairs`` drawn) then the reference lines (``k`` NaN)."""
     plt = _pyplot()
-    columns = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU"}
     is_ref = summaries["pair"] == general
     drawn = summaries[~is_ref].assign(k=lambda d: [p.split("__", 1)[1].count("+") + 1 for p in d["pair"]])
-    curve = over_seeds(drawn, ["run", "k"], list(columns)).sort_values("k", kind="stable")
+    curve = over_seeds(drawn, ["run", "k"], list(SCORES)).sort_values("k", kind="stable")
     curve.insert(2, "pairs", [drawn.loc[drawn["k"] == k, "pair"].nunique() for k in curve["k"]])
-    ref = over_seeds(summaries[is_ref], ["run"], list(columns))
+    ref = over_seeds(summaries[is_ref], ["run"], list(SCORES))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharex=True)
-    for ax, (col, label) in zip(axes, columns.items()):
+    for ax, (col, label) in zip(axes, SCORES.items()):
         _mean_line(ax, curve["k"], curve, col, marker="o", label="CLUE, k specific tasks")
         for i, row in ref.reset_index(drop=True).iterrows():
             ax.axhline(row[col], ls=":", color=f"C{i + 1}", label=f"{row['run']}, general corpus")
@@ -235,10 +244,6 @@ def retain_count_figure(summaries: pd.DataFrame, path: str | Path, general: str 
     axes[0].legend(fontsize="small")
     save_figure(fig, path)
     return pd.concat([curve, ref.assign(k=float("nan"), pairs=1)], ignore_index=True)
-
-
-SCORES = {"forget_efficacy": "forget efficacy (1 - acc)", "retain_utility": "retain utility",
-          "general_utility": "general utility"}
 
 
 def _sweep_figure(df: pd.DataFrame, x: str, xlabel: str, path: str | Path) -> None:
