@@ -80,6 +80,20 @@ def test_neuron_shares_count_heads_and_mlps_but_not_the_input_mean_and_std_over_
         tables.neuron_shares({("after", "clue", "f__r", 0): tmp_path / "missing.parquet"})
 
 
+def test_neuron_shares_reads_the_before_assignment_once_whatever_the_seeds(tmp_path, monkeypatch):
+    import clueflow.solve
+
+    before = assignment(tmp_path / "b.parquet", ["forget", "conflict"])
+    after = assignment(tmp_path / "a.parquet", ["safe", "conflict"])
+    reads = []
+    real = clueflow.solve.read_assignment
+    monkeypatch.setattr(clueflow.solve, "read_assignment", lambda path: reads.append(str(path)) or real(path))
+    files = {(kind, "clue", "f__r", seed): path for seed in range(5) for kind, path in (("before", before),
+                                                                                        ("after", after))}
+    assert tables.neuron_shares(files)["seeds"].tolist() == [5]
+    assert sorted(reads) == sorted([str(after), str(before)])
+
+
 def test_table2_shows_each_row_relative_to_the_reference_clue_run_on_its_pair():
     df = pd.DataFrame([summary("clue", "f__a", 0.8, ru=0.9, gu=0.5), summary("clue", "f__a", 0.6, ru=0.7, gu=0.5),
                        summary("no_mf", "f__a", 0.5, ru=0.9, gu=0.4), summary("origin", "f__a", 0.1),
