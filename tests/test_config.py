@@ -81,3 +81,28 @@ def test_optional_sections_get_their_defaults():
                                "batch_size": 8,
                                "max_length": 512, "batch_tokens": 4096, "ig_steps": 5, "edge_pruning": {"steps": 100, "lr": 0.1, "lambda_lr": 0.01,
                                                                "warmup": 0.5}}
+
+
+def test_method_options_resolve_to_their_modes_defaults_and_exclusive_options_are_refused():
+    from clueflow.plan import Plan
+    from clueflow.registry import Registry
+    from clueflow.unlearn.methods import METHODS, method_impl
+
+    assert METHODS.resolve("depn", {}) == dict(mode="paper", threshold=0.1, top=0.05, steps=8, ig="joint")
+    assert METHODS.resolve("depn", {"mode": "published", "steps": 4}) == dict(
+        mode="published", threshold=0.1, neurons=20, steps=4, ig="per_layer")
+    # giving one of an exclusive group drops the mode's default for the other
+    assert METHODS.resolve("depn", {"mode": "published", "top": 0.01})["top"] == 0.01
+    assert "neurons" not in METHODS.resolve("depn", {"mode": "published", "top": 0.01})
+    assert "top" not in METHODS.resolve("depn", {"neurons": 5})
+    assert METHODS.resolve("simu", {"mode": "paper"})["optimizer"] == "adamw"
+    assert METHODS.resolve("simu", {})["loss"] == "ga" and "loss" not in METHODS.resolve("simu", {"mode": "paper"})
+    assert METHODS.resolve("ga", {}) == {}
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["unlearn"]["methods"]["depn"] = {"options": {"top": 0.1, "neurons": 3}}
+    with pytest.raises(ClueflowError, match=r"unlearn.methods.depn.options.neurons: give one of top, neurons"):
+        Plan.from_config(cfg, file="c.yaml")
+    with pytest.raises(ClueflowError, match="unlearn.methods.r.options.spread"):
+        method_impl("random", {"spread": "layer"}, "r")
+    with pytest.raises(ValueError, match="default top='x' is not a valid option value"):
+        Registry("thing").register("t", options={"top": float}, defaults={"top": "x"})

@@ -352,6 +352,8 @@ def _cmd_unlearn_methods(args) -> None:
 
     for name in METHODS.names():
         print(f"{name}: options {', '.join(METHODS.describe_options(name)) or '-'}")
+        for line in METHODS.describe_defaults(name):
+            print(f"  defaults {line}")
 
 
 def _cmd_unlearn_table(args) -> None:

@@ -3,6 +3,11 @@
 A registration declares the options its implementation reads, each with what it accepts: a type (``int``,
 ``NUMBER``, ``str``, ``bool``, ``list``, ``dict``) or a tuple of alternatives (types or literal values, e.g.
 ``(NUMBER, "clue")``, ``("text", "letter")``). Config checks reject unknown keys and wrongly typed values at start.
+
+It may also declare the values an implementation uses for options not given (``defaults``), per named mode where
+it has several (``modes``: mode → its defaults; the first is the default mode and the ``mode`` option takes their
+names), and groups of options of which at most one may be given (``exclusive``: giving one drops the others'
+defaults). :meth:`Registry.resolve` applies them; the implementation reads every declared default from its options.
 """
 
 from __future__ import annotations
@@ -44,17 +49,31 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._options: dict[str, dict[str, Any]] = {}
         self._requires: dict[str, frozenset[str]] = {}
+        self._defaults: dict[str, dict[str, Any]] = {}
+        self._modes: dict[str, dict[str, dict[str, Any]]] = {}
+        self._exclusive: dict[str, tuple[tuple[str, ...], ...]] = {}
 
-    def register(self, name: str, *, options: dict[str, Any] | None = None,
-                 requires: tuple[str, ...] = ()) -> Callable[[T], T]:
-        """Register under ``name``; ``options``: option key → what it accepts (see the module docstring);
-        ``requires``: what the implementation needs of its input, checked at start (e.g. ``dense_mlp``)."""
+    def register(self, name: str, *, options: dict[str, Any] | None = None, requires: tuple[str, ...] = (),
+                 defaults: dict[str, Any] | None = None, modes: dict[str, dict[str, Any]] | None = None,
+                 exclusive: tuple[tuple[str, ...], ...] = ()) -> Callable[[T], T]:
+        """Register under ``name``; ``options``: option key → what it accepts; ``defaults``, ``modes``,
+        ``exclusive``: see the module docstring; ``requires``: what the implementation needs of its input, checked
+        at start (e.g. ``dense_mlp``)."""
+        options = {**({"mode": tuple(modes)} if modes else {}), **(options or {})}
+        for given in [defaults or {}, *(modes or {}).values()]:
+            for key, value in given.items():
+                if key not in options or not _accepts(options[key], value):
+                    raise ValueError(f"{self.kind} {name!r}: default {key}={value!r} is not a valid option value")
+
         def deco(fn: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = fn
-            self._options[name] = dict(options or {})
+            self._options[name] = options
             self._requires[name] = frozenset(requires)
+            self._defaults[name] = dict(defaults or {})
+            self._modes[name] = dict(modes or {})
+            self._exclusive[name] = tuple(exclusive)
             return fn
 
         return deco
@@ -72,6 +91,22 @@ class Registry(Generic[T]):
                                     file=file, field=f"{field}.{key}")
             if not _accepts(allowed[key], value):
                 raise ClueflowError(f"{value!r} is not {_describe(allowed[key])}", file=file, field=f"{field}.{key}")
+        for group in self._exclusive[name]:
+            if len(given := [k for k in group if k in options]) > 1:
+                raise ClueflowError(f"give one of {', '.join(group)}, not {' and '.join(given)}", file=file,
+                                    field=f"{field}.{given[1]}")
+
+    def resolve(self, name: str, options: dict) -> dict:
+        """``options`` (checked) completed with ``name``'s defaults: its own, then its mode's (the mode given or
+        the first), less those of an exclusive group one of whose options is given."""
+        modes = self._modes[name]
+        mode = options.get("mode", next(iter(modes), None))
+        out = {**self._defaults[name], **modes.get(mode, {}), **({"mode": mode} if modes else {})}
+        for group in self._exclusive[name]:
+            if any(k in options for k in group):
+                for k in group:
+                    out.pop(k, None)
+        return {**out, **options}
 
     def get(self, name: str, *, file: str | None = None, field: str | None = None) -> T:
         try:
@@ -87,6 +122,15 @@ class Registry(Generic[T]):
     def describe_options(self, name: str) -> list[str]:
         """``key (what it accepts)`` for each option of ``name``, e.g. ``mode ('paper' or 'published')``."""
         return [f"{key} ({_describe(spec)})" for key, spec in self._options[name].items()]
+
+    def describe_defaults(self, name: str) -> list[str]:
+        """``key value, ...`` of ``name``'s defaults; per mode ``mode <mode>: key value, ...`` where it has modes."""
+        def shown(d):
+            return ", ".join(f"{k} {v}" for k, v in d.items())
+        modes, own = self._modes[name], self._defaults[name]
+        if not modes:
+            return [shown(own)] if own else []
+        return [f"mode {mode}: {shown({**own, **d}) or '-'}" for mode, d in modes.items()]
 
     def names(self) -> list[str]:
         return sorted(self._items)

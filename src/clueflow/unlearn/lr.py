@@ -51,7 +51,7 @@ def search_lr(model_dir: str | Path, forget_path: str | Path, retain_paths: list
               device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
               batch_size: int = default("evaluate.batch_size"),
               autocast: str | None = default("model.autocast")) -> dict[str, Any]:
-    impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
+    impl, options = method_impl(method, options, run)
     grid = settings["lr_grid"]
     if not grid:
         raise ClueflowError(f"run {run!r} has no lr grid", field=f"unlearn.methods.{run}.lr_grid")

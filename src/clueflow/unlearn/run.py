@@ -43,7 +43,7 @@ from ..masks import load_masks, mask_stats, save_masks
 from ..models import load_model, load_tokenizer, save_checkpoint
 from ..scoring import pad_id
 from .batches import Batches, examples
-from .methods import METHODS, Context, needs_graph
+from .methods import Context, method_impl, needs_graph
 from .trainer import Stage, UnlearnData, allot_steps, train, world
 
 SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
@@ -132,7 +132,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     names, whose pick replaces ``lr``."""
     started = time.perf_counter()
     check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
-    impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
+    impl, options = method_impl(method, options, run)
     searched = None if lr_search is None else json.loads(Path(lr_search).read_text())
     if searched is not None:
         settings = {**settings, "lr": searched["lr"]}

@@ -50,6 +50,14 @@ def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], di
     return spec.get("method", run), dict(spec.get("options", {})), {k: spec.get(k, unlearn[k]) for k in SETTINGS}
 
 
+def method_impl(method: str, options: dict[str, Any], run: str) -> tuple[Callable[["Context"], list[Stage]], dict]:
+    """Run ``run``'s method implementation and its options completed with the method's defaults (those of the
+    mode given), as the implementation reads them and the run's summary records them."""
+    impl = METHODS.get(method, field=f"unlearn.methods.{run}.method")
+    METHODS.check_options(method, options, field=f"unlearn.methods.{run}.options")
+    return impl, METHODS.resolve(method, options)
+
+
 def run_gpus(unlearn: dict[str, Any], run: str) -> int:
     """Processes (one GPU each) of run ``run``'s job: the run's own ``gpus`` over the section's."""
     return unlearn["methods"][run].get("gpus", unlearn["gpus"])

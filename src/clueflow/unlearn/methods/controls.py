@@ -24,7 +24,7 @@ def _counts(ctx: Context) -> dict[str, int]:
         counts = {n: int(m.sum()) for n, m in ctx.clue_union().items()}
     else:
         counts = {n: int(round(float(ratio) * p.numel())) for n, p in params.items()}
-    if ctx.options.get("spread", "tensor") == "model":
+    if ctx.options.get("spread") == "model":  # magnitude has no spread
         names = list(params)
         drawn = np.random.default_rng(ctx.seed).multivariate_hypergeometric(
             [params[n].numel() for n in names], sum(counts.values()))
@@ -43,7 +43,8 @@ def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
     return out
 
 
-@METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES, "spread": SPREADS})
+@METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES, "spread": SPREADS},
+                  defaults=dict(spread="tensor"))
 def random(ctx: Context):
     g = torch.Generator().manual_seed(ctx.seed)
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: torch.rand(p.shape, generator=g)))]

@@ -7,8 +7,8 @@ else the top ``top`` fraction of all neurons, among those some text keeps), then
   the shared masked fine-tune. Its IG moves all layers together (``ig: joint``; one backward per step).
 * ``mode: published`` (DEPN as its authors define it): the selected neurons are edited, their output-weight columns set to zero,
   with no training. Its IG is DEPN's per layer (``ig: per_layer``; L times the passes) with 20 points, and it
-  edits DEPN's top z = ``neurons`` (default 20) unless ``top`` is given: a share such as the paper mode's 5 %
-  (2,304 neurons of SmolLM2) zeroes far more than DEPN edits and wrecks the model (README).
+  edits DEPN's top z = ``neurons`` (default 20; give ``top`` instead for a share): a share such as the paper
+  mode's 5 % (2,304 neurons of SmolLM2) zeroes far more than DEPN edits and wrecks the model (README).
 """
 
 from __future__ import annotations
@@ -48,22 +48,19 @@ def aggregate(scores: list[torch.Tensor], *, top: float | None = None, neurons: 
     return [c.nonzero().squeeze(1) for c in chosen.split([s.shape[1] for s in scores])]
 
 
-@METHODS.register("depn", requires=(DENSE_MLP,), options={"mode": ("paper", "published"), "top": NUMBER,
-                                                           "neurons": int, "threshold": NUMBER, "steps": int,
-                                                           "ig": ("joint", "per_layer"), "loss": LOSSES})
+@METHODS.register("depn", requires=(DENSE_MLP,),
+                  options={"top": NUMBER, "neurons": int, "threshold": NUMBER, "steps": int,
+                           "ig": ("joint", "per_layer"), "loss": LOSSES},
+                  modes={"paper": dict(top=0.05, steps=8, ig="joint"),
+                         "published": dict(neurons=20, steps=20, ig="per_layer")},
+                  defaults=dict(threshold=0.1), exclusive=(("top", "neurons"),))
 def depn(ctx: Context):
-    edit = ctx.options.get("mode", "paper") == "published"
-    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size,
-                       steps=int(ctx.options.get("steps", 20 if edit else 8)), target="prob", answer="all",
-                       per_layer=ctx.options.get("ig", "per_layer" if edit else "joint") == "per_layer",
-                       per_example=True)
     o = ctx.options
-    if "neurons" in o or (edit and "top" not in o):
-        size = dict(neurons=int(o.get("neurons", 20)))
-    else:
-        size = dict(top=float(o.get("top", 0.05)))
-    masks = neuron_masks(ctx, aggregate(scores, **size, threshold=float(o.get("threshold", 0.1))))
-    if not edit:
+    scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=o["steps"],
+                       target="prob", answer="all", per_layer=o["ig"] == "per_layer", per_example=True)
+    size = {k: o[k] for k in ("top", "neurons") if k in o}
+    masks = neuron_masks(ctx, aggregate(scores, **size, threshold=float(o["threshold"])))
+    if o["mode"] == "paper":
         return [ctx.stage("finetune", masks)]
     with torch.no_grad():
         for name, p in ctx.maskable().items():

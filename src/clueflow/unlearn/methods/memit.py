@@ -196,10 +196,10 @@ def edit(ctx: Context, layers: list[int]) -> None:
             site.run(ids)
             clean_out = outs[layers[-1]](site.keys[layers[-1]])  # the top layer's MLP output at the last tokens
         delta = torch.zeros_like(clean_out, dtype=torch.float32, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=float(o.get("v_lr", 0.5)))
-        limit = float(o.get("clamp", 0.75)) * clean_out.float().norm(dim=-1, keepdim=True)
-        decay = float(o.get("v_weight_decay", 0.5))
-        for _ in range(int(o.get("v_steps", 20))):
+        opt = torch.optim.Adam([delta], lr=float(o["v_lr"]))
+        limit = float(o["clamp"]) * clean_out.float().norm(dim=-1, keepdim=True)
+        decay = float(o["v_weight_decay"])
+        for _ in range(o["v_steps"]):
             site.delta = delta
             logits, _ = site.run(ids)
             lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(df)), answer]
@@ -217,20 +217,22 @@ def edit(ctx: Context, layers: list[int]) -> None:
                 _, current = site.run(ids)
                 resid = (target - current).double() / (len(layers) - i)
                 w = anatomy.out_in(outs[l], outs[l].weight)
-                w += closed_form(site.keys[l].double().T, resid.T, cov[l], float(o.get("lambda", 15000.0))).to(w.dtype)
+                w += closed_form(site.keys[l].double().T, resid.T, cov[l], float(o["lambda"])).to(w.dtype)
     finally:
         for p in ctx.model.parameters():
             p.requires_grad_(True)
 
 
-@METHODS.register("memit", requires=(DENSE_MLP,), options={"mode": ("paper", "published"), "window": int,
-                                                            "lambda": NUMBER, "v_steps": int, "v_lr": NUMBER,
-                                                            "v_weight_decay": NUMBER, "clamp": NUMBER,
-                                                            "cov_tokens": int, "loss": LOSSES})
+@METHODS.register("memit", requires=(DENSE_MLP,),
+                  options={"window": int, "lambda": NUMBER, "v_steps": int, "v_lr": NUMBER, "v_weight_decay": NUMBER,
+                           "clamp": NUMBER, "cov_tokens": int, "loss": LOSSES},
+                  modes={"paper": {}, "published": dict(**{"lambda": 15000.0}, v_steps=20, v_lr=0.5,
+                                                         v_weight_decay=0.5, clamp=0.75)},
+                  defaults=dict(window=3))
 def memit(ctx: Context):
     outs = ctx.graph.mlp_outs("memit")
     effects = layer_effects(ctx)
-    window, n = int(ctx.options.get("window", 3)), len(effects)
+    window, n = ctx.options["window"], len(effects)
     peak = int(effects.argmax())
     lo = max(0, min(peak - window // 2, n - window))
     layers = list(range(lo, min(n, lo + window)))
@@ -238,7 +240,7 @@ def memit(ctx: Context):
     owner = anatomy.param_modules(ctx.model)
     masks = {name: torch.full(p.shape, id(owner[name]) in chosen, dtype=torch.bool)
              for name, p in ctx.maskable().items()}
-    if ctx.options.get("mode", "paper") == "paper":
+    if ctx.options["mode"] == "paper":
         return [ctx.stage("finetune", masks)]
     edit(ctx, layers)
     return [ctx.stage("edit", masks, epochs=0)]

@@ -22,12 +22,13 @@ def _critical(scores, t):
     return [s > t * s.max() for s in scores]
 
 
-@METHODS.register("simu", requires=(DENSE_MLP,), options={"mode": ("published", "paper"), "threshold": NUMBER,
-                                                           "neurons": ("with_dual", "forget_only"), "steps": int,
-                                                           "optimizer": ("sophia", "adamw"), "rho": NUMBER,
-                                                           "bs": NUMBER, "loss": LOSSES})
+@METHODS.register("simu", requires=(DENSE_MLP,),
+                  options={"threshold": NUMBER, "neurons": ("with_dual", "forget_only"), "steps": int,
+                           "optimizer": ("sophia", "adamw"), "rho": NUMBER, "bs": NUMBER, "loss": LOSSES},
+                  modes={"published": dict(optimizer="sophia", loss="ga"), "paper": dict(optimizer="adamw")},
+                  defaults=dict(threshold=0.5, neurons="with_dual", steps=8))
 def simu(ctx: Context):
-    steps, t = int(ctx.options.get("steps", 8)), float(ctx.options.get("threshold", 0.5))
+    steps, t = ctx.options["steps"], float(ctx.options["threshold"])
 
     def critical(batches):
         return _critical(neuron_ig(ctx.model, ctx.graph, batches, batch_size=ctx.attribution_batch_size,
@@ -35,19 +36,15 @@ def simu(ctx: Context):
 
     crit_f = critical(ctx.forget_qa)
     selected = crit_f
-    if ctx.options.get("neurons", "with_dual") == "forget_only":
+    if ctx.options["neurons"] == "forget_only":
         crit_r = critical(ctx.data.retain)
         selected = [f & ~r for f, r in zip(crit_f, crit_r)]
-    elif ctx.options.get("neurons", "with_dual") != "with_dual":
-        raise ValueError("simu option neurons must be with_dual or forget_only")
     masks = neuron_masks(ctx, [s.nonzero().squeeze(1) for s in selected])
     attention = {id(p) for layer in ctx.graph.layers for m in [*layer.projections, layer.out_proj]
                  for p in m.parameters()}
     for name, p in ctx.maskable().items():
         if id(p) in attention:
             masks[name][...] = True
-    published = ctx.options.get("mode", "published") == "published"
-    optimizer = ctx.options.get("optimizer", "sophia" if published else "adamw")
+    optimizer = ctx.options["optimizer"]
     extra = {k: float(ctx.options[k]) for k in ("rho", "bs") if k in ctx.options and optimizer == "sophia"}
-    return [ctx.stage("finetune", masks, loss=ctx.options.get("loss", "ga" if published else None),
-                      optimizer=optimizer, options=extra)]
+    return [ctx.stage("finetune", masks, optimizer=optimizer, options=extra)]

@@ -14,11 +14,12 @@ from . import LOSSES, METHODS, RATIO, Context, top_entries
 from .attribution import gradient_stream, gradients
 
 
-@METHODS.register("wagle", options={"ratio": RATIO, "mu": NUMBER, "loss": LOSSES})
+@METHODS.register("wagle", options={"ratio": RATIO, "mu": NUMBER, "loss": LOSSES},
+                  defaults=dict(mu=1e-6))  # the released WAGLE configs' μ
 def wagle(ctx: Context):
     params = ctx.maskable()
     g_f = forget_gradients(ctx, params)
-    mu = float(ctx.options.get("mu", 1e-6))  # the released WAGLE configs' μ
+    mu = float(ctx.options["mu"])
     shapes = {n: p.shape for n, p in params.items()}
     flat = torch.empty(sum(p.numel() for p in params.values()), device=model_device(ctx.model))
     scores = dict(zip(shapes, flat.split([p.numel() for p in params.values()])))
