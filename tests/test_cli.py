@@ -133,6 +133,14 @@ def test_cli_resize_evaluate_and_tables(tiny_dirs, tmp_path, capsys):
 def test_cli_lists_each_method_with_its_modes_and_options(capsys):
     assert main(["unlearn", "methods"]) == 0
     lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
-    for method in ("depn", "memit", "simu"):
+    for method in ("depn", "memit", "pcgu", "simu"):
         assert "mode ('" in lines[method] and "'paper'" in lines[method] and "'published'" in lines[method]
     assert "bs (a number)" in lines["simu"] and lines["ga"] == "ga: options -"
+
+
+def test_cli_lists_each_methods_defaults_per_mode(capsys):
+    assert main(["unlearn", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "  defaults mode published: threshold 0.1, neurons 20, steps 20, ig per_layer" in out
+    assert "  defaults mode paper: threshold 0.1, top 0.05, steps 8, ig joint" in out
+    assert "  defaults mu 1e-06" in out

@@ -440,6 +440,51 @@ def test_pcgu_ranks_a_planted_contrasting_partition_first(tiny_dirs):
         assert all(bool(masks[n][i].all()) for n, rows in expected.items() for i in rows)
 
 
+def test_pcgu_as_published_reselects_partitions_every_step_and_moves_only_them(setup):
+    """PCGU's own update replayed by hand: two full-batch steps, each taking the facts' and the counterfactuals'
+    gradients at the current weights, the lowest-cosine partitions up to the budget, and θ += lr · g_a on those
+    alone. The checkpoint equals the replay, every other weight is bit-identical, the recorded mask is the union
+    of both steps' partitions, and the facts' answers become less likely."""
+    from clueflow import anatomy
+    from clueflow.circuits.graph import build_graph
+    from clueflow.masks import maskable
+    from clueflow.scoring import pad_id
+    from clueflow.unlearn.methods.attribution import gradient_stream, gradients
+    from clueflow.unlearn.methods.pcgu import lowest_cosine
+
+    lr, n = 0.1, SETTINGS["forget_ratio"]
+    out, summary = run(setup, "pcgu", "pcgu_published", {"mode": "published", "ratio": 0.05}, batch_size=n,
+                       steps=2, lr=lr)
+    assert [(s["name"], s["steps"]) for s in summary["stages"]] == [("update", 0)]
+    model, tok = load_model(setup["model"]), setup["tok"]
+    rows = forget_rows(pd.read_parquet(setup["forget"]), n, 0)
+    facts, counterfactuals = (Batches(examples(tok, rows, kind, max_length=SETTINGS["max_length"]), n,
+                                      pad_id=pad_id(tok), seed=0) for kind in ("retain", "counterfactual"))
+    params = maskable(model, build_graph(model))
+    shapes = {k: p.shape for k, p in params.items()}
+    budget = round(0.05 * sum(p.numel() for p in params.values()))
+    union, steps = {k: torch.zeros(p.shape, dtype=torch.bool) for k, p in params.items()}, []
+    for _ in range(2):
+        g_a = gradients(model, params, facts, batch_size=3)
+        chosen = lowest_cosine(dict(g_a), gradient_stream(model, params, counterfactuals, batch_size=3),
+                               anatomy.param_modules(model), shapes, budget)
+        with torch.no_grad():
+            for k, p in params.items():
+                p[chosen[k]] += lr * g_a[k][chosen[k]]
+                union[k] |= chosen[k]
+        steps.append(chosen)
+    assert any(not torch.equal(steps[0][k], steps[1][k]) for k in params)  # re-selected at the moved weights
+    recorded = load_masks(out / "masks" / "update.safetensors")
+    after = load_model(out).state_dict()
+    for k in params:
+        assert torch.equal(recorded[k], union[k]), k
+        torch.testing.assert_close(after[k], params[k].detach(), rtol=1e-4, atol=1e-6)
+    before = load_model(setup["model"])
+    assert_moves_masked_entries_only(out, before, load_model(out))
+    nll = [float(-reference_logprobs(m, facts).mean()) for m in (before, load_model(out))]
+    assert nll[1] > nll[0] + 0.05
+
+
 def test_memit_closed_form_solves_its_normal_equations():
     """ΔW = R Kᵀ (λC + KKᵀ)⁻¹ by hand: ΔW (λC + KKᵀ) = R Kᵀ; as λ → 0 with fewer keys than inputs, ΔW K = R."""
     from clueflow.unlearn.methods.memit import closed_form

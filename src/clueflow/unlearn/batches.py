@@ -77,6 +77,10 @@ class Batches:
         labels = padded([self.items[i][1] for i in index], IGNORE)[0]
         return Batch(*(t.to(self.device) for t in (ids, mask, labels, torch.tensor(index))))
 
+    def subset(self, index: list[int]) -> "Batches":
+        """The examples at ``index``, in that order, with the same batch size, padding and device."""
+        return Batches([self.items[i] for i in index], self.batch_size, pad_id=self.pad_id, seed=0, device=self.device)
+
     def in_order(self, batch_size: int | None = None):
         """The examples in list order, ``batch_size`` (default the training batch size) at a time."""
         size = batch_size or self.batch_size

@@ -3,9 +3,18 @@ counterfactual (corrupted prompt + corrupted answer, token-aligned: the data's c
 partitions are the weight vectors of output units (the rows of each weight viewed ``[out, in]`` whatever its
 storage orientation, :func:`clueflow.anatomy.out_in`; a bias is one partition); a partition's score is the cosine
 between its gradients on the two sides, and the lowest-cosine partitions (where the fact and its counterfactual
-pull apart) are selected until the entry budget is met, then fine-tuned. PCGU re-selects partitions at every
-step of its own update; here they are selected once, as every localizer's mask is. Cosines are computed in fp32
-one tensor at a time, as each counterfactual gradient arrives: the fact's gradients are the only full copy."""
+pull apart) are selected until the entry budget (``ratio``) is met. Then:
+
+* ``mode: paper`` (default; how the CLUE paper uses PCGU): partitions are selected once, on every forget row, and
+  fine-tuned by the shared masked fine-tune;
+* ``mode: published`` (PCGU's own update, :func:`update`): every step takes a batch of pairs, re-selects the
+  partitions on that batch's gradients at the current weights, and moves only those by a plain gradient step
+  that lowers the fact's likelihood (θ += lr · ∇NLL(fact); PCGU's SGD on the advantaged side), at the run's
+  ``lr``, ``batch_size`` and ``steps`` (null: ``epochs`` passes). The recorded mask is every partition some step
+  moved.
+
+Cosines are computed in fp32 one tensor at a time, as each counterfactual gradient arrives: the fact's gradients
+are the only full copy."""
 
 from __future__ import annotations
 
@@ -13,7 +22,10 @@ from typing import Iterable
 
 import torch
 
+from tqdm.auto import tqdm
+
 from ... import anatomy
+from ..batches import Batches
 from . import LOSSES, METHODS, RATIO, Context
 from .attribution import gradient_stream, gradients
 
@@ -46,12 +58,43 @@ def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.T
     return masks
 
 
-@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES})
+def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Masks of the lowest-cosine partitions between ``g_a`` (the facts' gradients, left in place) and the
+    counterfactuals' gradients at the current weights, up to the run's entry budget."""
+    params = ctx.maskable()
+    g_d = gradient_stream(ctx.model, params, counterfactuals, batch_size=ctx.attribution_batch_size)
+    return lowest_cosine(dict(g_a), g_d, anatomy.param_modules(ctx.model), {n: p.shape for n, p in params.items()},
+                         ctx.budget())
+
+
+def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> dict[str, torch.Tensor]:
+    """PCGU's own update (module docstring), in place; the union of the partitions moved."""
+    s, params = ctx.settings, ctx.maskable()
+    rows = len(facts.items)
+    steps = s["steps"] if s["steps"] is not None else s["epochs"] * -(-rows // s["batch_size"])
+    order = torch.Generator().manual_seed(ctx.seed)
+    batches: list[list[int]] = []
+    while len(batches) < steps:  # seeded epochs of shuffled batches, as the trainer draws them
+        perm = torch.randperm(rows, generator=order).tolist()
+        batches += [perm[i:i + s["batch_size"]] for i in range(0, rows, s["batch_size"])]
+    moved = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
+    for index in tqdm(batches[:steps], desc="pcgu", unit="step"):
+        g_a = gradients(ctx.model, params, facts.subset(index), batch_size=ctx.attribution_batch_size)
+        chosen = select(ctx, counterfactuals.subset(index), g_a)
+        with torch.no_grad():
+            for n, p in params.items():
+                m = chosen[n].to(p.device)
+                p[m] += s["lr"] * g_a[n][m]
+                moved[n] |= chosen[n]
+    return moved
+
+
+@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES}, modes={"paper": {}, "published": {}})
 def pcgu(ctx: Context):
     if ctx.forget_batches is None:
         raise ValueError("pcgu needs the forget rows' counterfactual pairs")
-    params = ctx.maskable()
-    g_a = gradients(ctx.model, params, ctx.forget_qa, batch_size=ctx.attribution_batch_size)
-    g_d = gradient_stream(ctx.model, params, ctx.forget_batches("counterfactual"), batch_size=ctx.attribution_batch_size)
-    shapes = {n: p.shape for n, p in params.items()}
-    return [ctx.stage("finetune", lowest_cosine(g_a, g_d, anatomy.param_modules(ctx.model), shapes, ctx.budget()))]
+    counterfactuals = ctx.forget_batches("counterfactual")
+    if ctx.options["mode"] == "published":
+        return [ctx.stage("update", update(ctx, ctx.forget_qa, counterfactuals), epochs=0)]
+    g_a = gradients(ctx.model, ctx.maskable(), ctx.forget_qa, batch_size=ctx.attribution_batch_size)
+    return [ctx.stage("finetune", select(ctx, counterfactuals, g_a))]
