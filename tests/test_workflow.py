@@ -118,7 +118,7 @@ def test_dry_run_of_the_paper_sized_config_plans_every_sweep(tmp_path):
     plan = load_plan(REPO / "config.yaml", REPO / "config.paper.yaml")
     tables = plan.config["tables"]
     assert len(tables["table2"]) == 10 and plan.table2_reference() == "clue"
-    assert {"memit_published", "depn_published", "simu_paper"} <= set(tables["table1"])
+    assert {"memit_published", "depn_published", "pcgu_published", "simu_paper"} <= set(tables["table1"])
     assert len(plan.fig3_pairs) == 13 + 9 * 20 and len(plan.fig3_reference()) == 2
     drawn = [(r, p, s) for r, p, s in plan.report_evaluations("fig3") if (r, p, s) not in set(plan.checkpoints)]
     counts = job_counts(proc.stdout)
