@@ -2,7 +2,6 @@
 accelerate), each training on half of every global batch, give one process's weights up to fp32 round-off, and
 only the first process writes the checkpoint."""
 
-import json
 from pathlib import Path
 
 import pandas as pd

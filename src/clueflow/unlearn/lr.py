@@ -24,7 +24,7 @@ from ..data.schema import pair_of_files, read_set
 from ..devices import autocast as amp, model_device
 from ..errors import ClueflowError
 from ..io import write_json
-from .methods import METHODS
+from .methods import method_impl
 from .run import load_inputs, unlearn
 
 SPLIT = "validation"
