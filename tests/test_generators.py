@@ -4,7 +4,8 @@ import pytest
 from clueflow.data import wordlists as W
 from clueflow.data.build import build_set, write_set
 from clueflow.data.generators import GENERATORS
-from clueflow.data.schema import COLUMNS, read_set, validate_frame
+from clueflow.data.schema import COLUMNS, OPTIONAL, read_set, validate_frame
+from clueflow.errors import ClueflowError
 from clueflow.io import read_parquet_metadata
 from clueflow.scoring import encode_continuation, encode_prompt
 
@@ -26,7 +27,7 @@ def _assert_aligned(df, tok):
 def test_generator_schema_alignment_determinism(name, byte_tok):
     spec = {"generator": name, "n": 30}
     df = build_set(name, spec, byte_tok, seed=1)
-    assert list(df.columns) == list(COLUMNS)
+    assert list(df.columns) == [*COLUMNS, *OPTIONAL]
     assert len(df) == 30 and df["id"].is_unique
     validate_frame(df, file=name, tokenizer=byte_tok)
     _assert_aligned(df, byte_tok)
@@ -74,6 +75,21 @@ def test_capitals_forms_and_forget_columns(byte_tok):
     letters = build_set("capitals", {"generator": "capitals", "n": 10,
                                      "options": {"forms": ["mc"], "mc_scoring": "letter"}}, byte_tok, seed=0)
     assert list(letters.iloc[0].choices) == [" A", " B", " C", " D"]
+
+
+def test_capitals_rows_name_their_subject_and_a_bad_subject_is_refused(byte_tok, tmp_path):
+    """The subject (MEMIT's KL prompts) is the row's country, inside its prompt; a subject outside the prompt is
+    refused naming the field; a file without the optional column stays valid."""
+    df = build_set("capitals", {"generator": "capitals", "n": 20}, byte_tok, seed=0)
+    assert all(s in p for s, p in zip(df["subject"], df["prompt"]))
+    assert all(t.startswith(f"The capital of {s} is") for s, t in zip(df["subject"], df["text"]))
+    assert build_set("ioi", {"generator": "ioi", "n": 10}, byte_tok, seed=0)["subject"].isna().all()
+    validate_frame(df.drop(columns=["subject"]), file="old.parquet")
+    bad = df.copy()
+    bad.loc[0, "subject"] = "Atlantis"
+    with pytest.raises(ClueflowError, match="subject 'Atlantis' is not a non-empty part of the prompt") as err:
+        validate_frame(bad, file="bad.parquet")
+    assert err.value.field == "subject"
 
 
 def test_write_set_is_atomic_and_readable(byte_tok, tmp_path):

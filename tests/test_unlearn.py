@@ -525,6 +525,62 @@ def test_memit_as_published_edits_the_window_in_closed_form_without_training(set
         assert answer_logprob(after) < answer_logprob(before) - 0.1
 
 
+def test_memit_kl_term_keeps_what_the_model_says_about_each_subject(setup):
+    """MEMIT's KL term by hand: 0 at δ = 0, the KL of the "{subject} is a" next-token distributions with δ added
+    at its last token otherwise; and a published edit with a large kl_factor moves those distributions less than
+    one without the term."""
+    from clueflow.circuits.graph import build_graph
+    from clueflow.scoring import encode_prompt
+    from clueflow.unlearn.methods import Context
+    from clueflow.unlearn.methods.memit import _KLTerm
+
+    tok = setup["tok"]
+    rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
+    assert rows["subject"].map(lambda s: isinstance(s, str)).all()
+    model = load_model(setup["model"])
+    ctx = Context(model=model, tok=tok, graph=build_graph(model), data=None, forget_qa=None, forget_df=rows,
+                  settings=SETTINGS, options={})
+    layer = 1
+    term = _KLTerm(ctx, [layer], rows)
+    width = model.config.hidden_size
+    delta = torch.randn(len(rows), width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float(term(torch.zeros(len(rows), width))) == pytest.approx(0.0, abs=1e-7)
+        got = float(term(delta))
+    expected = 0.0
+    for i, subject in enumerate(rows["subject"]):
+        ids = torch.tensor([encode_prompt(tok, f"{subject} is a")])
+
+        def add(m, args, out, d=delta[i]):
+            out = out.clone()
+            out[0, -1] += d
+            return out
+
+        with torch.no_grad():
+            p = torch.log_softmax(model(input_ids=ids).logits[0, -1], -1)
+            h = model.model.layers[layer].mlp.down_proj.register_forward_hook(add)
+            q = torch.log_softmax(model(input_ids=ids).logits[0, -1], -1)
+            h.remove()
+        expected += float((p.exp() * (p - q)).sum()) / len(rows)
+    assert got == pytest.approx(expected, rel=1e-4) and got > 0
+
+    def subject_kl(out):
+        edited, base = load_model(out), load_model(setup["model"])
+        total = 0.0
+        for subject in rows["subject"]:
+            ids = torch.tensor([encode_prompt(tok, f"{subject} is a")])
+            with torch.no_grad():
+                p = torch.log_softmax(base(input_ids=ids).logits[0, -1], -1)
+                q = torch.log_softmax(edited(input_ids=ids).logits[0, -1], -1)
+            total += float((p.exp() * (p - q)).sum())
+        return total
+
+    options = {"mode": "published", "window": 2, "lambda": 0.01, "clamp": 4.0, "v_weight_decay": 0.0}
+    free, _ = run(setup, "memit", "memit_kl0", {**options, "kl_factor": 0.0}, steps=50)
+    kept, _ = run(setup, "memit", "memit_kl", {**options, "kl_factor": 100.0}, steps=50)
+    assert subject_kl(kept) < subject_kl(free)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma2", "gpt_neox"])
 @pytest.mark.parametrize("top", ["middle", "last"])
 def test_memit_site_reads_what_a_plain_forward_computes(tiny_dirs, arch, top):

@@ -71,7 +71,7 @@ def capitals(ctx: GenContext) -> Iterator[Row]:
     ctx.rng.shuffle(countries)
     cloze = lambda c: f"The capital of {c} is"  # noqa: E731
     for country in countries:
-        fact = dict(text=f"The capital of {country} is {capital[country]}.", refusal=W.REFUSAL)
+        fact = dict(text=f"The capital of {country} is {capital[country]}.", refusal=W.REFUSAL, subject=country)
         if "cloze" in forms:
             other = ctx.aligned_choice(cloze, country, countries)
             if other is not None:

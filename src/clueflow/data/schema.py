@@ -20,6 +20,8 @@ choices            list<string>    ``choice``/``mc`` rows: the candidate continu
 label              int64           ``choice``/``mc`` rows: index of ``answer`` in ``choices``; null for ``cloze``
 text               string          forget corpora: the text trained on by GA/NPO and scored by MIA; else null
 refusal            string          forget corpora: the refusal target for PO (``prompt`` + ``refusal``); else null
+subject            string          optional: the entity a factual row is about, a substring of ``prompt`` (MEMIT's
+                                   KL prompts "{subject} is a"); null, or no column, where there is none
 =================  ==============  =============================================================================
 
 File metadata (parquet schema key ``clueflow``): set name, source (generator or loader), seed, tokenizer.
@@ -40,18 +42,20 @@ SPLITS = ("circuit", "train", "validation", "test")
 FORMATS = ("cloze", "choice", "mc")
 COLUMNS = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer", "choices", "label",
            "text", "refusal")
+OPTIONAL = ("subject",)  # written by every build; a file without them is still valid
 REQUIRED_STR = ("id", "split", "format", "prompt", "answer", "corrupted_prompt", "corrupted_answer")
 MAX_PROMPT_CHARS = 8192  # a longer prompt is almost surely not a benchmark item (and would be a huge allocation)
 MIN_TEXT_CHARS = 8  # MIA and GA score the text's tokens after the first: a few characters give no signal
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows (dicts with any subset of the optional columns) → a frame with exactly :data:`COLUMNS`."""
+    """Rows (dicts with any subset of the optional columns) → a frame with exactly :data:`COLUMNS` and
+    :data:`OPTIONAL`."""
     df = pd.DataFrame(rows)
-    for col in COLUMNS:
+    for col in (*COLUMNS, *OPTIONAL):
         if col not in df:
             df[col] = None
-    df = df[list(COLUMNS)]
+    df = df[[*COLUMNS, *OPTIONAL]]
     df["label"] = df["label"].astype("Int64")
     df["choices"] = [list(c) if isinstance(c, (list, tuple)) else None for c in df["choices"]]
     return df
@@ -90,6 +94,11 @@ def validate_frame(df: pd.DataFrame, *, file: str | Path, tokenizer=None) -> Non
                 if col == "text" and len(value.strip()) < MIN_TEXT_CHARS:
                     raise ClueflowError(f"{where}: text {value!r} is too short to score (< {MIN_TEXT_CHARS} "
                                         f"characters)", file=file, field=col)
+        subject = getattr(row, "subject", None)
+        if subject is not None and not (isinstance(subject, float) and pd.isna(subject)):
+            if not isinstance(subject, str) or not subject.strip() or subject not in row.prompt:
+                raise ClueflowError(f"{where}: subject {subject!r} is not a non-empty part of the prompt", file=file,
+                                    field="subject")
         if row.split not in SPLITS:
             raise ClueflowError(f"{where}: {row.split!r} is not one of {SPLITS}", file=file, field="split")
         if row.format not in FORMATS:

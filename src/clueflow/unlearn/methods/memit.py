@@ -12,8 +12,10 @@ most important one are MEMIT's edit site, their MLP output projections W_l; then
   norm clamped to ``clamp`` × the clean MLP output's, a ``v_weight_decay`` penalty) to push the answer's first
   token down (Patil et al.'s fact erasure); layer by layer, bottom up, W_l += R Kᵀ (λ C + K Kᵀ)⁻¹ with R the
   remaining residual shared over the layers left and C the key second moment over every token of the retain
-  rows and of text the model samples itself (MEMIT's Wikipedia sample is not available offline). Defaults are MEMIT's GPT-J hyperparameters, except
-  the KL term on "{subject} is a" prompts, which needs the subject.
+  rows and of text the model samples itself (MEMIT's Wikipedia sample is not available offline). δ's objective
+  carries MEMIT's KL term: ``kl_factor`` × KL(before ‖ with δ) of the next-token distribution after
+  "{subject} is a", δ added at that prompt's last token, for each row whose data carries a ``subject`` (rows
+  without one get no KL term). Defaults are MEMIT's GPT-J hyperparameters.
 """
 
 from __future__ import annotations
@@ -181,6 +183,29 @@ def key_covariance(ctx: Context, layers: list[int]) -> dict[int, torch.Tensor]:
     return {l: sums[l] / max(count, 1) for l in layers}
 
 
+class _KLTerm:
+    """MEMIT's essence term: KL(before ‖ with δ) of the next-token distribution at the end of "{subject} is a",
+    each row's δ added there, over the rows with a subject (none: 0)."""
+
+    def __init__(self, ctx: Context, layers: list[int], df):
+        subjects = df["subject"] if "subject" in df else []
+        self.rows = [i for i, s in enumerate(subjects) if isinstance(s, str)]
+        if not self.rows:
+            return
+        ids, mask, last = _prompts(ctx.tok, [f"{subjects.iloc[i]} is a" for i in self.rows], model_device(ctx.model))
+        self.site, self.ids = _Site(ctx, layers, mask, last), ids
+        with torch.no_grad():
+            self.before = torch.log_softmax(self.site.run(ids)[0].float(), -1)
+
+    def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        if not self.rows:
+            return delta.new_zeros(())
+        self.site.delta = delta[self.rows]
+        after = torch.log_softmax(self.site.run(self.ids)[0].float(), -1)
+        self.site.delta = None
+        return torch.nn.functional.kl_div(after, self.before, log_target=True, reduction="batchmean")
+
+
 def edit(ctx: Context, layers: list[int]) -> None:
     """MEMIT's batch edit of ``layers``' MLP output projections, in place (module docstring)."""
     o, outs, device = ctx.options, ctx.graph.mlp_outs("memit"), model_device(ctx.model)
@@ -195,6 +220,7 @@ def edit(ctx: Context, layers: list[int]) -> None:
         with torch.no_grad():
             site.run(ids)
             clean_out = outs[layers[-1]](site.keys[layers[-1]])  # the top layer's MLP output at the last tokens
+        kl = _KLTerm(ctx, layers, df)
         delta = torch.zeros_like(clean_out, dtype=torch.float32, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=float(o["v_lr"]))
         limit = float(o["clamp"]) * clean_out.float().norm(dim=-1, keepdim=True)
@@ -204,6 +230,7 @@ def edit(ctx: Context, layers: list[int]) -> None:
             logits, _ = site.run(ids)
             lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(df)), answer]
             loss = lp.mean() + decay * (delta.norm(dim=-1, keepdim=True) / limit).square().mean()
+            loss = loss + float(o["kl_factor"]) * kl(delta)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -225,9 +252,9 @@ def edit(ctx: Context, layers: list[int]) -> None:
 
 @METHODS.register("memit", requires=(DENSE_MLP,),
                   options={"window": int, "lambda": NUMBER, "v_steps": int, "v_lr": NUMBER, "v_weight_decay": NUMBER,
-                           "clamp": NUMBER, "cov_tokens": int, "loss": LOSSES},
+                           "clamp": NUMBER, "kl_factor": NUMBER, "cov_tokens": int, "loss": LOSSES},
                   modes={"paper": {}, "published": dict(**{"lambda": 15000.0}, v_steps=20, v_lr=0.5,
-                                                         v_weight_decay=0.5, clamp=0.75)},
+                                                         v_weight_decay=0.5, clamp=0.75, kl_factor=0.0625)},
                   defaults=dict(window=3))
 def memit(ctx: Context):
     outs = ctx.graph.mlp_outs("memit")
