@@ -143,4 +143,4 @@ def test_cli_lists_each_methods_defaults_per_mode(capsys):
     out = capsys.readouterr().out
     assert "  defaults mode published: threshold 0.1, neurons 20, steps 20, ig per_layer" in out
     assert "  defaults mode paper: threshold 0.1, top 0.05, steps 8, ig joint" in out
-    assert "  defaults mu 1e-06" in out
+    assert "  defaults ratio clue, mu 1e-06" in out

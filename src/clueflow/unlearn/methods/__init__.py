@@ -37,6 +37,7 @@ from ..trainer import Stage, UnlearnData
 METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning method")
 LOSSES = tuple(FORGET_LOSSES)  # the ``loss`` option of a method
 RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the maskable entries, or CLUE's count
+AT_CLUE_COUNT = {"ratio": "clue"}  # a localizer's default budget: as many entries as CLUE's forget ∪ conflict masks
 SETTINGS = ("forget_ratio", "batch_size", "attribution_batch_size", "max_length", "lr", "lr_grid", "epochs", "steps", "loss", "retain_weight",
             "weight_decay", "npo_beta", "grad_clip", "gradient_checkpointing", "joint_retain_pass", "lora")
 FULL_PARAMETER: set[str] = set()  # methods that train every parameter (filled where they register)
@@ -119,7 +120,7 @@ class Context:
 
     def budget(self) -> int:
         """Entries a ratio-based localizer selects: ``ratio`` × maskable entries, or CLUE's count (``clue``)."""
-        ratio = self.options.get("ratio", "clue")
+        ratio = self.options["ratio"]
         if ratio == "clue":
             return sum(int(m.sum()) for m in self.clue_union().values())
         return int(round(float(ratio) * sum(p.numel() for p in self.maskable().values())))
@@ -132,7 +133,7 @@ def needs_graph(method: str) -> bool:
 
 
 def needs_clue_masks(method: str, options: dict) -> bool:
-    return method == "clue" or ("ratio" in METHODS.options(method) and options.get("ratio", "clue") == "clue")
+    return method == "clue" or METHODS.resolve(method, options).get("ratio") == "clue"
 
 
 def top_entries(flat: torch.Tensor, shapes: dict[str, torch.Size], k: int) -> dict[str, torch.Tensor]:

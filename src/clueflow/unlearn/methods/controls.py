@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import LOSSES, METHODS, RATIO, Context
+from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context
 
 SPREADS = ("tensor", "model")
 
 
 def _counts(ctx: Context) -> dict[str, int]:
     params = ctx.maskable()
-    ratio = ctx.options.get("ratio", "clue")
+    ratio = ctx.options["ratio"]
     if ratio == "clue":
         counts = {n: int(m.sum()) for n, m in ctx.clue_union().items()}
     else:
@@ -44,12 +44,12 @@ def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
 
 
 @METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES, "spread": SPREADS},
-                  defaults=dict(spread="tensor"))
+                  defaults=dict(AT_CLUE_COUNT, spread="tensor"))
 def random(ctx: Context):
     g = torch.Generator().manual_seed(ctx.seed)
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: torch.rand(p.shape, generator=g)))]
 
 
-@METHODS.register("magnitude", options={"ratio": RATIO, "loss": LOSSES})
+@METHODS.register("magnitude", options={"ratio": RATIO, "loss": LOSSES}, defaults=AT_CLUE_COUNT)
 def magnitude(ctx: Context):
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: p.detach().abs().float()))]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ... import anatomy
 from ..batches import Batches
-from . import LOSSES, METHODS, RATIO, Context
+from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context
 from .attribution import gradient_stream, gradients
 
 
@@ -89,7 +89,8 @@ def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> dict[str, 
     return moved
 
 
-@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES}, modes={"paper": {}, "published": {}})
+@METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES}, modes={"paper": {}, "published": {}},
+                  defaults=AT_CLUE_COUNT)
 def pcgu(ctx: Context):
     if ctx.forget_batches is None:
         raise ValueError("pcgu needs the forget rows' counterfactual pairs")

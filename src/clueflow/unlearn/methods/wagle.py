@@ -10,12 +10,12 @@ import torch
 
 from ...devices import model_device
 from ...registry import NUMBER
-from . import LOSSES, METHODS, RATIO, Context, top_entries
+from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context, top_entries
 from .attribution import gradient_stream, gradients
 
 
 @METHODS.register("wagle", options={"ratio": RATIO, "mu": NUMBER, "loss": LOSSES},
-                  defaults=dict(mu=1e-6))  # the released WAGLE configs' μ
+                  defaults=dict(AT_CLUE_COUNT, mu=1e-6))  # the released WAGLE configs' μ
 def wagle(ctx: Context):
     params = ctx.maskable()
     g_f = forget_gradients(ctx, params)
