@@ -18,6 +18,7 @@ are the only full copy."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable
 
 import torch
@@ -58,29 +59,25 @@ def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.T
     return masks
 
 
-def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor], budget: int
+           ) -> dict[str, torch.Tensor]:
     """Masks of the lowest-cosine partitions between ``g_a`` (the facts' gradients, left in place) and the
-    counterfactuals' gradients at the current weights, up to the run's entry budget."""
+    counterfactuals' gradients at the current weights, up to ``budget`` entries."""
     params = ctx.maskable()
     g_d = gradient_stream(ctx.model, params, counterfactuals, batch_size=ctx.attribution_batch_size)
     return lowest_cosine(dict(g_a), g_d, anatomy.param_modules(ctx.model), {n: p.shape for n, p in params.items()},
-                         ctx.budget())
+                         budget)
 
 
 def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> dict[str, torch.Tensor]:
     """PCGU's own update (module docstring), in place; the union of the partitions moved."""
-    s, params = ctx.settings, ctx.maskable()
-    rows = len(facts.items)
-    steps = s["steps"] if s["steps"] is not None else s["epochs"] * -(-rows // s["batch_size"])
-    order = torch.Generator().manual_seed(ctx.seed)
-    batches: list[list[int]] = []
-    while len(batches) < steps:  # seeded epochs of shuffled batches, as the trainer draws them
-        perm = torch.randperm(rows, generator=order).tolist()
-        batches += [perm[i:i + s["batch_size"]] for i in range(0, rows, s["batch_size"])]
+    s, params, budget = ctx.settings, ctx.maskable(), ctx.budget()
+    steps = s["steps"] if s["steps"] is not None else s["epochs"] * len(facts)
     moved = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
-    for index in tqdm(batches[:steps], desc="pcgu", unit="step"):
+    for batch in tqdm(itertools.islice(facts.forever(), steps), total=steps, desc="pcgu", unit="step"):
+        index = batch.index.tolist()  # the facts' seeded epochs, as the trainer draws them; the same rows' pairs
         g_a = gradients(ctx.model, params, facts.subset(index), batch_size=ctx.attribution_batch_size)
-        chosen = select(ctx, counterfactuals.subset(index), g_a)
+        chosen = select(ctx, counterfactuals.subset(index), g_a, budget)
         with torch.no_grad():
             for n, p in params.items():
                 m = chosen[n].to(p.device)
@@ -98,4 +95,4 @@ def pcgu(ctx: Context):
     if ctx.options["mode"] == "published":
         return [ctx.stage("update", update(ctx, ctx.forget_qa, counterfactuals), epochs=0)]
     g_a = gradients(ctx.model, ctx.maskable(), ctx.forget_qa, batch_size=ctx.attribution_batch_size)
-    return [ctx.stage("finetune", select(ctx, counterfactuals, g_a))]
+    return [ctx.stage("finetune", select(ctx, counterfactuals, g_a, ctx.budget()))]
