@@ -16,8 +16,10 @@ from clueflow.models import load_model, load_tokenizer
 from clueflow.plan import Plan
 from clueflow.unlearn.batches import Batches, examples
 from clueflow.unlearn.methods import METHODS
-from clueflow.unlearn.run import forget_rows, run_unlearn
+from clueflow.unlearn.run import forget_rows, run_unlearn, runs_table
 from clueflow.unlearn.trainer import Stage, UnlearnData, reference_logprobs, train
+
+TRAINER_FIELDS = {"loss", "epochs", "steps", "lr", "retain_weight", "optimizer"}  # a trained stage's record
 
 # GA as the forget loss of the localization methods: on a random tiny model only GA/NPO must lower the forget
 # likelihood (PO raises the refusal's, which is what its test checks).
@@ -391,7 +393,8 @@ def test_depn_as_published_zeroes_the_selected_neurons_output_columns_without_tr
     before, after = load_model(setup["model"]), load_model(out)
     mask = load_masks(out / "masks" / "edit.safetensors")
     stage = summary["stages"][0]
-    assert stage["name"] == "edit" and stage["steps"] == 0
+    assert stage["name"] == "edit" and not TRAINER_FIELDS & stage.keys()  # no trainer step: none of its settings
+    recorded = stage["edit"]["neurons"]  # per layer, the zeroed neurons
     edited = 0
     for name, a in after.state_dict().items():
         b = before.state_dict()[name]
@@ -399,6 +402,9 @@ def test_depn_as_published_zeroes_the_selected_neurons_output_columns_without_tr
         assert torch.equal(a[~m], b[~m]), name
         assert torch.all(a[m] == 0), name
         edited += int(m.any(0).sum()) if m.any() else 0
+        if name.endswith("mlp.down_proj.weight"):
+            layer = int(name.split(".layers.")[1].split(".")[0])
+            assert m.any(0).nonzero().squeeze(1).tolist() == recorded[layer], name
     total = sum(p.mlp.down_proj.in_features for p in before.model.layers)
     assert edited == (size["neurons"] if "neurons" in size else max(1, round(0.1 * total)))
 
@@ -455,7 +461,10 @@ def test_pcgu_as_published_reselects_partitions_every_step_and_moves_only_them(s
     lr, n = 0.1, SETTINGS["forget_ratio"]
     out, summary = run(setup, "pcgu", "pcgu_published", {"mode": "published", "ratio": 0.05}, batch_size=n,
                        steps=2, lr=lr)
-    assert [(s["name"], s["steps"]) for s in summary["stages"]] == [("update", 0)]
+    (stage,) = summary["stages"]
+    assert stage["name"] == "update" and not TRAINER_FIELDS & stage.keys()  # no AdamW, no PO: PCGU's own SGD
+    assert {k: v for k, v in stage["edit"].items() if k != "step"} == dict(lr=lr, steps=2, batch_size=n)
+    assert runs_table([out])["steps"].tolist() == [2]
     model, tok = load_model(setup["model"]), setup["tok"]
     rows = forget_rows(pd.read_parquet(setup["forget"]), n, 0)
     facts, counterfactuals = (Batches(examples(tok, rows, kind, max_length=SETTINGS["max_length"]), n,
@@ -507,10 +516,12 @@ def test_memit_as_published_edits_the_window_in_closed_form_without_training(set
 
     options = {"mode": "published", "window": 2, "lambda": 0.01, "clamp": 4.0, "v_weight_decay": 0.0}
     out, summary = run(setup, "memit", "memit_published", options, steps=50)
-    assert summary["stages"][0]["name"] == "edit" and summary["stages"][0]["steps"] == 0
+    stage = summary["stages"][0]
+    assert stage["name"] == "edit" and not TRAINER_FIELDS & stage.keys()
     before, after = load_model(setup["model"]), load_model(out)
     changed = [n for n, p in after.named_parameters() if not torch.equal(p, before.state_dict()[n])]
     assert len(changed) == 2 and all(n.endswith("mlp.down_proj.weight") for n in changed)
+    assert sorted(f"model.layers.{l}.mlp.down_proj.weight" for l in stage["edit"]["layers"]) == sorted(changed)
     tok = setup["tok"]
     rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
 

@@ -145,10 +145,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     pair = pair_of_files(forget_path, retain_paths)
     summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
                    n_forget=len(forget_df), n_retain=len(retain_df),
-                   stages=[dict(name=s.name, loss=s.loss, epochs=s.epochs, steps=trained_steps(log, s.name), lr=s.lr,
-                                retain_weight=s.retain_weight, optimizer=s.optimizer, full_model=s.mask is None,
-                                **({} if s.mask is None else mask_stats(s.mask, model)),
-                                **({} if s.adapter is None else dict(lora=s.adapter))) for s in stages],
+                   stages=[stage_record(s, log, model) for s in stages],
                    dtype=dtype, autocast=autocast, seconds=round(time.perf_counter() - started, 2),
                    **({} if searched is None else dict(lr_grid=searched)))
     if rank != 0:  # every process holds the same trained weights
@@ -163,8 +160,18 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     return summary
 
 
-def trained_steps(log: list[dict], stage: str) -> int:
-    return sum(1 for row in log if row["stage"] == stage and not row["skipped"])
+def stage_record(stage: Stage, log: list[dict], model) -> dict[str, Any]:
+    """A stage as the run's summary records it: the trainer's settings and the steps it took, or, for an edit the
+    method made itself, what it did; the mask's sizes either way."""
+    if stage.edit is not None:
+        done = dict(edit=stage.edit)
+    else:
+        done = dict(loss=stage.loss, epochs=stage.epochs, lr=stage.lr, retain_weight=stage.retain_weight,
+                    optimizer=stage.optimizer,
+                    steps=sum(1 for row in log if row["stage"] == stage.name and not row["skipped"]))
+    return dict(name=stage.name, **done, full_model=stage.mask is None,
+                **({} if stage.mask is None else mask_stats(stage.mask, model)),
+                **({} if stage.adapter is None else dict(lora=stage.adapter)))
 
 
 def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
@@ -184,7 +191,8 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
 
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
-    """One row per unlearning run (a checkpoint directory): its seed, wall time, steps, lr (and the grid it was
+    """One row per unlearning run (a checkpoint directory): its seed, wall time, steps (the trainer's and those of
+    a method's own update), lr (and the grid it was
     picked from and the run whose search picked it, if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
@@ -193,7 +201,8 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
         rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seed=s["seed"], seconds=s["seconds"],
-                         steps=len(trained), n_forget=s["n_forget"], lr=s["settings"]["lr"],
+                         steps=len(trained) + sum(st.get("edit", {}).get("steps", 0) for st in s["stages"]),
+                         n_forget=s["n_forget"], lr=s["settings"]["lr"],
                          lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,
                          lr_from=s["lr_grid"]["run"] if "lr_grid" in s else None,
                          unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),

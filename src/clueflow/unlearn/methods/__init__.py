@@ -112,6 +112,11 @@ class Context:
                      retain_weight=s["retain_weight"] if retain_weight is None else retain_weight,
                      weight_decay=s["weight_decay"], **kw)
 
+    def edit(self, name: str, mask: dict[str, torch.Tensor], step: str, **record) -> Stage:
+        """The stage of an edit the method made itself (no trainer step): its mask (the entries it changed) and
+        what it did, which the run's summary records instead of the trainer's settings."""
+        return Stage(name, mask, epochs=0, edit=dict(step=step, **record))
+
     def clue_union(self) -> dict[str, torch.Tensor]:
         if self.clue_masks is None:
             raise ValueError("this method needs the pair's CLUE masks (ratio: clue) but none were given")

@@ -59,10 +59,12 @@ def depn(ctx: Context):
     scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=o["steps"],
                        target="prob", answer="all", per_layer=o["ig"] == "per_layer", per_example=True)
     size = {k: o[k] for k in ("top", "neurons") if k in o}
-    masks = neuron_masks(ctx, aggregate(scores, **size, threshold=float(o["threshold"])))
+    neurons = aggregate(scores, **size, threshold=float(o["threshold"]))
+    masks = neuron_masks(ctx, neurons)
     if o["mode"] == "paper":
         return [ctx.stage("finetune", masks)]
     with torch.no_grad():
         for name, p in ctx.maskable().items():
             p[masks[name].to(p.device)] = 0
-    return [ctx.stage("edit", masks, epochs=0)]
+    return [ctx.edit("edit", masks, "zeroed the detected neurons' output weights",
+                     neurons=[idx.tolist() for idx in neurons])]

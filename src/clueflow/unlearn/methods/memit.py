@@ -270,4 +270,4 @@ def memit(ctx: Context):
     if ctx.options["mode"] == "paper":
         return [ctx.stage("finetune", masks)]
     edit(ctx, layers)
-    return [ctx.stage("edit", masks, epochs=0)]
+    return [ctx.edit("edit", masks, "closed-form batch edit of the layers' MLP output projections", layers=layers)]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ... import anatomy
 from ..batches import Batches
+from ..trainer import Stage
 from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context
 from .attribution import gradient_stream, gradients
 
@@ -69,8 +70,8 @@ def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor],
                          budget)
 
 
-def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> dict[str, torch.Tensor]:
-    """PCGU's own update (module docstring), in place; the union of the partitions moved."""
+def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> Stage:
+    """PCGU's own update (module docstring), in place; its stage: the union of the partitions moved."""
     s, params, budget = ctx.settings, ctx.maskable(), ctx.budget()
     steps = s["steps"] if s["steps"] is not None else s["epochs"] * len(facts)
     moved = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
@@ -83,7 +84,8 @@ def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> dict[str, 
                 m = chosen[n].to(p.device)
                 p[m] += s["lr"] * g_a[n][m]
                 moved[n] |= chosen[n]
-    return moved
+    return ctx.edit("update", moved, "SGD on the facts' NLL over the partitions each batch selects",
+                    lr=s["lr"], steps=steps, batch_size=s["batch_size"])
 
 
 @METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES}, modes={"paper": {}, "published": {}},
@@ -93,6 +95,6 @@ def pcgu(ctx: Context):
         raise ValueError("pcgu needs the forget rows' counterfactual pairs")
     counterfactuals = ctx.forget_batches("counterfactual")
     if ctx.options["mode"] == "published":
-        return [ctx.stage("update", update(ctx, ctx.forget_qa, counterfactuals), epochs=0)]
+        return [update(ctx, ctx.forget_qa, counterfactuals)]
     g_a = gradients(ctx.model, ctx.maskable(), ctx.forget_qa, batch_size=ctx.attribution_batch_size)
     return [ctx.stage("finetune", select(ctx, counterfactuals, g_a, ctx.budget()))]
