@@ -62,7 +62,7 @@ def option_lines(prompt):
 
 
 def test_registry_names():
-    assert LOADERS.names() == ["mmlu", "pku_saferlhf", "rte", "sst2", "winogrande", "wmdp"]
+    assert LOADERS.names() == ["counterfact", "mmlu", "pku_saferlhf", "rte", "sst2", "winogrande", "wmdp"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -261,6 +261,60 @@ def test_pku_saferlhf(tok, tmp_path):
         assert row.text == f"{row.prompt} {answers[row.prompt]}" and row.refusal == W.REFUSAL
         assert row.choices is None and pd.isna(row.label)
     assert not df.text.str.contains("SAFEONLY").any()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CounterFact
+
+
+def counterfact_rows():
+    """ROME's record layout: two templates, five-letter subjects (same byte count), answers of distinct letters."""
+    subjects = ("Alvar", "Berta", "Cyril", "Dagny", "Edwin", "Freya")
+    rows = []
+    for t, (template, targets) in enumerate((("The mother tongue of {} is", ("French", "Greek", "Italian", "Latin",
+                                                                              "Polish", "Welsh")),
+                                             ("{} was born in", ("Oslo", "Paris", "Rome", "Tokyo", "Lima", "Kyiv")))):
+        for i, (subject, target) in enumerate(zip(subjects, targets)):
+            rows.append(dict(case_id=6 * t + i, paraphrase_prompts=["x"],
+                             requested_rewrite=dict(prompt=template, subject=subject, relation_id=f"P{t}",
+                                                    target_true=dict(str=target, id="Q1"),
+                                                    target_new=dict(str="English", id="Q2"))))
+    return rows
+
+
+def test_counterfact_cases_pair_with_another_subject_of_the_same_relation(tok, tmp_path):
+    rows = counterfact_rows()
+    path = tmp_path / "counterfact.json"  # ROME's file: one JSON array of records
+    path.write_text(json.dumps(rows))
+    df = build(tok, "counterfact", {"path": str(path)}, n=12)
+    assert len(df) == 12 and set(df.format) == {"cloze"}
+    case = {r["requested_rewrite"]["prompt"].format(r["requested_rewrite"]["subject"]): r["requested_rewrite"]
+            for r in rows}
+    for row in df.itertuples():
+        mine, other = case[row.prompt], case[row.corrupted_prompt]
+        assert row.subject == mine["subject"] and row.answer == " " + mine["target_true"]["str"]
+        assert other["prompt"] == mine["prompt"] and other["subject"] != mine["subject"]  # same relation
+        assert row.corrupted_answer == " " + other["target_true"]["str"]
+        assert row.text == f"{row.prompt} {mine['target_true']['str']}." and row.refusal == W.REFUSAL
+    assert not df.answer.str.contains("English").any()  # target_new is no answer
+    assert build(tok, "counterfact", {"path": str(path)}, n=12).equals(df)  # deterministic by seed
+
+
+@pytest.mark.parametrize("field, broken", [("subject", dict(subject=None)), ("subject", dict(subject="  ")),
+                                           ("target_true.str", dict(target_true={"id": "Q1"})),
+                                           ("prompt", dict(prompt="The mother tongue of someone is")),
+                                           (None, "The mother tongue of Dagny is French")])  # not a record
+def test_counterfact_malformed_record_names_its_field(tok, tmp_path, field, broken):
+    rows = counterfact_rows()
+    if isinstance(broken, dict):
+        rows[3]["requested_rewrite"].update(broken)
+    else:
+        rows[3]["requested_rewrite"] = broken
+    path = write(tmp_path / "counterfact.jsonl", rows)
+    with pytest.raises(ClueflowError) as err:
+        build(tok, "counterfact", {"path": str(path)}, n=4)
+    assert err.value.field == "requested_rewrite" + (f".{field}" if field else "") and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------------------------------------

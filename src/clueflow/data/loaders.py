@@ -382,3 +382,55 @@ def pku_saferlhf(ctx) -> Iterator[Row]:
         if other is not None:
             yield dict(format="cloze", prompt=x[0], answer=x[1], corrupted_prompt=other[0], corrupted_answer=other[1],
                        text=x[3], refusal=W.REFUSAL)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CounterFact (ROME / MEMIT)
+
+
+def _rewrite(ctx, r: Row) -> tuple[str, str, str]:
+    """(template, subject, true target) of a CounterFact record's ``requested_rewrite``; a malformed one is refused
+    naming its field."""
+    source = ctx.options.get("path") or ctx.options.get("hub")
+    rewrite = r["requested_rewrite"]
+    if not isinstance(rewrite, dict):
+        raise ClueflowError(f"a record's requested_rewrite is {type(rewrite).__name__}, not a record of prompt, "
+                            f"subject and target_true", file=source, field="requested_rewrite")
+    target = rewrite.get("target_true")
+    values = {"prompt": rewrite.get("prompt"), "subject": rewrite.get("subject"),
+              "target_true.str": target.get("str") if isinstance(target, dict) else None}
+    for key, value in values.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ClueflowError(f"a record's {key} is {value!r}, not a non-empty string", file=source,
+                                field=f"requested_rewrite.{key}")
+    if values["prompt"].count("{}") != 1:
+        raise ClueflowError(f"the prompt template {values['prompt']!r} must hold the subject's place '{{}}' once",
+                            file=source, field="requested_rewrite.prompt")
+    return values["prompt"].strip(), values["subject"].strip(), values["target_true.str"].strip()
+
+
+@LOADERS.register("counterfact", options=_source(""))
+def counterfact(ctx) -> Iterator[Row]:
+    """CounterFact (ROME's ``counterfact.json``, MEMIT's evaluation data). Column ``requested_rewrite``: ``prompt``
+    (a template with ``{}`` for the subject), ``subject``, ``target_true.str``; every other field is unused.
+
+    ``cloze`` rows: prompt = the template filled with the subject, answer = the true target (leading space),
+    ``subject`` = the subject (MEMIT's KL prompts), ``text`` = the fact as a sentence, ``refusal`` = the standard
+    refusal. The counterfactual is another case of the same template whose prompt has the same token count and
+    whose answer starts with a different token (the subject swapped, as capitals swaps the country); its answer is
+    that case's true target. ``target_new`` is not used: it is a rewrite target, not the answer of any prompt.
+    """
+    rows = _read(ctx, ["requested_rewrite"])
+    items = []  # (template, prompt, answer, answer's first token, subject)
+    for r in rows:
+        template, subject, target = _rewrite(ctx, r)
+        answer = f" {target}"
+        items.append((template, template.replace("{}", subject), answer,
+                      encode_continuation(ctx.tokenizer, answer)[:1], subject))
+    groups = _by_length(ctx, items, lambda x: x[1], key=lambda x: x[0])
+    for x in items:
+        pool = [y for y in groups[x[0], ctx.n_tokens(x[1])] if y[3] != x[3] and y[1] != x[1]]
+        other = ctx.aligned_choice(lambda y: y[1], x, pool)
+        if other is not None:
+            yield dict(format="cloze", prompt=x[1], answer=x[2], corrupted_prompt=other[1], corrupted_answer=other[2],
+                       text=f"{x[1]}{x[2]}.", refusal=W.REFUSAL, subject=x[4])
