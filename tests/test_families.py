@@ -372,3 +372,26 @@ def test_a_block_owns_its_gate_up_rows_and_down_columns(arch):
         for name in mlp:
             params[name][masks[name]] += 0.5
     assert not torch.allclose(block_out(), base)
+
+
+@pytest.mark.parametrize("method, options", [("memit", {"mode": "published", "window": 2}),
+                                             ("depn", {"mode": "published", "steps": 3}),
+                                             ("pcgu", {"mode": "published", "ratio": 0.05})])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "phi3"])
+def test_published_edits_on_conv1d_parallel_and_fused_families(arch, method, options, tiny_dirs, tmp_path):
+    """The baselines' own edits (no trainer step) on GPT-2's transposed Conv1D, NeoX's parallel residual and
+    Phi-3's fused projections: the edit is recorded as one, moves entries of its recorded mask and leaves every
+    other weight bit-identical."""
+    from clueflow.data.build import write_set
+    from clueflow.models import load_model, load_tokenizer
+    from clueflow.unlearn.run import run_unlearn
+    from test_unlearn import SETTINGS, assert_moves_masked_entries_only
+
+    model_dir, tok = tiny_dirs[arch], load_tokenizer(tiny_dirs[arch])
+    for name in ("capitals", "sentiment"):
+        write_set(name, {"generator": name, "n": 20}, tok, tmp_path / f"{name}.parquet", seed=0)
+    out = tmp_path / "out"
+    summary = run_unlearn(model_dir, tmp_path / "capitals.parquet", [tmp_path / "sentiment.parquet"], out,
+                          run=method, method=method, options=options, settings={**SETTINGS, "steps": 2})
+    assert [set(s) >= {"edit", "selected_entries"} and "optimizer" not in s for s in summary["stages"]] == [True]
+    assert_moves_masked_entries_only(out, load_model(model_dir), load_model(out))
