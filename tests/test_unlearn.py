@@ -464,7 +464,7 @@ def test_pcgu_as_published_reselects_partitions_every_step_and_moves_only_them(s
     (stage,) = summary["stages"]
     assert stage["name"] == "update" and not TRAINER_FIELDS & stage.keys()  # no AdamW, no PO: PCGU's own SGD
     assert {k: v for k, v in stage["edit"].items() if k != "step"} == dict(lr=lr, steps=2, batch_size=n)
-    assert runs_table([out])["steps"].tolist() == [2]
+    assert runs_table([out])[["steps", "lr"]].values.tolist() == [[2, lr]]
     model, tok = load_model(setup["model"]), setup["tok"]
     rows = forget_rows(pd.read_parquet(setup["forget"]), n, 0)
     facts, counterfactuals = (Batches(examples(tok, rows, kind, max_length=SETTINGS["max_length"]), n,
@@ -522,6 +522,7 @@ def test_memit_as_published_edits_the_window_in_closed_form_without_training(set
     changed = [n for n, p in after.named_parameters() if not torch.equal(p, before.state_dict()[n])]
     assert len(changed) == 2 and all(n.endswith("mlp.down_proj.weight") for n in changed)
     assert sorted(f"model.layers.{l}.mlp.down_proj.weight" for l in stage["edit"]["layers"]) == sorted(changed)
+    assert runs_table([out])[["steps", "lr"]].values.tolist() == [[0, None]]  # one edit, no lr
     tok = setup["tok"]
     rows = forget_rows(pd.read_parquet(setup["forget"]), SETTINGS["forget_ratio"], 0)
 
