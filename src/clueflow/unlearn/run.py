@@ -192,8 +192,8 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
     """One row per unlearning run (a checkpoint directory): its seed, wall time, steps (the trainer's and those of
-    a method's own update), lr (none for an edit without one) (and the grid it was
-    picked from and the run whose search picked it, if any), trainable share, final losses."""
+    a method's own update), lr (none for an edit without one), the grid it was picked from and the run whose search
+    picked it (if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
         s = json.loads((Path(ckpt) / SUMMARY).read_text())
@@ -202,7 +202,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
         last = trained.iloc[-1] if len(trained) else {}
         uses_lr = any("lr" in st.get("edit", st) for st in s["stages"])  # a closed-form edit has none
         rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seed=s["seed"], seconds=s["seconds"],
-                         steps=len(trained) + sum(st.get("edit", {}).get("steps", 0) for st in s["stages"]),
+                         steps=sum(st.get("edit", st).get("steps", 0) for st in s["stages"]),
                          n_forget=s["n_forget"], lr=s["settings"]["lr"] if uses_lr else None,
                          lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,
                          lr_from=s["lr_grid"]["run"] if "lr_grid" in s else None,

@@ -52,7 +52,7 @@ class Stage:
     weight_decay: float = 0.0
     options: dict = field(default_factory=dict)  # extra optimizer arguments (e.g. Sophia's rho)
     adapter: dict | None = None  # set by the trainer: the LoRA adapter it trained and merged, if any
-    edit: dict | None = None  # set: the method changed the weights itself (what it did); the trainer skips the stage
+    edit: dict | None = None  # set: the method changed the weights itself (what it did); epochs 0, so no training
 
 
 @dataclass
@@ -184,7 +184,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
         for stage in stages:
             masks = stage.mask
             trainable = None if masks is None else {n for n, m in masks.items() if bool(m.any())}
-            if stage.edit is not None or stage.epochs == 0 or stage.steps == 0 or trainable == set():
+            if stage.epochs == 0 or stage.steps == 0 or trainable == set():
                 log.append(dict(stage=stage.name, epoch=-1, step=step, skipped=True))
                 continue
             with (lora_adapter(model, lora) if masks is None and lora is not None
