@@ -17,6 +17,8 @@ TASKS = ["capitals_b", "bool", "docstring", "induction", "reverse"]
 
 def plan_with(**tables) -> Plan:
     cfg = copy.deepcopy(DEFAULT)
+    for spec in cfg["datasets"].values():  # fig3's drawn sets get CLUE's lr search: every task needs validation rows
+        spec.setdefault("validation", 0.2)
     cfg["tables"].update(tables)
     return Plan.from_config(cfg, file="c.yaml")
 
@@ -89,6 +91,8 @@ def test_each_reports_caption_names_the_pairs_and_runs_its_rule_reads(name):
     """The caption and the rule's inputs both come from Plan.shown: every run whose evaluation (or checkpoint) the
     report reads, and every pair it reads them on, is named in its caption, and nothing else is."""
     cfg = copy.deepcopy(DEFAULT)
+    for spec in cfg["datasets"].values():
+        spec.setdefault("validation", 0.2)
     cfg["tables"]["fig3"] = {"tasks": TASKS, "sizes": [1], "draws": 5, "general": "docstring",
                              "reference": ["wagle"]}
     cfg["tables"].update(fig7=["memit"], table2=["clue", "ga"], fig4=["clue"], fig6=["random", "wagle"],

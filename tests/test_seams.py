@@ -142,6 +142,7 @@ def test_plan_of_the_default_config():
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["unlearn"]["methods"]["clue_e01"] = {"method": "clue", "edge_fraction": 0.01}
     cfg["tables"]["fig3"] = ["capitals_b", "bool"]
+    cfg["datasets"]["bool"]["validation"] = 0.2  # CLUE's lr search on the fig3 pair capitals__capitals_b+bool
     cfg["retain"].append("bool")
     plan = Plan.from_config(cfg)
     assert plan.mask_source("clue_e01") == (RESIZED, {"fraction": 0.01})

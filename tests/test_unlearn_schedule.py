@@ -164,6 +164,22 @@ def test_a_config_with_lr_grid_needs_validation_rows_in_every_set_of_its_pairs()
     assert err.value.field == f"datasets.{retain}.validation"
 
 
+def test_a_fig3_task_needs_validation_rows_when_clue_takes_a_searched_lr():
+    """fig3 trains CLUE on drawn retain sets, each with an lr search of its own (CLUE's lr_from): a task without a
+    validation split is refused at start, not at that search's job."""
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg["tables"]["fig3"] = {"tasks": ["capitals_b", "bool", "induction"], "sizes": [1, 2], "draws": 2}
+    with pytest.raises(ClueflowError, match="capitals__") as err:
+        Plan.from_config(cfg, file="my.yaml")
+    assert err.value.field in ("datasets.bool.validation", "datasets.induction.validation")
+    for name in ("bool", "induction"):
+        cfg["datasets"][name]["validation"] = 0.2
+    assert Plan.from_config(cfg, file="my.yaml").fig3_pairs
+    cfg["unlearn"]["methods"]["clue"] = {"lr": 1.0e-5}  # an lr as given: no search, no validation rows needed
+    del cfg["datasets"]["bool"]["validation"]
+    assert Plan.from_config(cfg, file="my.yaml").fig3_pairs
+
+
 def test_cli_lr_search_then_unlearn_run_at_the_pick(setup, tmp_path, capsys):
     cfg = {"seed": 0, "model": {"name": "t", "source": "tiny:llama"}, "forget": "capitals", "retain": ["sentiment"],
            "datasets": {"capitals": {"generator": "capitals", "n": 30, **SPLIT},

@@ -456,12 +456,16 @@ class Plan:
                 missing = [p for p in self.run_pairs(run) if p not in self.run_pairs(source)]
                 if missing:
                     raise self.error(field, f"run {source!r} searches no lr on pair {missing[0].name} of run {run!r}")
-            if settings["lr_grid"] is not None:
-                for name in dict.fromkeys(s for pair in self.run_pairs(run) for s in (pair.forget, *pair.retains)):
-                    if not cfg["datasets"][name].get("validation"):
-                        raise self.error(f"datasets.{name}.validation", f"run {run!r} picks its lr from lr_grid "
-                                                                        f"on the validation split, and {name!r} "
-                                                                        f"has none (give a fraction > 0)")
+        # every pair a run trains on, fig3's drawn sets included, gets its lr search on that pair's validation rows
+        trained = dict.fromkeys([(r, p) for r, p, _ in self.checkpoints] + self.shown("fig3"))
+        for run, pair in trained:
+            source = self.lr_source(run)
+            for name in (pair.forget, *pair.retains) if source else ():
+                if not cfg["datasets"][name].get("validation"):
+                    raise self.error(f"datasets.{name}.validation", f"run {run!r} takes its lr from the search of "
+                                                                    f"{source!r} on the validation split of pair "
+                                                                    f"{pair.name}, and {name!r} has none (give a "
+                                                                    f"fraction > 0)")
         for name in cfg["evaluate"]["general"] or []:
             if name in self.sets_in_use:
                 raise self.error("evaluate.general", f"{name!r} is the forget or a retain set, not a general-"
