@@ -142,11 +142,12 @@ def test_seed_figures_plot_the_mean_over_seeds(tmp_path):
     """fig3, fig6 and the forget-count sweep reduce the seeds of a point to its mean (error bars: the sample
     standard deviation)."""
     df = pd.DataFrame([summary("clue", "f__a", 0.4), summary("clue", "f__a", 0.6), summary("clue", "f__a+b", 0.8),
-                       summary("ga", "f__a", 0.2)])
+                       summary("ga", "f__a", 0.2)]).assign(seed=[0, 1, 0, 0])
     df.insert(1, "method", df["run"])
     fig3 = tables.retain_count_figure(df[df["run"] == "clue"], tmp_path / "fig3.png")
     assert list(fig3["k"]) == [1, 2] and fig3["forget_efficacy"].tolist() == pytest.approx([0.5, 0.8])
     assert fig3["forget_efficacy_std"][0] == pytest.approx(0.1414214) and list(fig3["seeds"]) == [2, 1]
+    assert list(fig3["points"]) == [2, 1]
     counts = tables.forget_count_figure(df[df["pair"] == "f__a"], {"clue": 4, "ga": 2}, tmp_path / "count.png")
     assert list(zip(counts["run"], counts["seeds"], counts["forget_count"])) == [("ga", 1, 2), ("clue", 2, 4)]
     assert counts["forget_efficacy"].tolist() == pytest.approx([0.2, 0.5])
@@ -157,12 +158,14 @@ def test_seed_figures_plot_the_mean_over_seeds(tmp_path):
 def test_fig3_averages_each_size_over_its_draws_and_seeds_and_keeps_the_general_corpus_runs_apart(tmp_path):
     df = pd.DataFrame([summary("clue", "f__a", 0.4), summary("clue", "f__b", 0.6), summary("clue", "f__a+b", 0.8),
                        summary("clue", "f__mmlu", 0.1), summary("wagle", "f__mmlu", 0.3),
-                       summary("wagle", "f__mmlu", 0.5)])
+                       summary("wagle", "f__mmlu", 0.5)]).assign(seed=[0, 0, 0, 0, 0, 1])
     df.insert(1, "method", df["run"])
     out = tables.retain_count_figure(df, tmp_path / "fig3.png", general="f__mmlu")
     curve, ref = out[out["k"].notna()], out[out["k"].isna()].set_index("run")
-    assert list(curve["k"]) == [1, 2] and list(curve["pairs"]) == [2, 1] and list(curve["seeds"]) == [2, 1]
+    assert list(curve["k"]) == [1, 2] and list(curve["pairs"]) == [2, 1] and list(curve["points"]) == [2, 1]
+    assert list(curve["seeds"]) == [1, 1]  # k = 1 averages two draws of one seed, not two seeds
     assert curve["forget_efficacy"].tolist() == pytest.approx([0.5, 0.8])  # k = 1: two draws of one task
+    assert "0.500 ± 0.141" in tables.markdown_table(out)  # the draws' spread, shown though there is one seed
     assert ref.loc["clue", "forget_efficacy"] == pytest.approx(0.1) and ref.loc["wagle", "seeds"] == 2
     assert ref.loc["wagle", "forget_efficacy"] == pytest.approx(0.4)
     assert (tmp_path / "fig3.png").read_bytes()[:8] == PNG

@@ -5,8 +5,8 @@ Agg backend). Columns hold fractions in [0, 1]; the markdown shows them with thr
 
 A run evaluated with several seeds is one row (:func:`over_seeds`): each metric's mean over the seeds, its sample
 standard deviation in ``<metric>_std`` (NaN for one seed) and the count in ``seeds``; the markdown shows
-``mean ± std`` where a row has two seeds or more, and the figures draw the mean with the standard deviation as
-error bars.
+``mean ± std`` wherever a standard deviation exists (fig3's also over its draws), and the figures draw the mean
+with the standard deviation as error bars.
 
 * ``table1``: run, method, pair, FE, RU, GU, unlearned_parameter; the base model's ``origin`` row first per pair;
 * ``table2``: the same columns for CLUE's ablations, and ``delta_FE`` / ``delta_RU`` / ``delta_GU``: each row's
@@ -71,17 +71,13 @@ def over_seeds(df: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.Data
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """``df`` as markdown, three decimals; with a ``seeds`` column, each metric as ``mean ± std`` where a row has
-    two seeds or more (the standard-deviation columns folded in)."""
-    if "seeds" in df:
-        several = df["seeds"] > 1
-        std = [c for c in df if c.endswith("_std") and c.removesuffix("_std") in df]
-        if several.any():
-            df = df.assign(**{c.removesuffix("_std"): [f"{m:.3f} ± {s:.3f}" if n else f"{m:.3f}" for m, s, n in
-                                                       zip(df[c.removesuffix("_std")], df[c], several)]
-                              for c in std})
-        df = df.drop(columns=std)
-    return df.to_markdown(index=False, floatfmt=".3f")
+    """``df`` as markdown, three decimals; each metric with a ``<metric>_std`` column as ``mean ± std`` where that
+    std exists (two seeds or more, or fig3's draws; the standard-deviation columns folded in)."""
+    std = [c for c in df if c.endswith("_std") and c.removesuffix("_std") in df]
+    if any(df[c].notna().any() for c in std):
+        df = df.assign(**{c.removesuffix("_std"): [f"{m:.3f} ± {s:.3f}" if pd.notna(s) else f"{m:.3f}" for m, s in
+                                                   zip(df[c.removesuffix("_std")], df[c])] for c in std})
+    return df.drop(columns=std).to_markdown(index=False, floatfmt=".3f")
 
 
 KEYS = ["run", "method", "pair"]  # a result table's row: one run on one pair, over its seeds
@@ -228,12 +224,15 @@ SCORES = {"forget_efficacy": "forget efficacy (1 - acc)", "retain_utility": "ret
 def retain_count_figure(summaries: pd.DataFrame, path: str | Path, general: str | None = None) -> pd.DataFrame:
     """fig3: CLUE's FE, RU, GU against the number k of retain tasks in its pair (mean over every pair of that size
     and every seed; std as error bars), and as dotted lines each run evaluated on pair ``general`` (a general-corpus
-    retain set). Returns the curve (``run`` clue, ``k``, ``pairs`` drawn) then the reference lines (``k`` NaN)."""
+    retain set). Returns the curve (``run`` clue, ``k``, ``pairs`` drawn, ``seeds``, ``points`` = pairs × seeds
+    averaged) then the reference lines (``k`` NaN)."""
     plt = _pyplot()
     is_ref = summaries["pair"] == general
     drawn = summaries[~is_ref].assign(k=lambda d: [p.split("__", 1)[1].count("+") + 1 for p in d["pair"]])
     curve = over_seeds(drawn, ["run", "k"], list(SCORES)).sort_values("k", kind="stable")
-    curve.insert(2, "pairs", [drawn.loc[drawn["k"] == k, "pair"].nunique() for k in curve["k"]])
+    curve = curve.rename(columns={"seeds": "points"})
+    for i, col in enumerate(("pair", "seed")):
+        curve.insert(2 + i, f"{col}s", [drawn.loc[drawn["k"] == k, col].nunique() for k in curve["k"]])
     ref = over_seeds(summaries[is_ref], ["run"], list(SCORES))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharex=True)
     for ax, (col, label) in zip(axes, SCORES.items()):
@@ -243,7 +242,7 @@ def retain_count_figure(summaries: pd.DataFrame, path: str | Path, general: str 
         ax.set(xlabel="retain tasks k", ylabel=label, ylim=(0, 1.02), xticks=list(curve["k"]))
     axes[0].legend(fontsize="small")
     save_figure(fig, path)
-    return pd.concat([curve, ref.assign(k=float("nan"), pairs=1)], ignore_index=True)
+    return pd.concat([curve, ref.assign(k=float("nan"), pairs=1, points=ref["seeds"])], ignore_index=True)
 
 
 def _sweep_figure(df: pd.DataFrame, x: str, xlabel: str, path: str | Path) -> None:
