@@ -19,7 +19,7 @@ from clueflow.layout import (
     Layout,
     Pair,
 )
-from clueflow.plan import ORIGIN, Plan
+from clueflow.plan import ORIGIN, TRADEOFF_FILES, Plan
 from clueflow.resources import job_resources
 from clueflow.retries import clear_user_errors, recorded_user_error
 from clueflow.tables import RESULT_TABLES
@@ -64,6 +64,7 @@ localrules:
     fig4,
     sweep,
     fig7,
+    tradeoff,
 
 
 onstart:
@@ -165,8 +166,52 @@ def unlearn_inputs(wildcards):
         return training_inputs(wildcards)
     return dict(
         training_inputs(wildcards),
-        lr=L.lr_search(**{**fields(wildcards), "run": source}),
+        lr=L.lr_search(**{**fields(wildcards), "run": source, "seed": config["seed"]}),
     )
+
+
+def curve_inputs(wildcards):
+    """training_inputs, and for a curve of the tradeoff report the rows its points are scored on, as the
+    evaluation's (evaluate_inputs): the held-out forget rows, the retain sets' test rows, the general sets."""
+    if not PLAN.scores_curve(wildcards.run, int(wildcards.seed)):
+        return training_inputs(wildcards)
+    rows = evaluate_inputs(wildcards)
+    return dict(
+        training_inputs(wildcards),
+        heldout=rows["heldout"],
+        test_retain=rows["retain"],
+        general=rows["general"],
+        general_accuracy=rows["general_accuracy"],
+        fetched=ancient(L.fetched(model=wildcards.model)),
+    )
+
+
+def curve_evaluation(wildcards):
+    """What a curve's points are scored with beyond its inputs (None: the validation split only)."""
+    if not PLAN.scores_curve(wildcards.run, int(wildcards.seed)):
+        return None
+    e = PLAN.evaluate_params(wildcards.run)
+    return dict(
+        general=config["evaluate"]["curve_general"],
+        general_sets=PLAN.general_sets,
+        standard_tasks=e["standard_tasks"],
+        general_band=e["general_band"],
+        general_limit=e["general_limit"],
+        metrics=e["metrics"],
+    )
+
+
+def tradeoff_inputs(wildcards):
+    """Per curve: the sweep's JSON and rows, and origin's evaluation rows on the same pair and seed."""
+    model = wildcards.model
+    entries = PLAN.curves()
+    return {
+        "json": [L.lr_search(model=model, run=r, pair=p, seed=s) for r, p, s in entries],
+        "parquet": [L.lr_curve(model=model, run=r, pair=p, seed=s) for r, p, s in entries],
+        "origin": [
+            L.evaluation(model=model, run=ORIGIN, pair=p, seed=s) for _, p, s in entries
+        ],
+    }
 
 
 def evaluated_model(wildcards):

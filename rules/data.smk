@@ -39,6 +39,7 @@ rule data_filter:
         keep=config["filter"]["keep"],
         batch_size=config["filter"]["batch_size"],
         dtype=config["model"]["dtype"],
+        autocast=config["model"]["autocast"],
         trust_remote_code=config["model"]["trust_remote_code"],
         code=script_code("data_filter"),
     script:

@@ -1,13 +1,16 @@
 rule lr_search:
-    """A run's lr picked from its lr_grid on the validation split of the pair's sets, before its unlearn jobs."""
+    """A run's lr sweep on a pair at a seed: each lr of its lr_grid trained and scored on the validation split (the
+    pick, at the config seed, is the lr of the run's unlearn jobs) and, for a tradeoff run, on its test rows (its
+    curve)."""
     input:
-        unpack(training_inputs),
+        unpack(curve_inputs),
         model=L.model(),
         forget=L.filtered(set="{forget}"),
     output:
-        L.lr_search(),
+        json=L.lr_search(),
+        parquet=L.lr_curve(),
     log:
-        L.log("lr_search", "{model}/{run}/{forget}__{retains}"),
+        L.log("lr_search", f"{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}"),
     # every unlearn job of its run (and of the runs whose lr_from names it) waits on it
     priority: 1
     conda:
@@ -16,8 +19,9 @@ rule lr_search:
     resources:
         **stage_resources("lr_search"),
     params:
-        spec=lambda wc: PLAN.unlearn_params(wc.run),
-        seed=config["seed"],
+        spec=lambda wc: PLAN.lr_search_params(wc.run),
+        seed=job_seed,
+        evaluation=lambda wc: curve_evaluation(wc),
         batch_size=config["evaluate"]["batch_size"],
         model=PLAN.model_params(),
         autocast=config["model"]["autocast"],

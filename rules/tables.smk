@@ -181,3 +181,30 @@ rule sensitivity:
         code=script_code("sensitivity"),
     script:
         "../workflow_scripts/sensitivity.py"
+
+
+rule tradeoff:
+    """Each method's own FE-RU and FE-GU curve over its lr grid; RU and GU at the matched forget efficacies."""
+    input:
+        unpack(tradeoff_inputs),
+    output:
+        **{role: L.table(name=n, ext=e) for role, (n, e) in TRADEOFF_FILES.items()},
+        figure=report(
+            L.figure(name="tradeoff"),
+            caption="../report/tradeoff.rst",
+            category="Figures",
+        ),
+    log:
+        L.log("tradeoff", "{model}"),
+    conda:
+        "../envs/clueflow.yaml"
+    params:
+        entries=[(r, p.name, s) for r, p, s in PLAN.curves()],
+        methods=PLAN.run_methods,
+        levels=config["evaluate"]["matched_fe"],
+        resamples=config["evaluate"]["bootstrap"],
+        seed=config["seed"],
+        provenance=PLAN.provenance("tradeoff"),
+        code=script_code("tradeoff"),
+    script:
+        "../workflow_scripts/tradeoff.py"

@@ -108,3 +108,24 @@ def test_padded_by_hand():
     assert ids.tolist() == [[1, 2], [3, 9]] and mask.tolist() == [[1, 1], [1, 0]]
     ids, mask = padded([[1, 2], [3]], 9, left=True)
     assert ids.tolist() == [[1, 2], [9, 3]] and mask.tolist() == [[1, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("autocast", [None, "bfloat16"])
+def test_rows_kept_by_the_filter_are_scored_correct_by_the_evaluation_at_its_precision(tiny_dirs, tmp_path, autocast):
+    """The filter scores under the evaluation's autocast, so the base model's FE on the unlearned rows is 0."""
+    from clueflow.evaluate.run import evaluate_model
+
+    model_dir = tiny_dirs["llama"]
+    tok = load_tokenizer(model_dir)
+    spec = {"generator": "capitals", "n": 120, "splits": {"circuit": 0.1, "train": 0.6, "test": 0.3}}
+    write_set("capitals", spec, tok, tmp_path / "capitals.parquet", seed=0)
+    write_set("bool", {"generator": "bool", "n": 40}, tok, tmp_path / "bool.parquet", seed=0)
+    run_filter(tmp_path / "capitals.parquet", model_dir, tmp_path / "kept.parquet", tmp_path / "acc.json",
+               autocast=autocast)
+    kept = read_set(tmp_path / "kept.parquet")
+    n = int((kept["split"] == "train").sum())
+    assert n > 0
+    summary = evaluate_model(model_dir, model_dir, tmp_path / "kept.parquet", [tmp_path / "bool.parquet"], {},
+                             tmp_path / "e.parquet", tmp_path / "e.json", run="origin", forget_ratio=n,
+                             heldout_path=tmp_path / "capitals.parquet", autocast=autocast)
+    assert summary["forget_efficacy"] == 0.0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from clueflow.data.build import build_set, write_set
@@ -15,7 +16,8 @@ from clueflow.errors import ClueflowError
 from clueflow.masks import build_masks, save_masks
 from clueflow.models import load_model, load_tokenizer
 from clueflow.plan import Plan
-from clueflow.unlearn.lr import pick, search_lr, validation_rows
+from clueflow.curve import run_curve
+from clueflow.unlearn.lr import pick, validation_rows
 from clueflow.unlearn.run import run_unlearn, runs_table
 from clueflow.unlearn.trainer import Stage, allot_steps
 
@@ -97,11 +99,12 @@ def test_validation_split_is_carved_from_the_non_circuit_rows_and_keeps_facts_to
 def test_lr_search_scores_each_lr_on_the_validation_split_and_the_run_trains_at_the_pick(setup):
     grid = [1e-4, 3e-2]
     out = setup["root"] / "lr" / "ga.json"
-    found = search_lr(setup["model"], setup["forget"], setup["retain"], out, run="ga_lr", method="ga", options={},
-                      settings={**SETTINGS, "steps": 4, "lr_grid": grid}, masks=setup["masks"])
+    found = run_curve(setup["model"], setup["forget"], setup["retain"], out, out.with_suffix(".parquet"), rule="mean",
+                      run="ga_lr", method="ga", options={}, settings={**SETTINGS, "steps": 4, "lr_grid": grid},
+                      masks=setup["masks"])
     assert json.loads(out.read_text()) == found
     assert [s["lr"] for s in found["scores"]] == grid and found["grid"] == grid
-    assert found["lr"] == pick(found["scores"])
+    assert found["lr"] == pick(found["scores"], "mean")["lr"] and found["rule"] == "mean" and found["reached"] is None
     assert found["n_forget_validation"] == (pd.read_parquet(setup["forget"])["split"] == "validation").sum() > 0
     for s in found["scores"]:
         assert 0 <= s["forget_efficacy"] <= 1 and 0 <= s["retain_accuracy"] <= 1
@@ -123,23 +126,46 @@ def test_lr_search_scores_each_lr_on_the_validation_split_and_the_run_trains_at_
 
 def test_the_first_lr_trial_is_the_run_that_lr_trains(setup):
     out = setup["root"] / "lr" / "same.json"
-    search_lr(setup["model"], setup["forget"], setup["retain"], out, run="same", method="ga", options={},
-              settings={**SETTINGS, "steps": 3, "lr_grid": [2e-2, 2e-2]}, masks=setup["masks"])
+    run_curve(setup["model"], setup["forget"], setup["retain"], out, out.with_suffix(".parquet"), run="same",
+              method="ga", options={}, settings={**SETTINGS, "steps": 3, "lr_grid": [2e-2, 2e-2]}, masks=setup["masks"])
     scores = json.loads(out.read_text())["scores"]
     assert scores[0] == scores[1]  # the base weights and the random state are restored between lrs
 
 
-def test_ties_go_to_the_smaller_lr():
-    scores = [dict(lr=1e-3, score=0.5), dict(lr=1e-4, score=0.5), dict(lr=1e-5, score=0.4)]
-    assert pick(scores) == 1e-4
+def test_ties_go_to_the_smaller_lr_under_the_mean_rule():
+    scores = [dict(lr=1e-3, forget_efficacy=0.5, retain_accuracy=0.5), dict(lr=1e-4, forget_efficacy=0.2,
+                                                                          retain_accuracy=0.8),
+              dict(lr=1e-5, forget_efficacy=0.0, retain_accuracy=0.8)]
+    assert pick(scores, "mean") == dict(lr=1e-4, reached=None)
+
+
+# a grid where doing nothing wins under the mean rule: the untouched model scores 0.5 on filtered rows
+DO_NOTHING = [dict(lr=1e-6, forget_efficacy=0.0, retain_accuracy=1.0), dict(lr=1e-5, forget_efficacy=0.2,
+                                                                          retain_accuracy=0.7),
+              dict(lr=1e-4, forget_efficacy=0.6, retain_accuracy=0.3), dict(lr=1e-3, forget_efficacy=0.9,
+                                                                          retain_accuracy=0.1)]
+
+
+def test_the_reach_rule_never_picks_an_unchanged_model_while_an_lr_reaches_the_level():
+    assert pick(DO_NOTHING, "mean")["lr"] == 1e-6  # (0 + 1) / 2 beats every lr that forgets anything
+    assert pick(DO_NOTHING, "reach", 0.5) == dict(lr=1e-4, reached=True)  # the smallest lr reaching FE 0.5
+    assert pick(DO_NOTHING, "reach", 0.8) == dict(lr=1e-3, reached=True)
+    assert pick(DO_NOTHING, "reach", 0.2)["lr"] == 1e-5  # 1 - 0.8 = 0.19999999999999996 still reaches 0.2
+
+
+def test_when_no_lr_reaches_the_level_the_pick_says_so_and_takes_the_most_forgetting_then_retain():
+    scores = [dict(lr=1e-5, forget_efficacy=0.1, retain_accuracy=0.9), dict(lr=1e-4, forget_efficacy=0.3,
+                                                                          retain_accuracy=0.5),
+              dict(lr=1e-3, forget_efficacy=0.3, retain_accuracy=0.6)]
+    assert pick(scores, "reach", 0.5) == dict(lr=1e-3, reached=False)
 
 
 def test_lr_search_refuses_a_set_without_validation_rows(setup, tiny_dirs, tmp_path):
     plain = tmp_path / "sentiment.parquet"
     write_set("sentiment", {"generator": "sentiment", "n": 20}, load_tokenizer(tiny_dirs["llama"]), plain, seed=0)
     with pytest.raises(ClueflowError, match="no rows in the validation split") as err:
-        search_lr(setup["model"], setup["forget"], [plain], tmp_path / "lr.json", run="ga", method="ga",
-                  options={}, settings={**SETTINGS, "lr_grid": [1e-3]})
+        run_curve(setup["model"], setup["forget"], [plain], tmp_path / "lr.json", tmp_path / "lr.parquet", run="ga",
+                  method="ga", options={}, settings={**SETTINGS, "lr_grid": [1e-3]})
     assert err.value.field == "split" and not (tmp_path / "lr.json").exists()
 
 
@@ -168,15 +194,16 @@ def test_a_fig3_task_needs_validation_rows_when_clue_takes_a_searched_lr():
     """fig3 trains CLUE on drawn retain sets, each with an lr search of its own (CLUE's lr_from): a task without a
     validation split is refused at start, not at that search's job."""
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
-    cfg["tables"]["fig3"] = {"tasks": ["capitals_b", "bool", "induction"], "sizes": [1, 2], "draws": 2}
+    cfg["tables"]["fig3"] = {"tasks": ["bool", "docstring", "induction"], "sizes": [1, 2], "draws": 2}
     with pytest.raises(ClueflowError, match="capitals__") as err:
         Plan.from_config(cfg, file="my.yaml")
-    assert err.value.field in ("datasets.bool.validation", "datasets.induction.validation")
-    for name in ("bool", "induction"):
+    assert err.value.field in ("datasets.docstring.validation", "datasets.induction.validation")
+    for name in ("docstring", "induction"):
         cfg["datasets"][name]["validation"] = 0.2
     assert Plan.from_config(cfg, file="my.yaml").fig3_pairs
-    cfg["unlearn"]["methods"]["clue"] = {"lr": 1.0e-5}  # an lr as given: no search, no validation rows needed
-    del cfg["datasets"]["bool"]["validation"]
+    cfg["tables"]["tradeoff"] = []  # a tradeoff run needs its own grid
+    cfg["unlearn"]["methods"]["clue"] = {"lr": 1.0e-5, "lr_grid": None}  # an lr as given: no search, no validation
+    del cfg["datasets"]["docstring"]["validation"]
     assert Plan.from_config(cfg, file="my.yaml").fig3_pairs
 
 
@@ -213,7 +240,7 @@ def test_workflow_searches_the_lr_once_per_pair_before_the_runs_unlearn_jobs(tmp
     searched = [w for rule, w in jobs(out) if rule == "lr_search"]
     assert job_counts(out)["lr_search"] == len(searched) == 3  # ga on each retain set and on both
     assert all("run=ga" in w for w in searched)
-    assert "results/lr/tiny-llama/ga/capitals__sentiment+ioi.json" in out
+    assert "results/lr/tiny-llama/ga/seed0/capitals__sentiment+ioi.json" in out
 
 
 def test_runs_with_lr_from_train_at_another_runs_pick_without_a_search_of_their_own(tmp_path):
@@ -268,3 +295,95 @@ def test_lr_search_jobs_are_sized_for_one_training_per_lr_on_one_gpu(tmp_path):
     assert stage_work("lr_search", cfg, size, JOB).tokens == 3 * steps
     one, run = job_resources("lr_search", cfg, tmp_path, JOB), job_resources("unlearn", cfg, tmp_path, JOB)
     assert one.gpus == 1 and run.gpus == 2 and one.runtime > run.runtime
+
+
+@pytest.mark.parametrize("method, given", [("ga", {}), ("clue", {}), ("random", {}), ("retain", {}),
+                                           ("pcgu", {"mode": "published"})])
+def test_each_point_of_an_lr_sweep_is_the_run_that_lr_trains(setup, method, given):
+    """The attribution and masks are computed once (a method that edits the weights itself, as published PCGU,
+    again at each lr), and every point starts from the same weights, random state and shuffles: each equals
+    run_unlearn at its lr, entry for entry."""
+    from clueflow.unlearn.methods import method_impl
+    from clueflow.unlearn.run import load_inputs, sweep_lrs
+
+    grid, settings = [1e-3, 3e-2], {**SETTINGS, "steps": 3}
+    impl, options = method_impl(method, given, method)
+    x = load_inputs(setup["model"], setup["forget"], setup["retain"], method=method, settings=settings, seed=0,
+                    masks=setup["masks"], dtype="float32", device="cpu", trust_remote_code=False)
+    swept = {}
+    for lr, stages, log in sweep_lrs(x.model, x.tok, x.graph, x.clue_masks, x.forget_df, x.retain_df, grid=grid,
+                                     run=method, impl=impl, options=options, settings=settings, seed=0):
+        if not given:
+            assert {s.lr for s in stages} == {lr} and set(pd.DataFrame(log)["lr"].dropna()) == {lr}
+        swept[lr] = {k: v.clone() for k, v in x.model.state_dict().items()}
+    assert any(not torch.equal(swept[grid[0]][k], swept[grid[1]][k]) for k in swept[grid[0]])
+    for lr in grid:
+        out = setup["root"] / "ckpt" / f"{method}_at_{lr:g}"
+        run_unlearn(setup["model"], setup["forget"], setup["retain"], out, run=method, method=method, options=given,
+                    settings={**settings, "lr": lr}, masks=setup["masks"])
+        trained = load_model(setup["root"] / "ckpt" / f"{method}_at_{lr:g}").state_dict()
+        assert all(torch.equal(trained[k], v) for k, v in swept[lr].items()), lr
+
+
+def test_a_stage_whose_lr_the_method_fixed_keeps_it_at_every_point(setup):
+    from clueflow.unlearn.methods import method_impl
+    from clueflow.unlearn.run import load_inputs, sweep_lrs
+
+    settings = {**SETTINGS, "steps": 2}
+    options = {"stage1": {"lr": 5e-3}}
+    impl, options = method_impl("clue", options, "clue")
+    x = load_inputs(setup["model"], setup["forget"], setup["retain"], method="clue", settings=settings, seed=0,
+                    masks=setup["masks"], dtype="float32", device="cpu", trust_remote_code=False)
+    seen = [(lr, [s.lr for s in stages]) for lr, stages, _ in
+            sweep_lrs(x.model, x.tok, x.graph, x.clue_masks, x.forget_df, x.retain_df, grid=[1e-4, 1e-2], run="clue",
+                      impl=impl, options=options, settings=settings, seed=0)]
+    assert seen == [(1e-4, [5e-3, 1e-4]), (1e-2, [5e-3, 1e-2])]
+
+
+def test_a_curve_scores_each_point_on_the_evaluations_rows_as_the_evaluation_does(setup, tmp_path):
+    from clueflow.evaluate.run import evaluate_model
+
+    grid = [1e-3, 3e-2]
+    settings = {**SETTINGS, "steps": 3, "lr_grid": grid}
+    evaluation = dict(heldout_path=setup["forget"], retain_paths=setup["retain"], general=False, general_paths={},
+                      standard_tasks=[], general_accuracy=None, general_band=None, general_limit=None, metrics=None)
+    out = tmp_path / "curve.json"
+    found = run_curve(setup["model"], setup["forget"], setup["retain"], out, out.with_suffix(".parquet"), run="ga",
+                      method="ga", options={}, settings=settings, seed=1, masks=setup["masks"], rule="reach",
+                      level=0.5, evaluation=evaluation, autocast=None)
+    rows = pd.read_parquet(out.with_suffix(".parquet"))
+    assert set(rows["subset"]) == {"validation_forget", "validation_retain", "forget", "forget_heldout", "retain"}
+    assert rows.groupby("lr").size().nunique() == 1 and sorted(set(rows["lr"])) == grid
+    assert found["reached"] in (True, False) and found["level"] == 0.5
+    for point in found["scores"]:
+        ckpt = tmp_path / f"ga{point['lr']:g}"
+        run_unlearn(setup["model"], setup["forget"], setup["retain"], ckpt, run="ga", method="ga", options={},
+                    settings={**settings, "lr": point["lr"]}, seed=1, masks=setup["masks"], autocast=None)
+        summary = evaluate_model(ckpt, setup["model"], setup["forget"], setup["retain"], {}, tmp_path / "e.parquet",
+                                 tmp_path / "e.json", run="ga", forget_ratio=settings["forget_ratio"], seed=1,
+                                 autocast=None)
+        for key in ("forget_efficacy", "fe_heldout", "retain_utility"):
+            assert point["test"][key] == pytest.approx(summary[key]), key
+    assert found["forget_ids"] == json.loads((ckpt / "unlearn.json").read_text())["forget_ids"]
+
+
+def test_each_seed_unlearns_its_own_forget_rows_and_the_summary_lists_them(setup):
+    ids = {}
+    for seed in (0, 1):
+        out = setup["root"] / "ckpt" / f"ids{seed}"
+        summary = run_unlearn(setup["model"], setup["forget"], setup["retain"], out, run="ga", method="ga", options={},
+                              settings={**SETTINGS, "steps": 1}, seed=seed, masks=setup["masks"])
+        ids[seed] = summary["forget_ids"]
+        train = pd.read_parquet(setup["forget"])[lambda d: d["split"] == "train"]
+        assert len(ids[seed]) == SETTINGS["forget_ratio"] < len(train) and set(ids[seed]) <= set(train["id"])
+    assert ids[0] != ids[1]
+
+
+def test_the_retain_only_reference_trains_the_retain_term_alone(setup):
+    log, summary = run(setup, "retain", "retain_only", steps=2)
+    trained = log[~log["skipped"]]
+    assert trained["forget_loss"].isna().all() and trained["retain_loss"].notna().all()
+    assert trained["loss"].to_numpy() == pytest.approx(SETTINGS["retain_weight"] * trained["retain_loss"].to_numpy())
+    assert summary["stages"][0]["forget_weight"] == 0.0 and summary["stages"][0]["full_model"]
+    with pytest.raises(ClueflowError, match="retain_weight > 0"):
+        run(setup, "retain", "retain_zero", steps=1, retain_weight=0.0)

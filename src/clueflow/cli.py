@@ -329,15 +329,16 @@ def _clue_masks(args) -> dict[str, Path] | None:
 
 
 def _cmd_unlearn_lr_search(args) -> None:
-    from .unlearn.lr import search_lr
+    from .curve import run_curve
 
     plan, (method, options, settings) = _config_run(args)
     cfg = plan.config
     if settings["lr_grid"] is None:
         raise ClueflowError(f"run {args.run!r} has no lr_grid", file=args.config,
                             field=f"unlearn.methods.{args.run}.lr_grid")
-    found = search_lr(args.model_dir, args.forget, args.retain, args.out, run=args.run, method=method,
-                      options=options, settings=settings, seed=cfg["seed"], masks=_clue_masks(args),
+    found = run_curve(args.model_dir, args.forget, args.retain, args.out, Path(args.out).with_suffix(".parquet"),
+                      run=args.run, method=method, options=options, settings=settings, seed=cfg["seed"],
+                      masks=_clue_masks(args), rule=cfg["unlearn"]["lr_pick"], level=cfg["unlearn"]["pick_fe"],
                       dtype=cfg["model"]["dtype"], device=cfg["model"]["device"],
                       trust_remote_code=cfg["model"]["trust_remote_code"], batch_size=cfg["evaluate"]["batch_size"],
                       autocast=cfg["model"]["autocast"])
@@ -555,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-search", type=Path, help="the run's lr search file (clueflow unlearn lr-search): its pick "
                                                   "replaces the lr")
     p.set_defaults(func=_cmd_unlearn_run, outputs={"out": CHECKPOINT_SUMMARY})
-    p = unl.add_parser("lr-search", help="pick a run's lr from its lr_grid on the validation split (config seed)")
+    p = unl.add_parser("lr-search", help="pick a run's lr from its lr_grid on the validation split (config seed; "
+                                         "unlearn.lr_pick); the scored rows beside --out as .parquet")
     _run_flags(p)
     p.set_defaults(func=_cmd_unlearn_lr_search, outputs={"out": None})
     p = unl.add_parser("methods", help="registered unlearning methods and their options")

@@ -159,8 +159,13 @@ class Layout:
         return self._path(f"checkpoints/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}", v)
 
     def lr_search(self, **v) -> str:
-        """A run's lr search on a pair (``unlearn.lr_grid``): grid, validation scores per lr, the pick."""
-        return self._path("lr/{model}/{run}/{forget}__{retains}.json", v)
+        """A run's lr sweep on a pair at ``seed`` (``unlearn.lr_grid``, :mod:`clueflow.curve`): grid, scores per lr,
+        the pick (the config seed's is the lr of the run's checkpoints)."""
+        return self._path(f"lr/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}.json", v)
+
+    def lr_curve(self, **v) -> str:
+        """The lr sweep's scored rows: one per lr and row (validation, and a tradeoff run's test rows)."""
+        return self._path(f"lr/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}.parquet", v)
 
     def evaluation(self, **v) -> str:
         """Per-example evaluation rows of one model (``run``; ``origin`` = the base model) on one pair, its forget

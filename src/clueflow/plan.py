@@ -32,7 +32,7 @@ from .anatomy import ARCHITECTURES
 from .circuits.attribution import METHODS as CIRCUIT_METHODS
 from .circuits.discover import method_options
 from .config import merge, read_config, validate_config
-from .data.build import check_spec
+from .data.build import check_spec, split_fractions
 from .evaluate.lmeval import check_general
 from .errors import ClueflowError
 from .fetch import fetch_spec
@@ -43,11 +43,17 @@ from .unlearn.methods import DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, nee
 from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
+# evaluate keys that are not evaluate_model's arguments: which rows (filtered), which tasks (general), and the
+# tradeoff report's curves and reading of them
+CURVE_KEYS = ("general", "filtered", "matched_fe", "curve_seeds", "curve_general", "bootstrap")
 RUN_TABLES = ("table1", "table2", "table3", "table6", "fig4", "fig6", "forget_count", "fig7",
-              "sensitivity")  # reports that list runs
+              "sensitivity", "tradeoff")  # reports that list runs
 FIG3_RUN = "clue"  # fig3 shows this run trained against 1..k retain sets
 SWEEPS = ("fig4", "fig6", "forget_count")  # reports of their runs on one shared pair
 WITHOUT_ORIGIN = ("fig3", "fig6", "forget_count", "table3")  # reports that read no base-model evaluation
+# the tradeoff report's files (clueflow.tradeoff), by the role write_tradeoff gives each: name and extension
+TRADEOFF_FILES = {"parquet": ("tradeoff", "parquet"), "markdown": ("tradeoff", "md"), "csv": ("tradeoff", "csv"),
+                  "points": ("tradeoff_points", "parquet"), "areas": ("tradeoff_auc", "parquet")}
 
 
 @dataclass
@@ -177,6 +183,26 @@ class Plan:
             return run
         return self.config["unlearn"]["methods"][run].get("lr_from")
 
+    @property
+    def curve_seeds(self) -> list[int]:
+        """The seeds at which every tradeoff run's whole curve is scored (``evaluate.curve_seeds``; default the
+        global seed, whose sweep is also the lr search)."""
+        own = self.config["evaluate"]["curve_seeds"]
+        return [self.config["seed"]] if own is None else list(own)
+
+    def curves(self) -> list[tuple[str, Pair, int]]:
+        """(run, pair, seed) of every lr sweep scored on its test rows: the tradeoff report's curves."""
+        return [(r, p, s) for r, p in self.shown("tradeoff") for s in self.curve_seeds]
+
+    def scores_curve(self, run: str, seed: int) -> bool:
+        """Whether the lr sweep of ``run`` at ``seed`` is scored on the test rows (a curve of the tradeoff report)."""
+        return run in self.table_runs("tradeoff") and seed in self.curve_seeds
+
+    def lr_search_params(self, run: str) -> dict[str, Any]:
+        """The sweep's parameters: the run's spec and the pick rule (``unlearn.lr_pick``, ``unlearn.pick_fe``)."""
+        u = self.config["unlearn"]
+        return dict(self.unlearn_params(run), rule=u["lr_pick"], level=u["pick_fe"])
+
     def reads_clue_masks(self, run: str) -> bool:
         method, options, _ = self.run_spec(run)
         return needs_clue_masks(method, options)
@@ -230,8 +256,10 @@ class Plan:
                          f"{len(spec['tasks'])} tasks {', '.join(f'``{t}``' for t in spec['tasks'])}.")
         for run in dict.fromkeys(r for r, _ in shown if r is not None):
             method, options, settings = self.run_spec(run)
-            seeds = ", ".join(map(str, self.run_seeds(run)))
+            seeds = ", ".join(map(str, self.curve_seeds if name == "tradeoff" else self.run_seeds(run)))
             steps = "all epochs" if settings["steps"] is None else f"{settings['steps']} steps"
+            if name == "tradeoff":
+                steps += f"; lrs {', '.join(f'{g:g}' for g in settings['lr_grid'])}"
             given = ", ".join(f"{k} {_text(v)}" for k, v in options.items())
             parts.append(f"``{run}``: {method}{f' ({given})' if given else ''}; seeds {seeds}; "
                          f"{settings['forget_ratio']:g} forget examples; {steps}.")
@@ -341,7 +369,7 @@ class Plan:
         u = self.config["unlearn"]
         ratio = u["forget_ratio"] if run == ORIGIN else self.run_spec(run)[2]["forget_ratio"]
         return dict(forget_ratio=ratio, standard_tasks=self.standard_tasks,
-                    **{k: v for k, v in self.config["evaluate"].items() if k not in ("general", "filtered")})
+                    **{k: v for k, v in self.config["evaluate"].items() if k not in CURVE_KEYS})
 
     def test_set(self, layout: Layout, **v) -> str:
         """The set whose test rows are evaluated (``v``: its wildcards): filtered (``evaluate.filtered``) or as
@@ -353,7 +381,7 @@ class Plan:
         return [n for n in (*RESULT_TABLES, "table3", "sensitivity") if self.config["tables"][n]]
 
     def figures(self) -> list[str]:
-        named = ("fig3", "fig4", "fig6", "forget_count", "sensitivity")
+        named = ("fig3", "fig4", "fig6", "forget_count", "sensitivity", "tradeoff")
         return [n for n in named if self.config["tables"][n]] + (["fig7"] if self.has_graph else [])
 
     def targets(self, layout: Layout) -> list[str]:
@@ -363,6 +391,8 @@ class Plan:
         out += [layout.filtered(model=model, set=s) for s in self.sets_in_use]
         out += [layout.table(model=model, name="unlearn_runs", ext=e) for e in ("parquet", "md")]
         out += [layout.table(model=model, name=n, ext=e) for n in self.tables() for e in ("parquet", "md", "csv")]
+        if self.config["tables"]["tradeoff"]:
+            out += [layout.table(model=model, name=n, ext=e) for n, e in TRADEOFF_FILES.values()]
         return out + [layout.figure(model=model, name=n) for n in self.figures()]
 
     # ---- cross-field checks --------------------------------------------------------------------------------
@@ -379,6 +409,7 @@ class Plan:
                     raise self.error(f"tables.{name}", f"{run!r} is not a run (keys of unlearn.methods: "
                                                        f"{', '.join(runs)})")
         self._check_fig3()
+        self._check_tradeoff()
         for name in ("fig4", "fig6", "forget_count"):
             self.sweep_pair(name)
         if cfg["tables"]["table2"] and self.table2_reference() is None:
@@ -410,6 +441,27 @@ class Plan:
         if FIG3_RUN not in self.runs or self.run_spec(FIG3_RUN)[0] != "clue":
             raise self.error("tables.fig3", f"needs a run {FIG3_RUN!r} of method clue in unlearn.methods")
 
+    def _check_tradeoff(self) -> None:
+        cfg = self.config
+        u, levels = cfg["unlearn"], cfg["evaluate"]["matched_fe"]
+        if u["lr_pick"] == "reach" and not any(abs(u["pick_fe"] - f) < 1e-12 for f in levels):
+            raise self.error("unlearn.pick_fe", f"{u['pick_fe']:g} is not one of evaluate.matched_fe "
+                                                f"({', '.join(f'{f:g}' for f in levels)})")
+        for run in self.table_runs("tradeoff"):
+            field = f"unlearn.methods.{run}"
+            if "lr_from" in cfg["unlearn"]["methods"][run]:
+                raise self.error(f"{field}.lr_from", f"run {run!r} is in tables.tradeoff: it needs its own curve "
+                                                     f"(an lr_grid), not another run's lr")
+            grid = self.run_spec(run)[2]["lr_grid"] or []
+            if len(set(grid)) < 2 or len(set(grid)) != len(grid):
+                where = f"{field}.lr_grid" if "lr_grid" in cfg["unlearn"]["methods"][run] else "unlearn.lr_grid"
+                raise self.error(where, f"run {run!r} is in tables.tradeoff: its curve needs an lr grid of 2 or more "
+                                        f"distinct lrs (given: {grid or 'none'})")
+            for seed in self.curve_seeds:
+                if seed not in self.run_seeds(run):
+                    raise self.error("evaluate.curve_seeds", f"seed {seed} is not a seed of run {run!r} "
+                                                             f"({', '.join(map(str, self.run_seeds(run)))})")
+
     def _check_architecture(self) -> None:
         if self.model_type is not None and ARCHITECTURES.has_experts(self.model_type):
             for run in self.runs:
@@ -428,14 +480,16 @@ class Plan:
     def _check_values(self, ratio_given: bool) -> None:
         """Values the schema cannot relate to each other."""
         cfg = self.config
-        n_forget = cfg["datasets"][self.forget]["n"]
+        spec = cfg["datasets"][self.forget]
+        pool = round(spec["n"] * split_fractions(spec)["train"])  # the most train rows the set can hold
         for run in self.runs:
             method, options, settings = self.run_spec(run)
             own = "forget_ratio" in cfg["unlearn"]["methods"][run]
             where = f"unlearn.methods.{run}" if own else "unlearn"
-            if (own or ratio_given) and settings["forget_ratio"] > 1 and settings["forget_ratio"] > n_forget:
+            if (own or ratio_given) and settings["forget_ratio"] > 1 and settings["forget_ratio"] > pool:
                 raise self.error(f"{where}.forget_ratio", f"{settings['forget_ratio']:g} forget examples, but the "
-                                                          f"forget set {self.forget!r} has n = {n_forget}")
+                                                          f"train split of the forget set {self.forget!r} holds at "
+                                                          f"most {pool} rows (n = {spec['n']})")
             if method == "clue":  # CLUE's schedule is its stage options
                 stages = {s: {**d, **options.get(s, {})} for s, d in CLUE_STAGES.items()}
                 if all(st["epochs"] == 0 for st in stages.values()):

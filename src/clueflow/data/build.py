@@ -76,9 +76,7 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
                 break
     if not rows:
         raise ClueflowError("no usable (token-aligned) examples could be built", field=f"datasets.{name}")
-    fractions = {**DEFAULT_SPLITS, **spec.get("splits", {})}
-    validation = spec.get("validation", 0)  # a share of the non-circuit rows, taken from train and test alike
-    fractions.update(train=fractions["train"] * (1 - validation), validation=validation * (1 - fractions["circuit"]))
+    fractions = split_fractions(spec)
     bounds, acc = {}, 0
     for split in SPLITS[:-1]:
         acc += round(fractions[split] * len(rows))
@@ -103,6 +101,15 @@ def build_set(name: str, spec: dict[str, Any], tokenizer, *, seed: int) -> pd.Da
     for i, row in enumerate(rows):
         row["id"] = f"{name}-{i:04d}"
     return to_frame(rows)
+
+
+def split_fractions(spec: dict[str, Any]) -> dict[str, float]:
+    """The share of a set's rows in each split: ``splits`` over the defaults, with ``validation`` (a share of the
+    non-circuit rows) taken from train and test alike."""
+    fractions = {**DEFAULT_SPLITS, **spec.get("splits", {})}
+    validation = spec.get("validation", 0)
+    fractions.update(train=fractions["train"] * (1 - validation), validation=validation * (1 - fractions["circuit"]))
+    return fractions
 
 
 def write_set(name: str, spec: dict[str, Any], tokenizer, out: str | Path, *, seed: int) -> pd.DataFrame:

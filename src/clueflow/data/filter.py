@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import default
+from ..devices import autocast as amp, model_device
 from ..io import read_parquet_metadata, write_json, write_parquet
 from ..models import load_model, load_tokenizer
 from ..scoring import score_continuations
@@ -87,13 +88,16 @@ def filter_set(model, tok, df: pd.DataFrame, *, set_name: str, keep: str = "clea
 def run_filter(data_path: str | Path, model_dir: str | Path, out_path: str | Path, accuracy_path: str | Path, *,
                keep: str = default("filter.keep"), batch_size: int = default("filter.batch_size"),
                dtype: str = default("model.dtype"), device: str = default("model.device"),
-               trust_remote_code: bool = False) -> list[dict[str, Any]]:
-    """File-level filter step: read a data set, score it with the model (on ``device``), write kept rows +
-    accuracy JSON."""
+               trust_remote_code: bool = False, autocast: str | None = default("model.autocast")
+               ) -> list[dict[str, Any]]:
+    """File-level filter step: read a data set, score it with the model (on ``device``, its forward passes under
+    ``autocast`` as the evaluation's, so that a row kept as answered correctly is one the evaluation scores
+    correct: the base model's FE on the unlearned rows is 0), write kept rows + accuracy JSON."""
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     df = read_set(data_path, tokenizer=tok)
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    kept, records = filter_set(model, tok, df, set_name=set_name(data_path), keep=keep, batch_size=batch_size)
+    with amp(model_device(model), autocast):
+        kept, records = filter_set(model, tok, df, set_name=set_name(data_path), keep=keep, batch_size=batch_size)
     if kept.empty:  # recorded, not fatal: the set still has a base accuracy; a stage that reads it will refuse
         print(f"warning: {data_path}: the base model answers no example correctly (keep={keep})")
     write_parquet(out_path, kept, metadata={**read_parquet_metadata(data_path), "filter": keep,

@@ -125,9 +125,53 @@ def unlearned_parameter(model, base) -> float:
     return float(np.mean(shares)) if shares else 0.0
 
 
-def _rows(df: pd.DataFrame, subset: str, correct: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame(dict(subset=subset, set=df["set"], id=df["id"], format=df["format"],
-                             correct=correct.to_numpy()))
+def labelled(path: str | Path) -> pd.DataFrame:
+    """The set at ``path`` with its name in column ``set``."""
+    return read_set(path).assign(set=set_name(path))
+
+
+def test_rows(forget_path: str | Path, retain_paths: list[str | Path], *, forget_ratio: float, seed: int,
+              heldout_path: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """The rows an evaluation scores, by subset: ``forget`` (the rows training drew from ``forget_path`` with
+    ``seed``), ``forget_heldout`` (the test split of ``heldout_path``, default the same file) and ``retain`` (each
+    retain set's test split). A subset without rows is a user error naming its file."""
+    full = labelled(forget_path)
+    heldout_path = forget_path if heldout_path is None else heldout_path
+    held = full if heldout_path == forget_path else labelled(heldout_path)
+    if held["set"].iloc[0] != full["set"].iloc[0]:
+        raise ClueflowError(f"set {held['set'].iloc[0]!r}, not the forget set {full['set'].iloc[0]!r}",
+                            file=heldout_path, field="set")
+    heldout = held[held["split"] == "test"]
+    if heldout.empty:
+        raise ClueflowError("no rows in the test split (held-out forget rows)", file=heldout_path, field="split")
+    retain = pd.concat([labelled(p)[lambda d: d["split"] == "test"] for p in retain_paths])
+    if retain.empty:
+        raise ClueflowError("no rows in the test split of any retain set", file=retain_paths[0], field="split")
+    return dict(forget=forget_rows(full, forget_ratio, seed), forget_heldout=heldout, retain=retain)
+
+
+def score_subsets(model, tok, subsets: dict[str, pd.DataFrame], *, batch_size: int) -> pd.DataFrame:
+    """Every row of every subset scored in one pass (:func:`clueflow.data.filter.correctness`): columns subset,
+    set, id, format, correct, in the subsets' order."""
+    scored = pd.concat(subsets.values(), ignore_index=True)
+    ok = correctness(model, tok, scored, batch_size=batch_size, corrupted=False)["correct"]
+    return pd.DataFrame(dict(subset=np.repeat(list(subsets), [len(d) for d in subsets.values()]), set=scored["set"],
+                             id=scored["id"], format=scored["format"], correct=ok.to_numpy().astype(float)))
+
+
+def general_rows(model, tok, general_paths: dict[str, str | Path], standard_tasks: list[str], *,
+                 general_accuracy: dict[str, str | Path] | None = None, general_band: dict[str, float] | None = None,
+                 batch_size: int = default("evaluate.batch_size"), limit: int | None = None,
+                 metrics: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, float], dict[str, str]]:
+    """The general-utility rows (subset ``general``) through lm-eval, each task's score, and the tasks left out
+    with the reason (``evaluate.general_band``: :mod:`.band`; those are not scored at all)."""
+    dropped = left_out([*general_paths, *standard_tasks], general_accuracy or {}, **(general_band or {}))
+    sets = {name: read_set(p) for name, p in general_paths.items() if name not in dropped}
+    general, scores = evaluate_general(model, tok, sets, list(standard_tasks), batch_size=batch_size, limit=limit,
+                                       metrics=metrics)
+    frame = pd.DataFrame(dict(subset="general", set=general["set"], id=general["id"], format=general["task"],
+                              correct=general["correct"]))
+    return frame, scores, dropped
 
 
 def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str | Path,
@@ -151,33 +195,15 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     accuracy file of each built-in general set, which with ``general_band`` (``evaluate.general_band``) decides the
     sets GU averages (the others are not scored); without it every task counts."""
     started = time.perf_counter()
-    dropped = left_out([*general_paths, *standard_tasks], general_accuracy or {}, **(general_band or {}))
     tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-
-    def labelled(path):
-        return read_set(path).assign(set=set_name(path))
-
-    full = labelled(forget_path)
-    forget = forget_rows(full, forget_ratio, seed)
-    heldout_path = forget_path if heldout_path is None else heldout_path
-    held = full if heldout_path == forget_path else labelled(heldout_path)
-    if held["set"].iloc[0] != full["set"].iloc[0]:
-        raise ClueflowError(f"set {held['set'].iloc[0]!r}, not the forget set {full['set'].iloc[0]!r}",
-                            file=heldout_path, field="set")
-    heldout = held[held["split"] == "test"]
-    if heldout.empty:
-        raise ClueflowError("no rows in the test split (held-out forget rows)", file=heldout_path, field="split")
-    retain = pd.concat([labelled(p)[lambda d: d["split"] == "test"] for p in retain_paths])
-    if retain.empty:
-        raise ClueflowError("no rows in the test split of any retain set", file=retain_paths[0], field="split")
+    rows = test_rows(forget_path, retain_paths, forget_ratio=forget_ratio, seed=seed, heldout_path=heldout_path)
+    forget, heldout = rows["forget"], rows["forget_heldout"]
 
     model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     with amp(model_device(model), autocast):  # model.autocast: every forward pass below
-        scored = pd.concat([forget, heldout, retain], ignore_index=True)
-        ok = correctness(model, tok, scored, batch_size=batch_size, corrupted=False)["correct"]
-        n_f, n_h = len(forget), len(heldout)
-        frames = [_rows(forget, "forget", ok[:n_f]), _rows(heldout, "forget_heldout", ok[n_f:n_f + n_h]),
-                  _rows(retain, "retain", ok[n_f + n_h:])]
+        table = score_subsets(model, tok, rows, batch_size=batch_size)
+        n_f = len(forget)
+        frames = [table[table["subset"] == s].reset_index(drop=True) for s in rows]
 
         # MIA on unique texts (rows of one fact share a text); generation + Rouge-L on the unlearned rows
         texts = [t if isinstance(t, str) and t else p + a for t, p, a in
@@ -192,11 +218,11 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                                                      max_new_tokens=max_new_tokens, batch_size=batch_size)
         frames[0]["rouge_l"] = [rouge_l_recall(g, a) for g, a in zip(frames[0]["generation"], forget["answer"])]
 
-        general_sets = {name: read_set(p) for name, p in general_paths.items() if name not in dropped}  # unscored
-        general, general_scores = evaluate_general(model, tok, general_sets, list(standard_tasks),
-                                                   batch_size=batch_size, limit=general_limit, metrics=metrics)
-    frames.append(pd.DataFrame(dict(subset="general", set=general["set"], id=general["id"], format=general["task"],
-                                    correct=general["correct"])))
+        general, general_scores, dropped = general_rows(model, tok, general_paths, list(standard_tasks),
+                                                        general_accuracy=general_accuracy,
+                                                        general_band=general_band, batch_size=batch_size,
+                                                        limit=general_limit, metrics=metrics)
+    frames.append(general)
 
     if Path(model_dir).resolve() == Path(base_dir).resolve():
         share = 0.0
@@ -215,11 +241,10 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     return summary
 
 
-def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: set[str], texts: list[str],
-              by_text: dict[str, dict[str, float]], general_left_out: dict[str, str] | None = None
-              ) -> dict[str, Any]:
-    """The summary of an evaluation ``table``; ``general``: each general task's score (:func:`evaluate_general`);
-    ``general_left_out``: the tasks GU leaves out, with the reason (:func:`clueflow.evaluate.band.left_out`)."""
+def accuracies(table: pd.DataFrame, general: dict[str, float],
+               general_left_out: dict[str, str] | None = None) -> dict[str, Any]:
+    """FE (on the unlearned rows, per format, held out), RU (pooled and per retain set) and GU of a table of
+    scored rows (columns subset, set, format, correct); ``general``: each general task's score."""
     general_left_out = general_left_out or {}
     used = [t for t in general if t not in general_left_out]
 
@@ -229,16 +254,25 @@ def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: s
 
     sub = table["subset"]
     retain = table[sub == "retain"].groupby("set")["correct"].mean().astype(float)
+    return dict(forget_efficacy=1 - acc(sub == "forget"),
+                fe_mc=1 - acc((sub == "forget") & (table["format"] == "mc")),
+                fe_cloze=1 - acc((sub == "forget") & (table["format"] == "cloze")),
+                fe_heldout=1 - acc(sub == "forget_heldout"),
+                retain_utility=acc(sub == "retain"), retain_per_set=retain.to_dict(),
+                general_utility=float(np.mean([general[t] for t in used])) if used else float("nan"),
+                general_per_set=dict(sorted(general.items())), general_sets=sorted(used),
+                general_left_out=dict(sorted(general_left_out.items())))
+
+
+def summarize(table: pd.DataFrame, general: dict[str, float], *, member_texts: set[str], texts: list[str],
+              by_text: dict[str, dict[str, float]], general_left_out: dict[str, str] | None = None
+              ) -> dict[str, Any]:
+    """The summary of an evaluation ``table``; ``general``: each general task's score (:func:`evaluate_general`);
+    ``general_left_out``: the tasks GU leaves out, with the reason (:func:`clueflow.evaluate.band.left_out`)."""
+    sub = table["subset"]
     members = [by_text[t] for t in dict.fromkeys(texts) if t in member_texts]
     others = [by_text[t] for t in dict.fromkeys(texts) if t not in member_texts]
-    out = dict(forget_efficacy=1 - acc(sub == "forget"),
-               fe_mc=1 - acc((sub == "forget") & (table["format"] == "mc")),
-               fe_cloze=1 - acc((sub == "forget") & (table["format"] == "cloze")),
-               fe_heldout=1 - acc(sub == "forget_heldout"),
-               retain_utility=acc(sub == "retain"), retain_per_set=retain.to_dict(),
-               general_utility=float(np.mean([general[t] for t in used])) if used else float("nan"),
-               general_per_set=dict(sorted(general.items())), general_sets=sorted(used),
-               general_left_out=dict(sorted(general_left_out.items())),
+    out = dict(accuracies(table, general, general_left_out),
                rouge_l=float(table.loc[sub == "forget", "rouge_l"].mean()))
     out["one_minus_rouge_l"] = 1 - out["rouge_l"]
     for key, sign in (("min_k", -1), ("loss", 1), ("min_k_pp", -1)):  # every score: higher = more non-member-like

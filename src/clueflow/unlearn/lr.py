@@ -1,13 +1,14 @@
-"""The lr search of a run on a pair (``unlearn.lr_grid``): ``results/lr/{model}/{run}/{forget}__{retains}.json``.
+"""How a run's lr is picked from the validation scores of its lr sweep (``unlearn.lr_pick``).
 
-The run is trained at each lr of the grid through the same code as :func:`.run.run_unlearn` (the config's seed,
-no checkpoint written; the base weights and torch's random state restored before each lr, so each trial is the
-run that lr would train), then scored on the validation split: forget efficacy ``1 − accuracy`` on the forget
-set's validation rows, retain accuracy on the retain sets' validation rows, both by the evaluation's correctness
-(:func:`clueflow.data.filter.correctness`). The pick maximises their mean (ties: the smaller lr).
+Each point of the sweep (:mod:`clueflow.curve`) is scored on the validation split: forget efficacy ``1 −
+accuracy`` on the forget set's validation rows, retain accuracy on the retain sets' validation rows. Rules:
 
-The file: run, pair, seed, grid, ``scores`` (one ``{lr, forget_efficacy, retain_accuracy, score}`` per lr, in
-grid order), the pick ``lr``, and the validation row counts.
+* ``reach`` (the default): the smallest lr whose validation forget efficacy reaches ``unlearn.pick_fe`` (one of
+  ``evaluate.matched_fe``). An unchanged model cannot be picked while any lr reaches the level. When none does, the
+  lr of the highest forget efficacy, ties to the better retain accuracy, then to the smaller lr, and the search
+  records ``reached: false`` (the runs table shows it).
+* ``mean``: the best ``(forget efficacy + retain accuracy) / 2``, ties to the smaller lr. An untouched model scores
+  0.5 on filtered rows, so under this rule "no change" is always competitive: kept only as a named option.
 """
 
 from __future__ import annotations
@@ -16,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from ..config import default
-from ..data.filter import correctness
-from ..data.schema import pair_of_files, read_set
-from ..devices import autocast as amp, model_device
+from ..data.schema import read_set
 from ..errors import ClueflowError
-from ..io import write_json
-from .methods import method_impl
-from .run import load_inputs, unlearn
 
 SPLIT = "validation"
+PICK_RULES = ("reach", "mean")
+TOLERANCE = 1e-9  # 1 - 0.8 is 0.19999999999999996: a level is reached up to float rounding
 
 
 def validation_rows(path: str | Path) -> pd.DataFrame:
@@ -40,41 +36,20 @@ def validation_rows(path: str | Path) -> pd.DataFrame:
     return rows
 
 
-def pick(scores: list[dict[str, float]]) -> float:
-    """The lr of the best score; ties go to the smaller lr."""
-    return min(scores, key=lambda s: (-s["score"], s["lr"]))["lr"]
+def reaches(score: dict[str, float], level: float) -> bool:
+    return score["forget_efficacy"] >= level - TOLERANCE
 
 
-def search_lr(model_dir: str | Path, forget_path: str | Path, retain_paths: list[str | Path], out_path: str | Path,
-              *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any], seed: int = 0,
-              masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
-              device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
-              batch_size: int = default("evaluate.batch_size"),
-              autocast: str | None = default("model.autocast")) -> dict[str, Any]:
-    impl, options = method_impl(method, options, run)
-    grid = settings["lr_grid"]
-    if not grid:
-        raise ClueflowError(f"run {run!r} has no lr grid", field=f"unlearn.methods.{run}.lr_grid")
-    forget_val = validation_rows(forget_path)
-    retain_val = pd.concat([validation_rows(p) for p in retain_paths])
-    scored = pd.concat([forget_val, retain_val], ignore_index=True)  # one scoring pass per lr
-    x = load_inputs(model_dir, forget_path, retain_paths, method=method, settings=settings, seed=seed, masks=masks,
-                    dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    base = {k: v.detach().clone() for k, v in x.model.state_dict().items()}
-    where = model_device(x.model)
-    cuda = [where.index or 0] if where.type == "cuda" else []
-    scores = []
-    for lr in grid:
-        with torch.random.fork_rng(devices=cuda):  # every trial starts from the random state run_unlearn would
-            unlearn(x.model, x.tok, x.graph, x.clue_masks, x.forget_df, x.retain_df, run=run, impl=impl,
-                    options=options, settings={**settings, "lr": lr}, seed=seed, autocast=autocast)
-        with amp(where, autocast):  # scored as the evaluation scores
-            ok = correctness(x.model, x.tok, scored, batch_size=batch_size, corrupted=False)["correct"].to_numpy()
-        fe, ra = 1 - float(ok[:len(forget_val)].mean()), float(ok[len(forget_val):].mean())
-        scores.append(dict(lr=lr, forget_efficacy=fe, retain_accuracy=ra, score=(fe + ra) / 2))
-        print(f"lr {lr:g}: forget efficacy {fe:.3f}, retain accuracy {ra:.3f}")
-        x.model.load_state_dict(base)
-    out = dict(run=run, pair=pair_of_files(forget_path, retain_paths), seed=seed, grid=list(grid), scores=scores,
-               lr=pick(scores), n_forget_validation=len(forget_val), n_retain_validation=len(retain_val))
-    write_json(out_path, out)
-    return out
+def pick(scores: list[dict[str, float]], rule: str = "reach", level: float | None = 0.5) -> dict[str, Any]:
+    """The picked lr under ``rule`` and, for ``reach``, whether it reached ``level`` (``reached``; None for
+    ``mean``). ``scores``: one ``{lr, forget_efficacy, retain_accuracy}`` per grid point."""
+    if rule == "mean":
+        best = min(scores, key=lambda s: (-(s["forget_efficacy"] + s["retain_accuracy"]) / 2, s["lr"]))
+        return dict(lr=best["lr"], reached=None)
+    if rule != "reach":
+        raise ValueError(f"unknown lr pick rule {rule!r} (one of {', '.join(PICK_RULES)})")
+    reaching = [s for s in scores if reaches(s, level)]
+    if reaching:
+        return dict(lr=min(s["lr"] for s in reaching), reached=True)
+    best = min(scores, key=lambda s: (-s["forget_efficacy"], -s["retain_accuracy"], s["lr"]))
+    return dict(lr=best["lr"], reached=False)

@@ -7,7 +7,8 @@
 * ``train_log.parquet``: one row per optimizer step — stage, epoch, step, skipped, loss, forget_loss,
   retain_loss (null without a retain term), grad_norm (before clipping, trainable entries only), lr, seconds;
 * ``masks/{stage}.safetensors``: each stage's mask, in the mask-file format (absent for full fine-tuning);
-* ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, per stage its
+* ``unlearn.json``: run, pair, method, options, settings, seed, forget/retain example counts, ``forget_ids`` (the
+  ids of the forget rows unlearned, in the set's order), per stage its
   optimizer steps, trainable entries and unlearned-parameter share (or the merged LoRA adapter: r, alpha, dropout,
   target modules, trainable parameters), dtype, wall seconds; with ``unlearn.lr_grid`` (or ``lr_from``),
   ``lr_grid``: the lr search (its run, grid, per-lr validation scores, pick), whose pick is the settings' ``lr``. The device is not
@@ -58,12 +59,10 @@ def forget_rows(df: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
     return train_rows.sample(n=n, random_state=seed).sort_index() if n < len(train_rows) else train_rows
 
 
-def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: pd.DataFrame, *, run: str, impl,
-            options: dict[str, Any], settings: dict[str, Any], seed: int,
-            autocast: str | None = None) -> tuple[list[Stage], list[dict]]:
-    """Train ``model`` in place by method ``impl`` (its stages; ``settings["steps"]`` split over them): the stages
-    and the train log. :func:`run_unlearn` and the lr search (:mod:`.lr`) both train through here; ``autocast``
-    (``model.autocast``) is the training forward passes' precision."""
+def prepare(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: pd.DataFrame, *, run: str, impl,
+            options: dict[str, Any], settings: dict[str, Any], seed: int) -> tuple[list[Stage], UnlearnData]:
+    """Method ``impl``'s stages (its attribution and masks computed on ``model`` as it is; ``settings["steps"]``
+    split over them) and the batches the trainer draws."""
 
     def batches(df, kind, salt):
         return Batches(examples(tok, df, kind, max_length=settings["max_length"]), settings["batch_size"],
@@ -80,10 +79,72 @@ def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: p
         raise ClueflowError(str(err), field=f"unlearn.methods.{run}.options") from None
     if settings["steps"] is not None:
         allot_steps(stages, settings["steps"])
-    log = train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
-                gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"], amp=autocast,
-                joint_retain_pass=settings["joint_retain_pass"])
-    return stages, log
+    return stages, data
+
+
+def fit(model, stages: list[Stage], data: UnlearnData, settings: dict[str, Any], autocast: str | None) -> list[dict]:
+    """Train ``model`` in place through the stages: the train log."""
+    return train(model, stages, data, beta=settings["npo_beta"], grad_clip=settings["grad_clip"],
+                 gradient_checkpointing=settings["gradient_checkpointing"], lora=settings["lora"], amp=autocast,
+                 joint_retain_pass=settings["joint_retain_pass"])
+
+
+def unlearn(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: pd.DataFrame, *, run: str, impl,
+            options: dict[str, Any], settings: dict[str, Any], seed: int,
+            autocast: str | None = None) -> tuple[list[Stage], list[dict]]:
+    """Train ``model`` in place by method ``impl`` (its stages; ``settings["steps"]`` split over them): the stages
+    and the train log. :func:`run_unlearn` trains through here, an lr sweep through :func:`sweep_lrs`;
+    ``autocast`` (``model.autocast``) is the training forward passes' precision."""
+    stages, data = prepare(model, tok, graph, clue_masks, forget_df, retain_df, run=run, impl=impl, options=options,
+                           settings=settings, seed=seed)
+    return stages, fit(model, stages, data, settings, autocast)
+
+
+def sweep_lrs(model, tok, graph, clue_masks, forget_df: pd.DataFrame, retain_df: pd.DataFrame, *, grid: list[float],
+              run: str, impl, options: dict[str, Any], settings: dict[str, Any], seed: int,
+              autocast: str | None = None):
+    """Yield ``(lr, stages, log)`` with ``model`` trained at each lr of ``grid`` in turn, each from the same start:
+    the weights (kept on the CPU meanwhile), torch's random state and the batches' shuffles are restored before
+    each, so each point is the run :func:`unlearn` trains at that lr. The method's attribution and masks do not
+    depend on the lr and are computed once; a stage whose lr the method fixed itself keeps it. A method that edits
+    the weights itself (a published mode) is run again at each lr. The model holds the last point's weights after."""
+    where = model_device(model)
+    cuda = [where.index or 0] if where.type == "cuda" else []
+    base = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def rng_state():
+        return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda]
+
+    def set_rng(state):
+        torch.set_rng_state(state[0])
+        for d, st in zip(cuda, state[1]):
+            torch.cuda.set_rng_state(st, d)
+
+    def build(lr):
+        return prepare(model, tok, graph, clue_masks, forget_df, retain_df, run=run, impl=impl, options=options,
+                       settings={**settings, "lr": lr}, seed=seed)
+
+    with torch.random.fork_rng(devices=cuda):  # the caller's random state is left as it was
+        before = rng_state()
+        stages, data = build(grid[0])
+        edits = any(s.edit is not None for s in stages)
+        after = rng_state()
+        streams = [b for b in (data.forget, data.refusal, data.retain) if b is not None]
+        shuffles = [b.generator.get_state() for b in streams]
+        for i, lr in enumerate(grid):
+            if i:
+                model.load_state_dict(base)
+                if edits:
+                    set_rng(before)
+                    stages, data = build(lr)
+                else:
+                    set_rng(after)
+                    for b, st in zip(streams, shuffles):
+                        b.generator.set_state(st)
+                    for s in stages:
+                        if not s.fixed_lr:
+                            s.lr = lr
+            yield lr, stages, fit(model, stages, data, {**settings, "lr": lr}, autocast)
 
 
 @dataclass
@@ -144,7 +205,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     rank = world()[0]
     pair = pair_of_files(forget_path, retain_paths)
     summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
-                   n_forget=len(forget_df), n_retain=len(retain_df),
+                   n_forget=len(forget_df), n_retain=len(retain_df), forget_ids=forget_df["id"].tolist(),
                    stages=[stage_record(s, log, model) for s in stages],
                    dtype=dtype, autocast=autocast, seconds=round(time.perf_counter() - started, 2),
                    **({} if searched is None else dict(lr_grid=searched)))
@@ -167,6 +228,7 @@ def stage_record(stage: Stage, log: list[dict], model) -> dict[str, Any]:
         done = dict(edit=stage.edit)
     else:
         done = dict(loss=stage.loss, epochs=stage.epochs, lr=stage.lr, retain_weight=stage.retain_weight,
+                    forget_weight=stage.forget_weight,
                     optimizer=stage.optimizer,
                     steps=sum(1 for row in log if row["stage"] == stage.name and not row["skipped"]))
     return dict(name=stage.name, **done, full_model=stage.mask is None,
@@ -192,8 +254,8 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
     """One row per unlearning run (a checkpoint directory): its seed, wall time, steps (the trainer's and those of
-    a method's own update), lr (none for an edit without one), the grid it was picked from and the run whose search
-    picked it (if any), trainable share, final losses."""
+    a method's own update), lr (none for an edit without one), the grid it was picked from, the run whose search
+    picked it and whether that pick reached the rule's level (if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
         s = json.loads((Path(ckpt) / SUMMARY).read_text())
@@ -206,6 +268,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
                          n_forget=s["n_forget"], lr=s["settings"]["lr"] if uses_lr else None,
                          lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,
                          lr_from=s["lr_grid"]["run"] if "lr_grid" in s else None,
+                         lr_reached=s["lr_grid"].get("reached") if "lr_grid" in s else None,
                          unlearned_parameter=max((st.get("unlearned_parameter", 1.0) for st in s["stages"]),
                                                  default=0.0),
                          final_loss=last.get("loss"), final_forget_loss=last.get("forget_loss")))

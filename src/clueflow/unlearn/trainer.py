@@ -47,7 +47,9 @@ class Stage:
     epochs: int = 1
     steps: int | None = None  # set (by :func:`allot_steps`): exactly this many optimizer steps instead of epochs
     lr: float = 1e-5
+    fixed_lr: bool = False  # the method set this stage's lr itself: an lr sweep leaves it alone
     retain_weight: float = 0.0
+    forget_weight: float = 1.0  # 0: the retain term alone (the retain-only reference), still one step per forget batch
     optimizer: str = "adamw"
     weight_decay: float = 0.0
     options: dict = field(default_factory=dict)  # extra optimizer arguments (e.g. Sophia's rho)
@@ -206,7 +208,13 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                     opt.zero_grad(set_to_none=True)
                     with_retain = bool(stage.retain_weight) and retain_stream is not None
                     forget_fn = FORGET_LOSSES[stage.loss]
-                    if with_retain and joint_retain_pass and accel is None:
+                    if not stage.forget_weight:  # no forget forward at all
+                        r, r_weight = share(next(retain_stream), rank, size)
+                        retain_loss = nll(_logits(run, r, amp), r.labels) * r_weight
+                        forget_loss, loss = None, stage.retain_weight * retain_loss
+                        if accel is None:
+                            loss.backward()
+                    elif with_retain and joint_retain_pass and accel is None:
                         r = next(retain_stream)
                         logits = _logits(run, stack(batch, r, data.retain.pad_id), amp)
                         n, f_width, r_width = len(batch.index), batch.labels.shape[1], r.labels.shape[1]
@@ -241,7 +249,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                     opt.step()
                     step += 1
                     log.append(dict(stage=stage.name, epoch=epoch, step=step, skipped=False, loss=loss.item(),
-                                    forget_loss=forget_loss.item(),
+                                    forget_loss=None if forget_loss is None else forget_loss.item(),
                                     retain_loss=None if retain_loss is None else retain_loss.item(),
                                     grad_norm=float(norm), lr=stage.lr, seconds=time.perf_counter() - start))
                     bar.update()

@@ -31,6 +31,6 @@ def clue(ctx: Context):
         stage = ctx.stage(name, masks[spec["mask"]], epochs=spec["epochs"], loss=spec.get("loss"),
                           retain_weight=spec["retain_weight"])
         if "lr" in spec:
-            stage.lr = float(spec["lr"])
+            stage.lr, stage.fixed_lr = float(spec["lr"]), True
         stages.append(stage)
     return stages[::-1] if ctx.options.get("swap") else stages
