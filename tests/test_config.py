@@ -14,7 +14,7 @@ DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 def test_default_config_is_valid_and_gets_defaults():
     cfg = validate_config(copy.deepcopy(DEFAULT), file="config.yaml")
     assert cfg["model"]["revision"] is None  # filled from the schema default
-    assert cfg["forget"] == "capitals" and cfg["retain"] == ["capitals_b"]
+    assert cfg["forget"] == "capitals" and cfg["retain"] == ["bool"]
 
 
 def _broken(edit):

@@ -15,8 +15,15 @@ DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 TASKS = ["capitals_b", "bool", "docstring", "induction", "reverse"]
 
 
+def with_capitals_b(cfg: dict) -> dict:
+    """The default and a fifth candidate task: the other half's capitals (the stress slice's retain set)."""
+    cfg["datasets"]["capitals_b"] = {"generator": "capitals", "n": 194, "split_by": "fact",
+                                     "options": {"countries": "half_b"}}
+    return cfg
+
+
 def plan_with(**tables) -> Plan:
-    cfg = copy.deepcopy(DEFAULT)
+    cfg = with_capitals_b(copy.deepcopy(DEFAULT))
     for spec in cfg["datasets"].values():  # fig3's drawn sets get CLUE's lr search: every task needs validation rows
         spec.setdefault("validation", 0.2)
     cfg["tables"].update(tables)
@@ -72,7 +79,7 @@ def test_table2_compares_with_its_clue_run_and_fig7_shows_localizers_only():
         plan_with(table2=["ga", "wagle"])
     with pytest.raises(ClueflowError, match="tables.fig7: 'ga' trains every parameter"):
         plan_with(fig7=["ga"])
-    assert [(r, p.name) for r, p in plan_with(fig7=["memit"]).fig7_entries()] == [("memit", "capitals__capitals_b")]
+    assert [(r, p.name) for r, p in plan_with(fig7=["memit"]).fig7_entries()] == [("memit", "capitals__bool")]
 
 
 def test_captions_name_each_run_with_its_method_options_seeds_and_sizes():
@@ -80,17 +87,17 @@ def test_captions_name_each_run_with_its_method_options_seeds_and_sizes():
     cfg["unlearn"]["methods"]["no_mf"] = {"method": "clue", "options": {"stage1": {"epochs": 0}}, "seeds": [0]}
     cfg["tables"]["table2"] = ["clue", "no_mf"]
     text = Plan.from_config(cfg, file="c.yaml").provenance("table2")
-    assert "Model ``smollm2-135m-instruct``" in text and "Pairs: ``capitals__capitals_b``." in text
-    assert "``clue``: clue; seeds 0, 1, 2; 16 forget examples; 50 steps." in text
-    assert "``no_mf``: clue (stage1 {epochs: 0}); seeds 0; 16 forget examples; 50 steps." in text
+    assert "Model ``smollm2-135m-instruct``" in text and "Pairs: ``capitals__bool``." in text
+    assert "``clue``: clue; seeds 0, 1, 2; 34 forget examples; all epochs." in text
+    assert "``no_mf``: clue (stage1 {epochs: 0}); seeds 0; 34 forget examples; all epochs." in text
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "table6", "table3", "sensitivity", "fig3", "fig4", "fig6",
-                                  "forget_count", "fig7"])
+                                  "forget_count", "fig7", "tradeoff"])
 def test_each_reports_caption_names_the_pairs_and_runs_its_rule_reads(name):
     """The caption and the rule's inputs both come from Plan.shown: every run whose evaluation (or checkpoint) the
     report reads, and every pair it reads them on, is named in its caption, and nothing else is."""
-    cfg = copy.deepcopy(DEFAULT)
+    cfg = with_capitals_b(copy.deepcopy(DEFAULT))
     for spec in cfg["datasets"].values():
         spec.setdefault("validation", 0.2)
     cfg["tables"]["fig3"] = {"tasks": TASKS, "sizes": [1], "draws": 5, "general": "docstring",
@@ -112,3 +119,5 @@ def test_each_reports_caption_names_the_pairs_and_runs_its_rule_reads(name):
     assert named == pairs and pairs >= {p.name for _, p, _ in read if name != "fig3"}, name
     assert runs, name  # the default config shows some run in every report
     assert any(r == "origin" for r, _, _ in read) == (name not in ("fig3", "fig6", "forget_count", "table3")), name
+    if name == "tradeoff":  # the curves' seeds, and each run's grid
+        assert "seeds 0;" in text and "lrs 1e-05, 5.6e-05" in text

@@ -132,21 +132,22 @@ def test_families_never_share_a_path():
 # ---- plan ------------------------------------------------------------------------------------------------------
 def test_plan_of_the_default_config():
     plan = load_plan(REPO / "config.yaml")
-    assert [p.name for p in plan.pairs] == ["capitals__capitals_b"]
-    assert plan.run_pairs("clue") == [Pair("capitals", ("capitals_b",))] and plan.run_seeds("clue") == [0, 1, 2]
-    assert [plan.lr_source(r) for r in ("ga", "clue", "wagle", "random")] == ["ga", "random", "random", "random"]
+    assert [p.name for p in plan.pairs] == ["capitals__bool"]
+    assert plan.run_pairs("clue") == [Pair("capitals", ("bool",))] and plan.run_seeds("clue") == [0, 1, 2]
+    assert [plan.lr_source(r) for r in ("ga", "clue", "wagle", "random")] == ["ga", "clue", "wagle", "random"]
     assert plan.mask_source("clue") == (BASE, {}) and plan.fig3_pairs == []
-    assert plan.general_sets == ["bool", "docstring", "induction", "reverse"] and plan.standard_tasks == []
+    assert plan.general_sets == ["docstring", "induction", "reverse"] and plan.standard_tasks == []
     targets = plan.targets(Layout())
     assert "results/figures/smollm2-135m-instruct/fig7.png" in targets and len(targets) == len(set(targets))
+    assert "results/figures/smollm2-135m-instruct/tradeoff.png" in targets
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["unlearn"]["methods"]["clue_e01"] = {"method": "clue", "edge_fraction": 0.01}
-    cfg["tables"]["fig3"] = ["capitals_b", "bool"]
-    cfg["datasets"]["bool"]["validation"] = 0.2  # CLUE's lr search on the fig3 pair capitals__capitals_b+bool
-    cfg["retain"].append("bool")
+    cfg["tables"]["fig3"] = ["bool", "docstring"]
+    cfg["datasets"]["docstring"]["validation"] = 0.2  # CLUE's lr search on the fig3 pair capitals__bool+docstring
+    cfg["retain"].append("docstring")
     plan = Plan.from_config(cfg)
     assert plan.mask_source("clue_e01") == (RESIZED, {"fraction": 0.01})
-    assert [p.name for p in plan.fig3_pairs] == ["capitals__capitals_b", "capitals__capitals_b+bool"]
+    assert [p.name for p in plan.fig3_pairs] == ["capitals__bool", "capitals__bool+docstring"]
 
 
 def test_plan_errors_are_one_clueflow_error():

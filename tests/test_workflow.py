@@ -102,13 +102,13 @@ def test_dry_run_of_the_whole_default_dag(tmp_path):
                                        "solve": n_pairs, "solve_after": len(after), "masks": n_pairs,
                                        "localization_table": 1, "lr_search": searches, "unlearn": len(plan.checkpoints),
                                        "unlearn_table": 1, "evaluate": len(plan.checkpoints) + origin,
-                                       "table": 2, "table3": 1, "fig7": 1, "sensitivity": 1}
-    assert (searches, len(plan.checkpoints), origin) == (4, 33, 3)
+                                       "table": 2, "table3": 1, "fig7": 1, "sensitivity": 1, "tradeoff": 1}
+    assert (searches, len(plan.checkpoints), origin) == (12, 36, 3)  # every run's own curve, at the config seed
 
 
 def test_dry_run_of_the_paper_sized_config_plans_every_sweep(tmp_path):
     """config.paper.yaml over config.yaml: Table 1 in both baseline modes, table2's nine variants, fig3's 20 random
-    draws per size against 13 tasks with the general-corpus reference, fig4's densities, fig6 and the forget-count
+    draws per size against 12 tasks with the general-corpus reference, fig4's densities, fig6 and the forget-count
     sweep, each report once."""
     from clueflow.plan import load_plan
 
@@ -119,7 +119,7 @@ def test_dry_run_of_the_paper_sized_config_plans_every_sweep(tmp_path):
     tables = plan.config["tables"]
     assert len(tables["table2"]) == 10 and plan.table2_reference() == "clue"
     assert {"memit_published", "depn_published", "pcgu_published", "simu_paper"} <= set(tables["table1"])
-    assert len(plan.fig3_pairs) == 13 + 9 * 20 and len(plan.fig3_reference()) == 2
+    assert len(plan.fig3_pairs) == 12 + 9 * 20 and len(plan.fig3_reference()) == 2
     drawn = [(r, p, s) for r, p, s in plan.report_evaluations("fig3") if (r, p, s) not in set(plan.checkpoints)]
     counts = job_counts(proc.stdout)
     assert counts["unlearn"] == len(plan.checkpoints) + len(set(drawn))
