@@ -172,7 +172,8 @@ def unlearn_inputs(wildcards):
 
 def curve_inputs(wildcards):
     """training_inputs, and for a curve of the tradeoff report the rows its points are scored on, as the
-    evaluation's (evaluate_inputs): the held-out forget rows, the retain sets' test rows, the general sets."""
+    evaluation's (evaluate_inputs): the held-out forget rows, the retain sets' test rows, the general sets.
+    """
     if not PLAN.scores_curve(wildcards.run, int(wildcards.seed)):
         return training_inputs(wildcards)
     rows = evaluate_inputs(wildcards)
@@ -206,8 +207,12 @@ def tradeoff_inputs(wildcards):
     model = wildcards.model
     entries = PLAN.curves()
     return {
-        "json": [L.lr_search(model=model, run=r, pair=p, seed=s) for r, p, s in entries],
-        "parquet": [L.lr_curve(model=model, run=r, pair=p, seed=s) for r, p, s in entries],
+        "json": [
+            L.lr_search(model=model, run=r, pair=p, seed=s) for r, p, s in entries
+        ],
+        "parquet": [
+            L.lr_curve(model=model, run=r, pair=p, seed=s) for r, p, s in entries
+        ],
         "origin": [
             L.evaluation(model=model, run=ORIGIN, pair=p, seed=s) for _, p, s in entries
         ],

@@ -292,7 +292,8 @@ def test_lr_search_jobs_are_sized_for_one_training_per_lr_on_one_gpu(tmp_path):
     steps = stage_work("unlearn", cfg, size, JOB).tokens
     assert steps > epochs  # 1000 batches are more than 6 epochs of 16 rows
     cfg["unlearn"].update(lr_grid=[1e-5, 3e-5, 1e-4], gpus=2)
-    assert stage_work("lr_search", cfg, size, JOB).tokens == 3 * steps
+    scored = stage_work("evaluate", cfg, size, JOB).tokens // 2  # each point scored once, without the base model
+    assert stage_work("lr_search", cfg, size, JOB).tokens == 3 * (steps + scored)
     one, run = job_resources("lr_search", cfg, tmp_path, JOB), job_resources("unlearn", cfg, tmp_path, JOB)
     assert one.gpus == 1 and run.gpus == 2 and one.runtime > run.runtime
 

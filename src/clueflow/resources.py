@@ -242,9 +242,11 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
         n = _examples(config, wildcards.get("forget", config["forget"]))
         forget = u["forget_ratio"] if u["forget_ratio"] > 1 else u["forget_ratio"] * n
         rows = forget * max(1, u["epochs"]) if u["steps"] is None else u["steps"] * u["batch_size"]
-        # forget and retain batches, forward + backward (3) plus the reference forward (1); the lr search trains
-        # once per lr of the grid
-        tokens = 2 * rows * u["max_length"] * 4 * (len(u["lr_grid"] or [1]) if stage == "lr_search" else 1)
+        # forget and retain batches, forward + backward (3) plus the reference forward (1); the lr sweep trains
+        # once per lr of the grid and scores each point, at most on every row an evaluation scores (its model only)
+        tokens = 2 * rows * u["max_length"] * 4
+        if stage == "lr_search":
+            tokens = len(u["lr_grid"] or [1]) * (tokens + stage_work("evaluate", config, size, wildcards).tokens // 2)
         return Work(tokens, 2 * u["batch_size"] * u["max_length"])
     if work == "evaluate":
         e = config["evaluate"]
