@@ -114,7 +114,7 @@ def test_graph_config_on_unsupported_model_fails_at_start_with_one_line(tmp_path
                          timeout=300)
     expected = (f"config.yaml: model.source: 'tiny:opt' is a model of type 'opt', which the circuit graph does not "
                 f"support (supported: {', '.join(ARCHITECTURES.names())}); {needed} needs the graph (only ga, npo, "
-                f"po run without it)")
+                f"po, retain run without it)")
     assert cli.returncode == 2 and cli.stderr == f"clueflow: {expected}\n", cli.stderr
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                            str(tmp_path), "all", "--cores", "1"], capture_output=True, text=True, timeout=300)

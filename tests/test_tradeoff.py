@@ -163,7 +163,9 @@ def default_with(edit):
     (lambda c: c["evaluate"].update(curve_seeds=[0, 7]), "evaluate.curve_seeds"),
     (lambda c: c["tables"].update(tradeoff=["nope"]), "tables.tradeoff"),
     (lambda c: c.update(retain=["capitals"]), "retain"),
-    (lambda c: c["unlearn"].update(forget_ratio=80), "unlearn.forget_ratio"),
+    (lambda c: c["unlearn"].update(forget_ratio=200), "unlearn.forget_ratio"),  # above n: a fact split
+    (lambda c: (c["datasets"]["capitals"].update(split_by="row"), c["unlearn"].update(forget_ratio=80)),
+     "unlearn.forget_ratio"),  # rows split one by one: the train split holds round(194 x 0.36) = 70
 ])
 def test_bad_tradeoff_settings_are_refused_at_start_naming_the_field(edit, field):
     with pytest.raises(ClueflowError) as err:

@@ -236,6 +236,7 @@ def test_workflow_searches_the_lr_once_per_pair_before_the_runs_unlearn_jobs(tmp
     cfg["unlearn"]["methods"]["ga"]["lr_grid"] = [1e-4, 1e-3]
     for spec in cfg["datasets"].values():
         spec["validation"] = 0.2
+    cfg["datasets"]["capitals"]["n"] = 20  # a train split that still holds forget_ratio rows beside validation
     out = snakemake(workdir_with(tmp_path, cfg), "all", "--dry-run", "--cores", "1").stdout
     searched = [w for rule, w in jobs(out) if rule == "lr_search"]
     assert job_counts(out)["lr_search"] == len(searched) == 3  # ga on each retain set and on both
@@ -254,6 +255,7 @@ def test_runs_with_lr_from_train_at_another_runs_pick_without_a_search_of_their_
         methods[r]["lr_from"] = "ga"
     for spec in cfg["datasets"].values():
         spec["validation"] = 0.2
+    cfg["datasets"]["capitals"]["n"] = 20  # a train split that still holds forget_ratio rows beside validation
     out = snakemake(workdir_with(tmp_path, cfg), "all", "--dry-run", "--cores", "1").stdout
     assert lr_from and job_counts(out)["lr_search"] == 3 and all("run=ga" in w for r, w in jobs(out) if r == "lr_search")
     plan = Plan.from_config(cfg, file="c.yaml")

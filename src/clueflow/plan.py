@@ -481,15 +481,19 @@ class Plan:
         """Values the schema cannot relate to each other."""
         cfg = self.config
         spec = cfg["datasets"][self.forget]
-        pool = round(spec["n"] * split_fractions(spec)["train"])  # the most train rows the set can hold
+        # the most train rows the set can hold: exact for rows split one by one; a fact split moves whole facts
+        # across a boundary, so there only n bounds it
+        by_row = spec.get("split_by", "row") == "row"
+        pool = round(spec["n"] * split_fractions(spec)["train"]) if by_row else spec["n"]
         for run in self.runs:
             method, options, settings = self.run_spec(run)
             own = "forget_ratio" in cfg["unlearn"]["methods"][run]
             where = f"unlearn.methods.{run}" if own else "unlearn"
             if (own or ratio_given) and settings["forget_ratio"] > 1 and settings["forget_ratio"] > pool:
                 raise self.error(f"{where}.forget_ratio", f"{settings['forget_ratio']:g} forget examples, but the "
-                                                          f"train split of the forget set {self.forget!r} holds at "
-                                                          f"most {pool} rows (n = {spec['n']})")
+                                                          f"{'train split of the ' if by_row else ''}forget set "
+                                                          f"{self.forget!r} holds at most {pool} rows "
+                                                          f"(n = {spec['n']})")
             if method == "clue":  # CLUE's schedule is its stage options
                 stages = {s: {**d, **options.get(s, {})} for s, d in CLUE_STAGES.items()}
                 if all(st["epochs"] == 0 for st in stages.values()):
