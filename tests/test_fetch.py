@@ -60,7 +60,7 @@ def test_fetch_lists_the_hub_model_the_loaders_hub_sets_and_the_general_tasks():
                             "subset": "bio", "hub": "cais/wmdp", "distractor_hub": "cais/wmdp",
                             "distractor_hub_config": "wmdp-cyber", "hub_split": "test"}},
                         "datasets.local": {"loader": "sst2", "n": 10, "options": {"path": "sst2.parquet"}},
-                        "evaluate.general": ["bool"]})
+                        "evaluate.general": ["induction"]})
     plan = Plan.from_config(config)
     assert plan.fetch_spec() == {**fetch_spec(plan.config, ["arc_easy"]), "tasks": []}  # the plan's standard tasks
     assert fetch_spec(plan.config, ["arc_easy"]) == {
