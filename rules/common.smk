@@ -160,13 +160,17 @@ def training_inputs(wildcards):
 
 def unlearn_inputs(wildcards):
     """training_inputs, and the lr search on the pair (one file for all seeds) of the run that sets its lr: itself
-    with an lr grid, or the run its lr_from names."""
+    with an lr grid, or the run its lr_from names; at the search's own seed, the search's checkpoint of its pick
+    (this very run, adopted rather than trained again)."""
     source = PLAN.lr_source(wildcards.run)
     if source is None:
         return training_inputs(wildcards)
+    search = {**fields(wildcards), "run": source, "seed": config["seed"]}
+    own = source == wildcards.run and int(wildcards.seed) == config["seed"]
     return dict(
         training_inputs(wildcards),
-        lr=L.lr_search(**{**fields(wildcards), "run": source, "seed": config["seed"]}),
+        lr=L.lr_search(**search),
+        **({"picked": L.lr_pick(**search)} if own else {}),
     )
 
 

@@ -390,3 +390,62 @@ def test_the_retain_only_reference_trains_the_retain_term_alone(setup):
     assert summary["stages"][0]["forget_weight"] == 0.0 and summary["stages"][0]["full_model"]
     with pytest.raises(ClueflowError, match="retain_weight > 0"):
         run(setup, "retain", "retain_zero", steps=1, retain_weight=0.0)
+
+
+@pytest.mark.parametrize("method", ["ga", "clue"])
+def test_the_sweeps_checkpoint_of_its_pick_is_the_run_at_that_lr_and_is_adopted_not_retrained(setup, method):
+    """The pick is followed while the sweep runs (here the middle point: the smallest lr, every point reaching a
+    level of ~0; the model holds the last point's weights after); its checkpoint equals run_unlearn at the pick,
+    entry for entry, and the run's checkpoint at that seed adopts it by hard links. A different seed is refused."""
+    grid, settings = [3e-2, 1e-3, 1e-2], {**SETTINGS, "steps": 3, "lr_grid": [3e-2, 1e-3, 1e-2]}
+    out, picked = setup["root"] / "lr" / f"{method}_pick.json", setup["root"] / "lr" / f"{method}_pick.picked"
+    found = run_curve(setup["model"], setup["forget"], setup["retain"], out, out.with_suffix(".parquet"), run=method,
+                      method=method, options={}, settings=settings, masks=setup["masks"], level=1e-12,
+                      checkpoint_dir=picked)
+    assert found["lr"] == 1e-3 == grid[1]
+    trained = setup["root"] / "ckpt" / f"{method}_pick_trained"
+    run_unlearn(setup["model"], setup["forget"], setup["retain"], trained, run=method, method=method, options={},
+                settings=settings, masks=setup["masks"], lr_search=out)
+    want, got = load_model(trained).state_dict(), load_model(picked).state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    summaries = [json.loads((d / "unlearn.json").read_text()) for d in (trained, picked)]
+    assert [{k: v for k, v in s.items() if k != "seconds"} for s in summaries] == [
+        {k: v for k, v in summaries[0].items() if k != "seconds"}] * 2
+    logs = [pd.read_parquet(d / "train_log.parquet").drop(columns="seconds") for d in (trained, picked)]
+    pd.testing.assert_frame_equal(*logs)
+    assert sorted(p.name for p in (picked / "masks").glob("*")) == sorted(p.name for p in (trained / "masks").glob("*"))
+
+    adopted = setup["root"] / "ckpt" / f"{method}_pick_adopted"
+    summary = run_unlearn(setup["model"], setup["forget"], setup["retain"], adopted, run=method, method=method,
+                          options={}, settings=settings, masks=setup["masks"], lr_search=out, picked=picked)
+    assert summary == summaries[1]
+    assert (adopted / "model.safetensors").stat().st_ino == (picked / "model.safetensors").stat().st_ino
+    with pytest.raises(ClueflowError, match="seed") as err:
+        run_unlearn(setup["model"], setup["forget"], setup["retain"], setup["root"] / "ckpt" / f"{method}_seed1",
+                    run=method, method=method, options={}, settings=settings, masks=setup["masks"], lr_search=out,
+                    picked=picked, seed=1)
+    assert err.value.field == "seed" and not (setup["root"] / "ckpt" / f"{method}_seed1").exists()
+
+
+def test_workflow_checkpoint_at_the_search_seed_is_the_sweeps_pick_and_other_seeds_train(tmp_path):
+    from test_workflow import TINY_CONFIG, snakemake, workdir_with
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["unlearn"].update(seeds=[0, 1], pairs=["sentiment"])
+    cfg["unlearn"]["methods"] = {"ga": {"lr_grid": [1e-4, 1e-3]}}
+    cfg["tables"] = {k: [] for k in cfg["tables"]}
+    for spec in cfg["datasets"].values():
+        spec["validation"] = 0.2
+    cfg["datasets"]["capitals"]["n"] = 20
+    work = workdir_with(tmp_path, cfg)
+    ckpt = [f"results/checkpoints/tiny-llama/ga/seed{s}/capitals__sentiment" for s in (0, 1)]
+    snakemake(work, *ckpt, "--cores", "1")
+    search = json.loads((work / "results/lr/tiny-llama/ga/seed0/capitals__sentiment.json").read_text())
+    summaries = [json.loads((work / c / "unlearn.json").read_text()) for c in ckpt]
+    assert [s["settings"]["lr"] for s in summaries] == [search["lr"]] * 2 and summaries[0]["lr_grid"] == search
+    assert summaries[0]["forget_ids"] == search["forget_ids"] != summaries[1]["forget_ids"]
+    assert "adopted" in (work / "logs/unlearn/tiny-llama/ga/seed0/capitals__sentiment.log").read_text()
+    assert "adopted" not in (work / "logs/unlearn/tiny-llama/ga/seed1/capitals__sentiment.log").read_text()
+    assert not (work / "results/lr/tiny-llama/ga/seed0/capitals__sentiment.picked").exists()  # temp: removed
+    again = snakemake(work, *ckpt, "--dry-run", "--cores", "1")
+    assert "Nothing to be done" in again.stdout + again.stderr  # the removed pick does not make them stale

@@ -15,5 +15,6 @@ with logged(snakemake.log[0], threads=snakemake.threads):
                           general_limit=e["general_limit"], metrics=e["metrics"])
     found = run_curve(i.model, i.forget, list(i.retain), o.json, o.parquet, **p.spec, seed=p.seed, masks=masks,
                       evaluation=evaluation, dtype=p.model["dtype"], device=device(snakemake),
-                      trust_remote_code=p.model["trust_remote_code"], batch_size=p.batch_size, autocast=p.autocast)
+                      trust_remote_code=p.model["trust_remote_code"], batch_size=p.batch_size, checkpoint_dir=o.picked,
+                      autocast=p.autocast)
     print({k: found[k] for k in ("run", "pair", "seed", "grid", "lr", "reached")})

@@ -38,7 +38,7 @@ from .evaluate.run import accuracies, general_rows, score_subsets, test_rows
 from .io import write_json, write_parquet
 from .unlearn.lr import pick, validation_rows
 from .unlearn.methods import method_impl
-from .unlearn.run import load_inputs, stage_record, sweep_lrs
+from .unlearn.run import load_inputs, run_summary, stage_record, sweep_lrs, write_run
 
 VALIDATION = ("validation_forget", "validation_retain")
 
@@ -49,9 +49,11 @@ def run_curve(model_dir: str | Path, forget_path: str | Path, retain_paths: list
               rule: str = default("unlearn.lr_pick"), level: float = default("unlearn.pick_fe"),
               evaluation: dict[str, Any] | None = None, dtype: str = default("model.dtype"),
               device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
-              batch_size: int = default("evaluate.batch_size"),
+              batch_size: int = default("evaluate.batch_size"), checkpoint_dir: str | Path | None = None,
               autocast: str | None = default("model.autocast")) -> dict[str, Any]:
-    """``evaluation`` (None: validation only): ``heldout_path``, ``retain_paths`` (the retain sets whose test rows
+    """``checkpoint_dir``: where the picked point is written as the checkpoint :func:`~clueflow.unlearn.run.run_unlearn`
+    would train at that lr and seed (the run's checkpoint at this seed adopts it): the pick is followed while the
+    sweep runs, its weights kept on the CPU meanwhile. ``evaluation`` (None: validation only): ``heldout_path``, ``retain_paths`` (the retain sets whose test rows
     are scored: filtered or as built, ``evaluate.filtered``), ``general`` (bool), ``general_paths``,
     ``standard_tasks``, ``general_accuracy``, ``general_band``, ``general_limit``, ``metrics`` as
     :func:`clueflow.evaluate.run.evaluate_model` takes them."""
@@ -68,10 +70,12 @@ def run_curve(model_dir: str | Path, forget_path: str | Path, retain_paths: list
         subsets.update(test_rows(forget_path, evaluation["retain_paths"], forget_ratio=settings["forget_ratio"],
                                  seed=seed, heldout_path=evaluation["heldout_path"]))
     where = model_device(x.model)
-    frames, scores = [], []
+    frames, scores, kept = [], [], None
+    point_started = time.perf_counter()
     for lr, stages, log in sweep_lrs(x.model, x.tok, x.graph, x.clue_masks, x.forget_df, x.retain_df, grid=grid,
                                      run=run, impl=impl, options=options, settings=settings, seed=seed,
                                      autocast=autocast):
+        trained = time.perf_counter() - point_started  # this point's training, as its checkpoint records
         with amp(where, autocast):  # scored as the evaluation scores
             table = score_subsets(x.model, x.tok, subsets, batch_size=batch_size)
             general, dropped = {}, {}
@@ -88,6 +92,13 @@ def run_curve(model_dir: str | Path, forget_path: str | Path, retain_paths: list
         if evaluation is not None:
             point["test"] = accuracies(table[~table["subset"].isin(VALIDATION)], general, dropped)
         scores.append(point)
+        if checkpoint_dir is not None and pick(scores, rule, level)["lr"] == lr:
+            # the pick is the best point under a total order, so the last point that was the pick when it came is
+            # the final pick
+            kept = dict(lr=lr, log=log, stages=point["stages"], seconds=trained,
+                        masks={s.name: {k: m.cpu() for k, m in s.mask.items()} for s in stages if s.mask is not None},
+                        weights={k: v.detach().to("cpu", copy=True) for k, v in x.model.state_dict().items()})
+        point_started = time.perf_counter()
         frames.append(table.assign(lr=lr))
         print(f"lr {lr:g}: validation forget efficacy {fe:.3f}, retain accuracy {ra:.3f}"
               + ("" if evaluation is None else f"; test FE {point['test']['forget_efficacy']:.3f}, "
@@ -100,6 +111,14 @@ def run_curve(model_dir: str | Path, forget_path: str | Path, retain_paths: list
                n_retain_validation=len(subsets["validation_retain"]), forget_ids=x.forget_df["id"].tolist(),
                seconds=round(time.perf_counter() - started, 2))
     rows = pd.concat(frames, ignore_index=True)[["lr", "subset", "set", "id", "format", "correct"]]
+    if checkpoint_dir is not None:
+        assert kept["lr"] == out["lr"], "the pick followed during the sweep is the final pick"
+        x.model.load_state_dict(kept["weights"])
+        summary = run_summary(run=run, pair=out["pair"], method=method, options=options,
+                              settings={**settings, "lr": out["lr"]}, seed=seed, inputs=x, stages=kept["stages"],
+                              dtype=dtype, autocast=autocast, started=time.perf_counter() - kept["seconds"],
+                              searched=out)
+        write_run(checkpoint_dir, x.model, x.tok, kept["masks"], kept["log"], summary)
     write_parquet(out_parquet, rows, metadata=dict(run=run, seed=seed))
     write_json(out_json, out)
     return out

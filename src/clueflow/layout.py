@@ -167,6 +167,11 @@ class Layout:
         """The lr sweep's scored rows: one per lr and row (validation, and a tradeoff run's test rows)."""
         return self._path(f"lr/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}.parquet", v)
 
+    def lr_pick(self, **v) -> str:
+        """The sweep's picked point as a checkpoint directory (as :meth:`checkpoint`): the run's checkpoint at the
+        config seed adopts it (hard links), so the pick is not trained twice."""
+        return self._path(f"lr/{{model}}/{{run}}/{SEED_DIR}{{forget}}__{{retains}}.picked", v)
+
     def evaluation(self, **v) -> str:
         """Per-example evaluation rows of one model (``run``; ``origin`` = the base model) on one pair, its forget
         rows drawn with ``seed`` (the checkpoint's)."""

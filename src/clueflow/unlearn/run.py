@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -187,37 +188,80 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
                 out_dir: str | Path, *, run: str, method: str, options: dict[str, Any], settings: dict[str, Any],
                 seed: int = 0, masks: dict[str, str | Path] | None = None, dtype: str = default("model.dtype"),
                 device: str | torch.device = default("model.device"), trust_remote_code: bool = False,
-                lr_search: str | Path | None = None, autocast: str | None = default("model.autocast")
-                ) -> dict[str, Any]:
+                lr_search: str | Path | None = None, picked: str | Path | None = None,
+                autocast: str | None = default("model.autocast")) -> dict[str, Any]:
     """``lr_search``: the lr search file (:mod:`.lr`, ``unlearn.lr_grid``) of the run or of the run its ``lr_from``
-    names, whose pick replaces ``lr``."""
+    names, whose pick replaces ``lr``. ``picked``: that search's own checkpoint of its pick (the run's sweep at this
+    seed, :func:`clueflow.curve.run_curve`), which is this run: adopted (:func:`adopt`), not trained again."""
     started = time.perf_counter()
     check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
     impl, options = method_impl(method, options, run)
     searched = None if lr_search is None else json.loads(Path(lr_search).read_text())
     if searched is not None:
         settings = {**settings, "lr": searched["lr"]}
+    if picked is not None:
+        return adopt(picked, out_dir, run=run, method=method, options=options, settings=settings, seed=seed)
     x = load_inputs(model_dir, forget_path, retain_paths, method=method, settings=settings, seed=seed, masks=masks,
                     dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     model, tok, forget_df, retain_df = x.model, x.tok, x.forget_df, x.retain_df
     stages, log = unlearn(model, tok, x.graph, x.clue_masks, forget_df, retain_df, run=run, impl=impl,
                           options=options, settings=settings, seed=seed, autocast=autocast)
-    rank = world()[0]
-    pair = pair_of_files(forget_path, retain_paths)
-    summary = dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
-                   n_forget=len(forget_df), n_retain=len(retain_df), forget_ids=forget_df["id"].tolist(),
-                   stages=[stage_record(s, log, model) for s in stages],
-                   dtype=dtype, autocast=autocast, seconds=round(time.perf_counter() - started, 2),
-                   **({} if searched is None else dict(lr_grid=searched)))
-    if rank != 0:  # every process holds the same trained weights
-        return summary
+    summary = run_summary(run=run, pair=pair_of_files(forget_path, retain_paths), method=method, options=options,
+                          settings=settings, seed=seed, inputs=x, stages=[stage_record(s, log, model) for s in stages],
+                          dtype=dtype, autocast=autocast, started=started, searched=searched)
+    if world()[0] == 0:  # every process holds the same trained weights
+        write_run(out_dir, model, tok, {s.name: s.mask for s in stages if s.mask is not None}, log, summary)
+    return summary
+
+
+def run_summary(*, run: str, pair: str, method: str, options: dict[str, Any], settings: dict[str, Any], seed: int,
+                inputs: Inputs, stages: list[dict], dtype: str, autocast: str | None, started: float,
+                searched: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's ``unlearn.json`` (module docstring); ``stages``: their :func:`stage_record`."""
+    return dict(run=run, pair=pair, method=method, options=options, settings=settings, seed=seed,
+                n_forget=len(inputs.forget_df), n_retain=len(inputs.retain_df),
+                forget_ids=inputs.forget_df["id"].tolist(), stages=stages, dtype=dtype, autocast=autocast,
+                seconds=round(time.perf_counter() - started, 2), **({} if searched is None else dict(lr_grid=searched)))
+
+
+def write_run(out_dir: str | Path, model, tok, masks: dict[str, dict], log: list[dict],
+              summary: dict[str, Any]) -> None:
+    """The checkpoint directory (module docstring), complete or not at all; ``masks``: per stage, its mask."""
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
         save_checkpoint(model, tok, tmp)
-        for s in stages:
-            if s.mask is not None:
-                save_masks({k: m.cpu() for k, m in s.mask.items()}, tmp / "masks" / f"{s.name}.safetensors")
-        write_parquet(tmp / "train_log.parquet", pd.DataFrame(log), metadata=dict(run=run, method=method))
+        for name, mask in masks.items():
+            save_masks({k: m.cpu() for k, m in mask.items()}, tmp / "masks" / f"{name}.safetensors")
+        write_parquet(tmp / "train_log.parquet", pd.DataFrame(log),
+                      metadata=dict(run=summary["run"], method=summary["method"]))
         write_json(tmp / SUMMARY, summary)
+
+
+def adopt(picked: str | Path, out_dir: str | Path, **expected: Any) -> dict[str, Any]:
+    """``out_dir`` made the checkpoint directory ``picked`` (files hard-linked where the file system allows, else
+    copied), after checking that its ``unlearn.json`` records ``expected`` (run, method, options, settings, seed):
+    a stale or foreign checkpoint is refused, not adopted. Its summary."""
+    picked = Path(picked)
+    summary = json.loads((picked / SUMMARY).read_text())
+
+    def plain(value):  # as JSON records it: tuples are lists
+        return json.loads(json.dumps(value))
+
+    for key, value in expected.items():
+        if plain(summary.get(key)) != plain(value):
+            raise ClueflowError(f"the sweep's checkpoint of its pick was trained with another {key} "
+                                f"({summary.get(key)!r}, this run: {value!r}); rerun its lr search",
+                                file=picked / SUMMARY, field=key)
+    with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
+        for src in sorted(picked.rglob("*")):
+            dst = tmp / src.relative_to(picked)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system, or one without hard links
+                shutil.copy2(src, dst)
     return summary
 
 
