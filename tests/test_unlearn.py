@@ -226,6 +226,28 @@ def test_gradient_checkpointing_gives_the_same_losses_and_updates(setup):
         torch.testing.assert_close(sd_a[name], sd_b[name], rtol=1e-5, atol=1e-6)
 
 
+def test_activation_checkpointing_uses_the_api_the_installed_transformers_has():
+    """transformers 5.17 (the GPU image) has only gradient_checkpointing_enable/disable; 5.23+ adds the
+    activation_ names. Both call the same non-reentrant checkpoint."""
+    from clueflow.models import set_activation_checkpointing
+
+    class Old:  # 5.17's API
+        calls = []
+        gradient_checkpointing_enable = lambda self: self.calls.append("on")  # noqa: E731
+        gradient_checkpointing_disable = lambda self: self.calls.append("off")  # noqa: E731
+
+    class New(Old):
+        calls = []
+        activation_checkpointing_enable = lambda self: self.calls.append("new on")  # noqa: E731
+        activation_checkpointing_disable = lambda self: self.calls.append("new off")  # noqa: E731
+
+    for cls, want in ((Old, ["on", "off"]), (New, ["new on", "new off"])):
+        model = cls()
+        set_activation_checkpointing(model, True)
+        set_activation_checkpointing(model, False)
+        assert cls.calls == want
+
+
 LORA = dict(r=2, alpha=4, dropout=0.0, target_modules="all-linear")
 
 

@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from .errors import ClueflowError, first_line
@@ -52,6 +51,8 @@ def check_value(dotted: str, value: Any) -> str | None:
     """Why ``value`` is not allowed for config key ``dotted`` (type, range, finiteness), or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
+    import jsonschema  # imported where configs are checked: the GPU image lacks it, its stages need only defaults
+
     spec = {k: v for k, v in key_schema(dotted).items() if k not in ("default", "description")}
     err = next(jsonschema.Draft202012Validator(spec).iter_errors(value), None)
     return None if err is None else err.message
@@ -64,6 +65,8 @@ def choices(dotted: str) -> list[Any]:
 
 def _defaults_validator():
     """A Draft 2020-12 validator that also fills in ``default`` values (as Snakemake's ``validate`` does)."""
+    import jsonschema
+
     base = jsonschema.Draft202012Validator
 
     def set_defaults(validator, properties, instance, sub):
@@ -80,7 +83,7 @@ def _dotted(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
+def _describe(err) -> tuple[str, str]:
     """(dotted key, message) for the most useful reading of a schema error."""
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = sorted(err.schema.get("properties", {}))
@@ -118,6 +121,8 @@ def validate_config(config: dict[str, Any], *, file: str | Path = "config") -> d
     validator = _defaults_validator()(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
     if errors:
+        import jsonschema
+
         best = jsonschema.exceptions.best_match(errors, key=jsonschema.exceptions.relevance)
         field, message = _describe(best)
         raise ClueflowError(message, file=file, field=field)

@@ -319,6 +319,14 @@ def materialize(source: str, out_dir: str | Path, *, dtype: str = "float32", tru
     return out_dir
 
 
+def set_activation_checkpointing(model, on: bool) -> None:
+    """Recompute each layer's activations in the backward pass (``on``) or stop: transformers ≥ 5.23 calls it
+    activation checkpointing, earlier 5.x (the GPU image's 5.17) gradient checkpointing; both default to the
+    non-reentrant checkpoint, which passes gradients to layers whose inputs need none (masked training)."""
+    name = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
+    getattr(model, f"{name}_checkpointing_{'enable' if on else 'disable'}")()
+
+
 def save_checkpoint(model, tok, directory: Path) -> None:
     """HF format, weights as safetensors: loads with ``AutoModelForCausalLM`` and ``lm_eval --model hf``."""
     model.save_pretrained(directory, safe_serialization=True)

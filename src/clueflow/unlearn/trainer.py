@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..devices import autocast, model_device
+from ..models import set_activation_checkpointing
 from .batches import Batch, Batches
 from .losses import FORGET_LOSSES, IGNORE, nll, sequence_logprob
 from .optim import OPTIMIZERS
@@ -180,7 +181,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
     total = sum(stage_steps(s, data.forget if s.loss != "po" else data.refusal) for s in stages)
     bar = tqdm(total=total, desc="unlearning", unit="step", disable=rank != 0)
     if gradient_checkpointing:
-        model.activation_checkpointing_enable()
+        set_activation_checkpointing(model, True)
     model.train()
     try:
         for stage in stages:
@@ -258,7 +259,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
     finally:
         bar.close()
         if gradient_checkpointing:
-            model.activation_checkpointing_disable()
+            set_activation_checkpointing(model, False)
         for p in model.parameters():
             p.requires_grad_(True)
         model.eval()
