@@ -257,7 +257,7 @@ def adopt(picked: str | Path, out_dir: str | Path, **expected: Any) -> dict[str,
             if src.is_dir():
                 dst.mkdir(parents=True, exist_ok=True)
                 continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.parent.mkdir(parents=True, exist_ok=True)  # a directory, not an identity
             try:
                 os.link(src, dst)
             except OSError:  # another file system, or one without hard links
