@@ -96,7 +96,7 @@ def run_curve(model_dir: str | Path, forget_path: str | Path, retain_paths: list
             # the pick is the best point under a total order, so the last point that was the pick when it came is
             # the final pick
             kept = dict(lr=lr, log=log, stages=point["stages"], seconds=trained,
-                        masks={s.name: {k: m.cpu() for k, m in s.mask.items()} for s in stages if s.mask is not None},
+                        masks={s.name: s.mask for s in stages if s.mask is not None},
                         weights={k: v.detach().to("cpu", copy=True) for k, v in x.model.state_dict().items()})
         point_started = time.perf_counter()
         frames.append(table.assign(lr=lr))

@@ -107,10 +107,11 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         for p in params:
             n = p.numel() if self.index[p] is None else len(self.index[p])
             if out[-1] and size + n > BUCKET_ENTRIES:
-                out, size = out + [[]], 0
+                out.append([])
+                size = 0
             out[-1].append(p)
             size += n
-        return [b for b in out if b]
+        return out if out[0] else []
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -133,7 +134,6 @@ class _MaskedOptimizer(torch.optim.Optimizer):
                         p.view(-1)[idx] = w.to(p.dtype)
                     elif master is not None:
                         p.view(-1).copy_(w)
-                del entries
         return loss
 
 

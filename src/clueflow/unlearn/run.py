@@ -251,17 +251,14 @@ def adopt(picked: str | Path, out_dir: str | Path, **expected: Any) -> dict[str,
             raise ClueflowError(f"the sweep's checkpoint of its pick was trained with another {key} "
                                 f"({summary.get(key)!r}, this run: {value!r}); rerun its lr search",
                                 file=picked / SUMMARY, field=key)
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or one without hard links
+            shutil.copy2(src, dst)
+
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
-        for src in sorted(picked.rglob("*")):
-            dst = tmp / src.relative_to(picked)
-            if src.is_dir():
-                dst.mkdir(parents=True, exist_ok=True)
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)  # a directory, not an identity
-            try:
-                os.link(src, dst)
-            except OSError:  # another file system, or one without hard links
-                shutil.copy2(src, dst)
+        shutil.copytree(picked, tmp, copy_function=link, dirs_exist_ok=True)
     return summary
 
 
