@@ -462,10 +462,9 @@ def test_pcgu_ranks_a_planted_contrasting_partition_first(tiny_dirs):
     g_d[down][3] = -g_a[down][3]  # output unit 3 of down_proj: anti-aligned
     g_d[q][5] = torch.zeros_like(g_d[q][5])  # unit 5 of q_proj: orthogonal, (−a₁, a₀, 0, …) · (a₀, a₁, …) = 0
     g_d[q][5][0], g_d[q][5][1] = -g_a[q][5][1], g_a[q][5][0]
-    shapes = {n: p.shape for n, p in params.items()}
     sizes = {n: params[n].shape[1] for n in (down, q)}  # entries of one output unit (rows: [out, in] storage)
     for budget, expected in ((sizes[down], {down: [3]}), (sizes[down] + sizes[q], {down: [3], q: [5]})):
-        masks = lowest_cosine(dict(g_a), iter(g_d.items()), owner, shapes, budget)
+        masks = lowest_cosine(dict(g_a), iter(g_d.items()), owner, params, budget)
         chosen = {n: m.any(1).nonzero().squeeze(1).tolist() for n, m in masks.items() if m.any()}
         assert chosen == expected
         assert all(bool(masks[n][i].all()) for n, rows in expected.items() for i in rows)
@@ -495,13 +494,12 @@ def test_pcgu_as_published_reselects_partitions_every_step_and_moves_only_them(s
     facts, counterfactuals = (Batches(examples(tok, rows, kind, max_length=SETTINGS["max_length"]), n,
                                       pad_id=pad_id(tok), seed=0) for kind in ("retain", "counterfactual"))
     params = maskable(model, build_graph(model))
-    shapes = {k: p.shape for k, p in params.items()}
     budget = round(0.05 * sum(p.numel() for p in params.values()))
     union, steps = {k: torch.zeros(p.shape, dtype=torch.bool) for k, p in params.items()}, []
     for _ in range(2):
         g_a = gradients(model, params, facts, batch_size=3)
         chosen = lowest_cosine(dict(g_a), gradient_stream(model, params, counterfactuals, batch_size=3),
-                               anatomy.param_modules(model), shapes, budget)
+                               anatomy.param_modules(model), params, budget)
         with torch.no_grad():
             for k, p in params.items():
                 p[chosen[k]] += lr * g_a[k][chosen[k]]

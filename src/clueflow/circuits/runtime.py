@@ -424,6 +424,7 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
     hooks = current.hooks(detach=not keep.requires_grad) + _routes(graph)
     n_src = graph.n_sources
     drop = (~keep if keep.dtype == torch.bool else 1 - keep).to(source.groups[0].terms[0][0].device)
+    dropped = (drop != 0).cpu()  # which edges are dropped, read on the host once: not one device sync per receiver
     normed: dict[tuple, dict[int, torch.Tensor]] = {}  # norm site → {receiver: norm(x + its delta)}
     recomputing: set[tuple] = set()
 
@@ -431,8 +432,8 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
         """Σ over dropped edges of (source − current), per receiver in ``rs`` (same prefix) → [len(rs), b, s, d]."""
         out = 0
         for i, start, stop in current.groups_before(n_src[rs[0]]):
-            d = drop[start:stop, rs]
-            if d.any():
+            if dropped[start:stop, rs].any():
+                d = drop[start:stop, rs]
                 s, c = source.groups[i], current.groups[i]
                 acc = _acc_dtype(c.terms[0][0])
                 b, n = c.terms[0][0].shape[:2]
@@ -452,7 +453,7 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
         def fwd(module, args, output):
             if key in recomputing:
                 return
-            rs = [r for r in ids if drop[:n_src[r], r].any()]
+            rs = [r for r in ids if dropped[:n_src[r], r].any()]
             normed[key] = {}
             if rs:
                 x = args[0]
@@ -478,7 +479,7 @@ def _patched(model, graph: Graph, inputs, source: Writers, keep) -> torch.Tensor
 
     def patch_norm_input(r):
         def pre(module, args):
-            if not drop[:n_src[r], r].any():
+            if not dropped[:n_src[r], r].any():
                 return None
             return (args[0] + delta([r])[0].to(args[0].dtype), *args[1:])
         return pre

@@ -60,7 +60,9 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         with torch.no_grad():
             for p, idx in self.index.items():  # allocated now, so their size is known before the first step
                 n = p.numel() if idx is None else len(idx)
-                self.state[p].update(step=0, **{k: torch.zeros(n, device=p.device) for k in self.state_names})
+                # the step count lives on the device: reading or creating it each step would sync the host
+                self.state[p].update(step=torch.zeros((), device=p.device),
+                                     **{k: torch.zeros(n, device=p.device) for k in self.state_names})
                 if p.dtype != torch.float32:
                     self.state[p]["master"] = _gather(p, idx).float()
 
@@ -71,7 +73,8 @@ class _MaskedOptimizer(torch.optim.Optimizer):
     @property
     def state_bytes(self) -> int:
         """Bytes the optimizer holds for its parameters: moments, fp32 master values and indices."""
-        tensors = [t for p, idx in self.index.items() for t in (*self.state[p].values(), idx) if torch.is_tensor(t)]
+        tensors = [t for p, idx in self.index.items() for k, t in (*self.state[p].items(), ("index", idx))
+                   if torch.is_tensor(t) and k != "step"]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     @property
@@ -98,6 +101,7 @@ class _MaskedOptimizer(torch.optim.Optimizer):
                     group: dict) -> None:
         """Update every parameter's trainable entries ``w`` in place from their gradient ``g``: one at a time."""
         for p, (w, g) in zip(params, entries):
+            self.state[p]["step"] += 1
             self._update(w, g, self.state[p], group)
 
     def buckets(self, params: list[nn.Parameter]) -> list[list[nn.Parameter]]:
@@ -122,9 +126,7 @@ class _MaskedOptimizer(torch.optim.Optimizer):
             for live in self.buckets([p for p in group["params"] if p.grad is not None]):
                 entries = []
                 for p in live:
-                    idx, state = self.index[p], self.state[p]
-                    state["step"] += 1
-                    master = state.get("master")
+                    idx, master = self.index[p], self.state[p].get("master")
                     w = master if master is not None else _gather(p.view(-1), idx)  # dense fp32: p's own storage
                     entries.append((w, _gather(p.grad, idx).float()))
                 self._update_all(live, entries, group)
@@ -153,11 +155,9 @@ class MaskedAdamW(_MaskedOptimizer):
             return
         (b1, b2) = group["betas"]
         states = [self.state[p] for p in params]
-        device = entries[0][0].device
-        # the kernel advances each step count itself: hand it the count before this step
-        steps = [torch.tensor(float(s["step"] - 1), device=device) for s in states]
+        # the kernel advances each step count itself
         adamw([w for w, _ in entries], [g for _, g in entries], [s["exp_avg"] for s in states],
-              [s["exp_avg_sq"] for s in states], [], steps, fused=True, amsgrad=False, beta1=b1, beta2=b2,
+              [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states], fused=True, amsgrad=False, beta1=b1, beta2=b2,
               lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 

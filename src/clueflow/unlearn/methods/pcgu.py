@@ -38,26 +38,34 @@ def _units(g: torch.Tensor, module) -> torch.Tensor:
 
 
 def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.Tensor]], owner: dict,
-                  shapes: dict[str, torch.Size], budget: int) -> dict[str, torch.Tensor]:
-    """Masks of the partitions with the lowest cosine between ``g_a`` and ``g_d`` (the stream of the other side's
-    gradients), whole partitions in ascending order until ``budget`` entries are covered."""
+                  params: dict[str, torch.Tensor], budget: int) -> dict[str, torch.Tensor]:
+    """Masks (on each parameter's device) of the partitions with the lowest cosine between ``g_a`` and ``g_d`` (the
+    stream of the other side's gradients), whole partitions in ascending order until ``budget`` entries are
+    covered."""
     parts = []  # (cosine, name, unit index, entries)
     for n, d in g_d:
         a, d = _units(g_a.pop(n), owner[n]), _units(d, owner[n])
         cos = torch.nn.functional.cosine_similarity(a.float(), d.float(), dim=1, eps=1e-12)
         parts += [(c, n, i, a.shape[1]) for i, c in enumerate(cos.tolist())]
     parts.sort(key=lambda t: t[0])
-    used, masks = 0, {n: torch.zeros(shape, dtype=torch.bool) for n, shape in shapes.items()}
+    used, units = 0, {n: [] for n in params}
     for _, n, i, size in parts:
         if used >= budget:
             break
-        m = masks[n]
-        if m.dim() == 1:
-            m[:] = True
-        else:
-            m[anatomy.output_index(owner[n], i)] = True
+        units[n].append(i)
         used += size
-    return masks
+    return {n: _unit_mask(p, owner[n], units[n]) for n, p in params.items()}
+
+
+def _unit_mask(p: torch.Tensor, module, units: list[int]) -> torch.Tensor:
+    """A bool mask of ``p``'s shape on its device selecting the partitions ``units``, built by one transfer of the
+    unit indices (not one write per unit, nor a copy of a CPU mask of every entry)."""
+    if p.dim() == 1:
+        return torch.full(p.shape, bool(units), dtype=torch.bool, device=p.device)
+    out, inp = anatomy.out_in(module, p).shape
+    picked = torch.zeros(out, dtype=torch.bool, device=p.device)
+    picked[torch.tensor(units, dtype=torch.long).to(p.device)] = True
+    return anatomy.out_in(module, picked[:, None].expand(out, inp)).contiguous()
 
 
 def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor], budget: int
@@ -66,23 +74,22 @@ def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor],
     counterfactuals' gradients at the current weights, up to ``budget`` entries."""
     params = ctx.maskable()
     g_d = gradient_stream(ctx.model, params, counterfactuals, batch_size=ctx.attribution_batch_size)
-    return lowest_cosine(dict(g_a), g_d, anatomy.param_modules(ctx.model), {n: p.shape for n, p in params.items()},
-                         budget)
+    return lowest_cosine(dict(g_a), g_d, anatomy.param_modules(ctx.model), params, budget)
 
 
 def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> Stage:
     """PCGU's own update (module docstring), in place; its stage: the union of the partitions moved."""
     s, params, budget = ctx.settings, ctx.maskable(), ctx.budget()
     steps = s["steps"] if s["steps"] is not None else s["epochs"] * len(facts)
-    moved = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
+    moved = {n: torch.zeros(p.shape, dtype=torch.bool, device=p.device) for n, p in params.items()}
     for batch in tqdm(itertools.islice(facts.forever(), steps), total=steps, desc="pcgu", unit="step"):
         index = batch.index.tolist()  # the facts' seeded epochs, as the trainer draws them; the same rows' pairs
         g_a = gradients(ctx.model, params, facts.subset(index), batch_size=ctx.attribution_batch_size)
         chosen = select(ctx, counterfactuals.subset(index), g_a, budget)
         with torch.no_grad():
             for n, p in params.items():
-                m = chosen[n].to(p.device)
-                p[m] += s["lr"] * g_a[n][m]
+                m = chosen[n]
+                p[m] += s["lr"] * g_a[n].to(p.device)[m]
                 moved[n] |= chosen[n]
     return ctx.edit("update", moved, "SGD on the facts' NLL over the partitions each batch selects",
                     lr=s["lr"], steps=steps, batch_size=s["batch_size"])
