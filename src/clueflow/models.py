@@ -327,9 +327,11 @@ def set_activation_checkpointing(model, on: bool) -> None:
     getattr(model, f"{name}_checkpointing_{'enable' if on else 'disable'}")()
 
 
-def save_checkpoint(model, tok, directory: Path) -> None:
-    """HF format, weights as safetensors: loads with ``AutoModelForCausalLM`` and ``lm_eval --model hf``."""
-    model.save_pretrained(directory, safe_serialization=True)
+def save_checkpoint(model, tok, directory: Path, *, state_dict: dict | None = None) -> None:
+    """HF format, weights as safetensors: loads with ``AutoModelForCausalLM`` and ``lm_eval --model hf``;
+    ``state_dict``: the weights to write instead of ``model``'s own."""
+    model.save_pretrained(directory, safe_serialization=True, **({} if state_dict is None else
+                                                                   dict(state_dict=state_dict)))
     tok.save_pretrained(directory)
 
 

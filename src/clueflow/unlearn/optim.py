@@ -7,6 +7,9 @@ for those entries only, and updates exactly those entries (a fully trainable par
 same arithmetic). Parameters without a mask, or with an all-false one, are not touched at all. This is SIMU's
 "triple masking" (moments, curvature and weights all masked) by construction.
 
+Under FSDP2 (:mod:`.sharded`) each process updates the entries of its local rows, with the mask cut the same way,
+and the gradient norm sums every process's squares.
+
 The update is computed in fp32. A parameter stored in a lower precision (bf16, fp16) gets an fp32 master copy of
 its trainable entries, which the update changes and which is rounded into the weight after every step: a 1e-5
 step on a bf16 weight (8 bits of mantissa) would otherwise round away. State per trainable entry: the moments
@@ -20,10 +23,19 @@ import torch
 from torch import nn
 from torch.optim.adamw import adamw
 
+from .sharded import all_sum, is_sharded, local, local_mask
+
 
 # trainable entries gathered per update call: 2**26 fp32 values (256 MiB of gradients, as much again of weights)
 # bound the step's transient memory; at 8B with a 50 % mask, one call over every entry would need 4 B x 3.7e9
 BUCKET_ENTRIES = 2**26
+
+
+def _collective_device() -> torch.device:
+    """Where the process group's collectives run: the process's GPU under NCCL, the CPU under gloo."""
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -35,40 +47,45 @@ class _MaskedOptimizer(torch.optim.Optimizer):
     """Gathers each parameter's trainable entries, lets :meth:`_update` change them, scatters them back.
 
     ``masks``: parameter name → bool mask of its shape (any device); ``None``: every parameter in ``named_params``
-    is fully trainable (full fine-tuning, a LoRA adapter)."""
+    is fully trainable (full fine-tuning, a LoRA adapter). Sharded parameters (``DTensor``) take full-shape masks:
+    each process keeps its rows' part."""
 
     state_names: tuple[str, ...] = ()
 
     def __init__(self, named_params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None, defaults: dict):
         params, self.index = [], {}
+        self.sharded = any(is_sharded(p) for p in named_params.values())
         for name, p in named_params.items():
             m = None if masks is None else masks.get(name)
             if masks is not None:
+                if m is not None and tuple(m.shape) != tuple(p.shape):
+                    raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, parameter {tuple(p.shape)}")
                 if m is None or not bool(m.any()):
                     continue
-                if tuple(m.shape) != tuple(p.shape):
-                    raise ValueError(f"mask for {name} has shape {tuple(m.shape)}, parameter {tuple(p.shape)}")
+                m = local_mask(m, p)
+                if not bool(m.any()):  # trainable rows, none of them this process's
+                    continue
             params.append(p)
             if m is None or bool(m.all()):
                 self.index[p] = None
             else:
-                kind = torch.int32 if p.numel() < 2**31 else torch.int64
+                kind = torch.int32 if local(p).numel() < 2**31 else torch.int64
                 self.index[p] = m.to(p.device).reshape(-1).nonzero().squeeze(1).to(kind)
-        if not params:
+        if not params and not self.sharded:
             raise ValueError("no parameter has a non-empty mask: nothing to train")
-        super().__init__(params, defaults)
+        super().__init__(params or [torch.zeros(0, requires_grad=True)], defaults)  # a process may own none
         with torch.no_grad():
             for p, idx in self.index.items():  # allocated now, so their size is known before the first step
-                n = p.numel() if idx is None else len(idx)
+                n = local(p).numel() if idx is None else len(idx)
                 # the step count lives on the device: reading or creating it each step would sync the host
                 self.state[p].update(step=torch.zeros((), device=p.device),
                                      **{k: torch.zeros(n, device=p.device) for k in self.state_names})
                 if p.dtype != torch.float32:
-                    self.state[p]["master"] = _gather(p, idx).float()
+                    self.state[p]["master"] = _gather(local(p), idx).float()
 
     @property
     def trainable_entries(self) -> int:
-        return sum(p.numel() if idx is None else len(idx) for p, idx in self.index.items())
+        return sum(local(p).numel() if idx is None else len(idx) for p, idx in self.index.items())
 
     @property
     def state_bytes(self) -> int:
@@ -84,10 +101,16 @@ class _MaskedOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float | None) -> torch.Tensor:
         """``torch.nn.utils.clip_grad_norm_`` over the trainable entries only (entries outside a mask neither count
-        towards the norm nor need zeroing, as :meth:`step` never reads them); returns the norm before clipping."""
-        grads = [(p.grad, self.index[p]) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        norms = [torch.linalg.vector_norm(_gather(grad, idx), dtype=torch.float32) for grad, idx in grads]
-        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.tensor(0.0)
+        towards the norm nor need zeroing, as :meth:`step` never reads them); returns the norm before clipping.
+        Sharded: every process calls it (the squares are summed over them)."""
+        grads = [(local(p.grad), self.index[p]) for g in self.param_groups for p in g["params"]
+                 if p.grad is not None and p in self.index]
+        squares = [torch.linalg.vector_norm(_gather(grad, idx), dtype=torch.float32).square() for grad, idx in grads]
+        total = torch.stack(squares).sum() if squares else torch.tensor(0.0)
+        if self.sharded:
+            where = next(iter(self.index), None)
+            total = all_sum(total.to(where.device if where is not None else _collective_device()))
+        total = total.sqrt()
         if max_norm is not None:
             coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
             for grad, _ in grads:
@@ -109,7 +132,7 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         than that is a bucket of its own)."""
         out, size = [[]], 0
         for p in params:
-            n = p.numel() if self.index[p] is None else len(self.index[p])
+            n = local(p).numel() if self.index[p] is None else len(self.index[p])
             if out[-1] and size + n > BUCKET_ENTRIES:
                 out.append([])
                 size = 0
@@ -123,19 +146,19 @@ class _MaskedOptimizer(torch.optim.Optimizer):
         free them; the step's transient memory is one bucket's, not every trainable entry's."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            for live in self.buckets([p for p in group["params"] if p.grad is not None]):
+            for live in self.buckets([p for p in group["params"] if p.grad is not None and p in self.index]):
                 entries = []
                 for p in live:
                     idx, master = self.index[p], self.state[p].get("master")
-                    w = master if master is not None else _gather(p.view(-1), idx)  # dense fp32: p's own storage
-                    entries.append((w, _gather(p.grad, idx).float()))
+                    w = master if master is not None else _gather(local(p).view(-1), idx)  # dense fp32: p's storage
+                    entries.append((w, _gather(local(p.grad), idx).float()))
                 self._update_all(live, entries, group)
                 for p, (w, _) in zip(live, entries):
                     idx, master = self.index[p], self.state[p].get("master")
                     if idx is not None:
-                        p.view(-1)[idx] = w.to(p.dtype)
+                        local(p).view(-1)[idx] = w.to(p.dtype)
                     elif master is not None:
-                        p.view(-1).copy_(w)
+                        local(p).view(-1).copy_(w)
         return loss
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 import torch
@@ -46,6 +47,7 @@ from ..models import load_model, load_tokenizer, save_checkpoint
 from ..scoring import pad_id
 from .batches import Batches, examples
 from .methods import Context, method_impl, needs_graph
+from .sharded import full_state_dict, is_sharded
 from .trainer import Stage, UnlearnData, allot_steps, train, world
 
 SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
@@ -209,8 +211,10 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     summary = run_summary(run=run, pair=pair_of_files(forget_path, retain_paths), method=method, options=options,
                           settings=settings, seed=seed, inputs=x, stages=[stage_record(s, log, model) for s in stages],
                           dtype=dtype, autocast=autocast, started=started, searched=searched)
-    if world()[0] == 0:  # every process holds the same trained weights
-        write_run(out_dir, model, tok, {s.name: s.mask for s in stages if s.mask is not None}, log, summary)
+    state = full_state_dict(model) if is_sharded(next(model.parameters())) else None  # every process calls it
+    if world()[0] == 0:  # every process holds the same trained weights (or rank 0 the gathered ones)
+        write_run(out_dir, model, tok, {s.name: s.mask for s in stages if s.mask is not None}, log, summary,
+                  state_dict=state)
     return summary
 
 
@@ -225,10 +229,11 @@ def run_summary(*, run: str, pair: str, method: str, options: dict[str, Any], se
 
 
 def write_run(out_dir: str | Path, model, tok, masks: dict[str, dict], log: list[dict],
-              summary: dict[str, Any]) -> None:
-    """The checkpoint directory (module docstring), complete or not at all; ``masks``: per stage, its mask."""
+              summary: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """The checkpoint directory (module docstring), complete or not at all; ``masks``: per stage, its mask;
+    ``state_dict``: the weights to write instead of ``model``'s (a sharded model's, gathered)."""
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
-        save_checkpoint(model, tok, tmp)
+        save_checkpoint(model, tok, tmp, state_dict=state_dict)
         for name, mask in masks.items():
             save_masks({k: m.cpu() for k, m in mask.items()}, tmp / "masks" / f"{name}.safetensors")
         write_parquet(tmp / "train_log.parquet", pd.DataFrame(log),
@@ -278,19 +283,54 @@ def stage_record(stage: Stage, log: list[dict], model) -> dict[str, Any]:
 
 
 def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
-    """``run_unlearn(**kwargs)`` in ``processes`` processes started by torchrun (one per GPU); the summary. Their
-    output goes to this process's ``sys.stdout`` (a job's log)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """``run_unlearn(**kwargs)`` in ``processes`` processes started by torchrun (one per GPU, on one node or, in a
+    SLURM allocation of several nodes, spread over them: :func:`launch_command`); the summary. Their output goes
+    to this process's ``sys.stdout`` (a job's log)."""
+    # the arguments beside the output: on the file system every node of the job shares
+    parent = Path(kwargs["out_dir"]).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".launch-") as tmp:
         args = Path(tmp) / "unlearn.json"
         args.write_text(json.dumps(kwargs, default=str))
-        with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               f"--nproc_per_node={processes}", "-m", __spec__.name, str(args)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(launch_command(processes, args, os.environ), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) as proc:
             for line in proc.stdout:
                 print(line, end="", flush=True)
     if proc.returncode:
         raise SystemExit(proc.returncode)
     return json.loads((Path(kwargs["out_dir"]) / SUMMARY).read_text())
+
+
+RENDEZVOUS_PORT = 29500
+
+
+def launch_command(processes: int, args: Path, env: Mapping[str, str]) -> list[str]:
+    """torchrun running this module on ``args``: ``--standalone`` on one node; inside a SLURM allocation of several
+    nodes (``SLURM_NNODES``), ``srun`` starts one torchrun per node, ``processes / nodes`` processes each, meeting
+    at a c10d rendezvous on the allocation's first node (job id as the rendezvous id)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    target = ["-m", __spec__.name, str(args)]
+    nodes = int(env.get("SLURM_NNODES", "1"))
+    if nodes <= 1:
+        return [*torchrun, "--standalone", f"--nproc_per_node={processes}", *target]
+    if processes % nodes:
+        raise ClueflowError(f"{processes} processes do not split evenly over the job's {nodes} nodes",
+                            field="unlearn.gpus")
+    host = first_host(env["SLURM_JOB_NODELIST"])
+    port = env.get("MASTER_PORT", str(RENDEZVOUS_PORT))
+    return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *torchrun,
+            f"--nnodes={nodes}", f"--nproc_per_node={processes // nodes}", "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={host}:{port}", f"--rdzv_id={env.get('SLURM_JOB_ID', 'clueflow')}", *target]
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``gpu[003-008,011],big1`` → ``gpu003``), as ``scontrol show hostnames``
+    would list it first."""
+    first = re.match(r"[^,\[]+(\[[^\]]*\])?", nodelist.strip())
+    if not first or not first.group(0):
+        raise ClueflowError(f"cannot read the SLURM node list {nodelist!r}", field="SLURM_JOB_NODELIST")
+    name, ranges = first.group(0).partition("[")[::2]
+    return name + ranges.rstrip("]").split(",")[0].split("-")[0] if ranges else name
 
 
 def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:

@@ -16,10 +16,12 @@ and one backward: both graphs alive at once, and at the small batches of a CPU r
 (``benchmarks/joint_retain_pass.py``). The losses are the same functions of the same rows (causal attention:
 padding on the right changes no real position), equal up to float rounding.
 
-Several processes (``torchrun``/``accelerate launch``, ``WORLD_SIZE`` > 1; full-parameter stages only): the model
-is wrapped by ``accelerate`` (DDP: every rank holds the weights and the optimizer, gradients are averaged), every
-rank draws the same global batches (same seed) and trains on its share of the rows, ``rank::world`` (the NPO
-reference too), so a global batch divisible by the process count gives one process's updates up to round-off.
+Several processes (``torchrun``/``accelerate launch``, ``WORLD_SIZE`` > 1): every rank draws the same global batches
+(same seed) and trains on its share of the rows, ``rank::world`` (the NPO reference too), so a global batch
+divisible by the process count gives one process's updates up to round-off. Full-parameter stages: the model is
+wrapped by ``accelerate`` (DDP: every rank holds the weights and the optimizer, gradients are averaged). Masked
+stages: the model is sharded by FSDP2 (:mod:`.sharded`), each rank holding and updating its rows of every weight
+and of its mask.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..models import set_activation_checkpointing
 from .batches import Batch, Batches
 from .losses import FORGET_LOSSES, IGNORE, nll, sequence_logprob
 from .optim import OPTIMIZERS
+from .sharded import all_sum, is_sharded, shard
 
 
 @dataclass
@@ -174,17 +177,20 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
     ``amp``: the forward passes' autocast dtype (``model.autocast``). ``joint_retain_pass``: one process runs a
     step's forget and retain rows as one batch (one forward, one backward) instead of one after the other."""
     rank, size = world()
-    accel = None
-    if size > 1:
+    accel, sharded = None, size > 1 and any(s.mask is not None for s in stages)
+    if sharded:
+        if lora is not None:
+            raise ValueError("LoRA trains full-parameter stages: it does not run under FSDP")
+        if not is_sharded(next(model.parameters())):
+            shard(model, model_device(model))
+    elif size > 1:
         from accelerate import Accelerator
 
-        if any(s.mask is not None for s in stages):
-            raise ValueError("several processes train full-parameter stages only")
         accel = Accelerator(cpu=model_device(model).type == "cpu")
     needs_ref = any(s.loss == "npo" and s.epochs > 0 for s in stages)
     ref = reference_logprobs(model, data.forget, rank, size, amp) if needs_ref else None
-    if ref is not None and accel is not None:  # every rank computed its share: each needs all of it
-        ref = accel.reduce(ref, "sum")
+    if ref is not None and size > 1:  # every rank computed its share: each needs all of it
+        ref = accel.reduce(ref, "sum") if accel is not None else all_sum(ref)
     retain_stream = data.retain.forever() if data.retain is not None else None
     log, step = [], 0
     total = sum(stage_steps(s, data.forget if s.loss != "po" else data.refusal) for s in stages)
@@ -224,7 +230,7 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                         forget_loss, loss = None, stage.retain_weight * retain_loss
                         if accel is None:
                             loss.backward()
-                    elif with_retain and joint_retain_pass and accel is None:
+                    elif with_retain and joint_retain_pass and size == 1:
                         r = next(retain_stream)
                         logits = _logits(run, stack(batch, r, data.retain.pad_id), amp)
                         n, f_width, r_width = len(batch.index), batch.labels.shape[1], r.labels.shape[1]
@@ -238,8 +244,8 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                             forget_loss = forget_loss * weight
                         loss, retain_loss = forget_loss, None
                         if accel is None:
-                            # one process: the forget graph goes before the retain forward; each parameter's
-                            # gradient is the same one sum of the two terms as in a single backward
+                            # one process or FSDP: the forget graph goes before the retain forward; each
+                            # parameter's gradient is the same one sum of the two terms as in a single backward
                             forget_loss.backward()
                         if with_retain:
                             r, r_weight = share(next(retain_stream), rank, size)
@@ -251,6 +257,10 @@ def train(model: nn.Module, stages: list[Stage], data: UnlearnData, *, beta: flo
                                 (stage.retain_weight * retain_loss).backward()
                     if accel is None:
                         norm = opt.clip_grad_norm_(grad_clip)
+                        if sharded:  # the log's losses: the batch's, as DDP's mean over processes gives them
+                            forget_loss, loss, retain_loss = (
+                                None if t is None else all_sum(t.detach().clone()) / size
+                                for t in (forget_loss, loss, retain_loss))
                     else:
                         accel.backward(loss)
                         norm = accel.clip_grad_norm_(params.values(), grad_clip or float("inf"))

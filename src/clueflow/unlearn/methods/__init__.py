@@ -75,10 +75,6 @@ def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
             raise ClueflowError(f"run {run!r} (method {method}) trains a mask: LoRA is for the full-parameter "
                                 f"methods ({', '.join(sorted(FULL_PARAMETER))}); set lora on those runs only",
                                 file=file, field=where)
-        if run_gpus(unlearn, run) > 1 and method not in FULL_PARAMETER:
-            where = f"unlearn.methods.{run}.gpus" if "gpus" in unlearn["methods"][run] else "unlearn.gpus"
-            raise ClueflowError(f"run {run!r} (method {method}) trains a mask on one device: gpus > 1 is for the "
-                                f"full-parameter methods ({', '.join(sorted(FULL_PARAMETER))})", file=file, field=where)
 
 
 @dataclass
