@@ -1,19 +1,19 @@
-"""Peak memory of EAP-dual circuit discovery and of one CLUE masked step, before and after issue #14, measured in
-one run; a memory formula fitted to the measured points and its prediction for Llama-2-7B and Llama-3-8B.
+"""Peak memory of EAP-dual circuit discovery and of one CLUE masked step, measured on CPU shapes in one run; a
+memory formula of the terms the code has, fitted to the measured points, checked on each of them (within
+``TOLERANCE``) and its prediction for Llama-2-7B and Llama-3-8B at 8 × 512 tokens.
 
-    .venv/bin/python benchmarks/memory.py [--before 8d6c989] [--jobs 2]
+    .venv/bin/python benchmarks/memory.py [--jobs 2]
 
 Models are random-init Llama-shaped ``LlamaConfig`` models in bf16 (no download) of growing depth, width, head
-counts (MHA and GQA) and vocabulary, on a few batch shapes. Every measurement runs in a fresh subprocess: the
-"before" ones import ``clueflow`` from an export of the pre-issue commit (``git archive`` into a temp dir,
-removed afterwards; nothing is registered in the shared ``.git``), the "after" ones from this tree.
+counts (MHA and GQA) and vocabulary, on a few batch shapes, and one where the parameters dominate (weights,
+gradients and optimizer state against tiny activations). Every measurement runs in a fresh subprocess.
 
 * discovery: ``discover(model, tok, df, method="eap_dual")`` on two batches of ``b × s`` tokens (the second batch
   sees whatever the first one left alive), i.e. attribution, circuit selection and both faithfulness runs;
-* CLUE step: the trainer (``unlearn.trainer.train``) on CLUE's stage 2 (PO forget loss + λ·retain NLL; "before":
-  two forwards before one backward, "after": the forget backward before the retain forward) for two steps (the
-  second one has the optimizer state), masked AdamW with a ~50 % node mask (every other head of every layer, every
-  other MLP), lr 5e-5; "after" also with the trainer's gradient checkpointing.
+* CLUE step: the trainer (``unlearn.trainer.train``) on CLUE's stage 2 (PO forget loss + λ·retain NLL, the forget
+  backward before the retain forward) for two steps (the second one has the optimizer state), masked AdamW with a
+  ~50 % node mask (every other head of every layer, every other MLP), lr 5e-5; also with the trainer's gradient
+  checkpointing.
 
 **What is measured.** The quantity that maps onto GPU memory is the peak of the bytes held by live tensors: that
 is what ``torch.cuda.max_memory_allocated`` counts (the caching allocator adds only rounding to 512 B). A
@@ -29,23 +29,23 @@ above 64 KiB to the OS (otherwise its arenas keep freed memory and inflate RSS);
 one-off allocations, and a slope near (or, for pages never touched, below) 1 says nothing large goes uncounted.
 
 **Formula.** ``peak = known + Σ c_i · x_i``. Known, not fitted: the weights (2 B per parameter) and, for the
-step, the optimizer state, which each step child measures directly (bytes the optimizer keeps after a step) and
-which least squares splits exactly into bytes per trainable entry, per trainable entry of a partially masked
-tensor and per entry of a partially masked tensor. The rest is fitted by non-negative least squares on the
-relative error, with the terms each version's code implies (T = b·s tokens per batch, W writers, R receivers,
+step, the gradients (2 B per parameter with a trainable entry) and the optimizer state, which each step child
+measures directly (bytes the optimizer keeps after a step) and which least squares splits exactly into bytes per
+trainable entry, per trainable entry of a partially masked tensor and per entry of a partially masked tensor. The rest is fitted by non-negative least squares on the
+relative error, with the terms the code implies (T = b·s tokens per batch, W writers, R receivers,
 R_l receivers of one layer, P parameters, P_g parameters with a gradient):
 
-* discovery before: P (weight gradients: weights required grad), W·T·d (every writer's activation, both runs,
-  and their delta, fp32), R·T·d (every receiver's gradient, both runs, fp32), R_l·T·d (one layer's stacked
-  cotangents), and the model's own L·T·d, L·T·ffn (saved activations), T·V (logits), 1;
-* discovery after: R_l·T·d (at most one layer's receiver gradients alive), H·T·d (a layer's head deltas expanded
+* discovery: R_l·T·d (at most one layer's receiver gradients alive), H·T·d (a layer's head deltas expanded
   for the GEMM), L·T·d (compact writer deltas in the model's dtype, and the model's saved activations), L·T·ffn,
   T·V, 1. The code expands heads a token chunk at a time (``runtime._CHUNK_ELEMENTS`` fp32 elements): at 8 × 512
-  tokens on the 7B/8B shapes a chunk is 1/8 of the tokens, a bound the small models never reach, so the "after"
+  tokens on the 7B/8B shapes a chunk is 1/8 of the tokens, a bound the small models never reach, so the
   children set the constant to give the same fraction of their tokens, and the terms scale as they do at 8B;
-* step: P_g (gradients), the largest trainable tensor (fp32 transients of the optimizer), L·T·d, L·T·ffn, T·V, 1.
+* step: the larger of two phases. The backward pass: known + L·T·d, L·T·ffn, T·V, 1 (fitted). The optimizer
+  update (known, not fitted): one bucket of trainable entries gathered as fp32 gradients (4 B each,
+  ``optim.BUCKET_ENTRIES``: at 8B one bucket, not every trainable entry) and its largest parameter's bf16 gather
+  and rounded values (2 B per trainable entry).
   The losses' fp32 log-softmax runs a row chunk at a time (``losses._CHUNK_ELEMENTS``, about 1/8 of the tokens at
-  8B); the "after" step children likewise set it to the 8B fraction of their tokens.
+  8B); the step children likewise set it to the 8B fraction of their tokens.
 
 Residuals on the measured points and the error on the largest point when it is left out of the fit are printed
 with the predictions. The 7B/8B figures extrapolate that fit: they are predictions, not measurements.
@@ -95,12 +95,12 @@ POINTS = [Shape(1, 64, 4, 4, 128, 512, 2, 16), Shape(2, 64, 4, 2, 192, 512, 2, 3
           Shape(2, 128, 8, 2, 256, 1024, 4, 16), Shape(4, 64, 8, 8, 128, 512, 4, 32),
           Shape(4, 128, 4, 1, 384, 512, 2, 64), Shape(2, 192, 6, 3, 512, 2048, 2, 16),
           Shape(3, 96, 12, 4, 256, 768, 4, 24), Shape(6, 64, 4, 2, 176, 512, 2, 32),
-          Shape(4, 256, 8, 4, 688, 1024, 4, 32), Shape(8, 128, 8, 2, 448, 1024, 2, 48)]
+          Shape(4, 256, 8, 4, 688, 1024, 4, 32), Shape(8, 128, 8, 2, 448, 1024, 2, 48),
+          Shape(2, 512, 8, 8, 2048, 4096, 1, 8)]  # the last: parameters dominate (weights, gradients, state)
 TARGETS = {"Llama-2-7B": Shape(32, 4096, 32, 32, 11008, 32000), "Llama-3-8B": Shape(32, 4096, 32, 8, 14336, 128256)}
-GOALS = {"discovery": 60, "step": 70, "step_gc": 70}  # GiB at 8B (issue #14)
-# (code version, measurement); step_gc: the step with the trainer's gradient checkpointing, which "before" lacks
-VARIANTS = [("before", "discovery"), ("after", "discovery"), ("before", "step"), ("after", "step"),
-            ("after", "step_gc")]
+GOALS = {"discovery": 60, "step": 70, "step_gc": 70}  # GiB at 8B (issues #14, #30)
+# step_gc: the step with the trainer's gradient checkpointing
+KINDS = ["discovery", "step", "step_gc"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,8 +221,9 @@ def structure(shape: Shape) -> dict[str, float]:
     masks = build_masks(narrow, half_nodes(shape))
     graph = build_graph(narrow)
     full = dict(llama(shape, device="meta").named_parameters())
-    n = {"P": sum(p.numel() for p in full.values()), "M": 0, "P_g": 0, "P_t": 0, "P_tp": 0, "N_p": 0, "max_t": 0,
+    n = {"P": sum(p.numel() for p in full.values()), "M": 0, "P_g": 0, "P_t": 0, "P_tp": 0, "N_p": 0, "bucket": 0,
          "W": len(graph.writers), "R": len(graph.receivers), "R_l": shape.H + 2 * shape.KV + 1}
+    trainable = []  # per parameter with a gradient, in the optimizer's order
     for name, m in masks.items():
         size = full[name].numel()
         n["M"] += size
@@ -230,11 +231,28 @@ def structure(shape: Shape) -> dict[str, float]:
             frac = m.float().mean().item()
             n["P_g"] += size
             n["P_t"] += round(frac * size)
-            n["max_t"] = max(n["max_t"], size)
+            trainable.append(round(frac * size))
             if not m.all():
                 n["P_tp"] += round(frac * size)
                 n["N_p"] += size
+    n["bucket"] = max(sum(b) for b in buckets(trainable))
+    n["max_trainable"] = max(trainable)
     return n
+
+
+def buckets(entries: list[int]) -> list[list[int]]:
+    """The masked optimizer's buckets (``optim._MaskedOptimizer.buckets``) of parameters with ``entries`` trainable
+    entries each."""
+    from clueflow.unlearn.optim import BUCKET_ENTRIES
+
+    out, size = [[]], 0
+    for n in entries:
+        if out[-1] and size + n > BUCKET_ENTRIES:
+            out.append([])
+            size = 0
+        out[-1].append(n)
+        size += n
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,10 +278,9 @@ def measure_discovery(shape: Shape) -> dict:
     rows = prompt_rows(2 * shape.b, shape.s)
     from clueflow.circuits import runtime
 
-    if hasattr(runtime, "_CHUNK_ELEMENTS"):  # after: the same token-chunk fraction as at 8B (see the docstring)
-        big = TARGETS["Llama-3-8B"]
-        fraction = min(1.0, runtime._CHUNK_ELEMENTS / (big.H * big.d * big.T))
-        runtime._CHUNK_ELEMENTS = shape.H * shape.d * max(1, round(fraction * shape.T))
+    big = TARGETS["Llama-3-8B"]  # the same token-chunk fraction as at 8B (see the docstring)
+    fraction = min(1.0, runtime._CHUNK_ELEMENTS / (big.H * big.d * big.T))
+    runtime._CHUNK_ELEMENTS = shape.H * shape.d * max(1, round(fraction * shape.T))
     with Region(*model.parameters(), *model.buffers()) as r:
         discover(model, tok, rows, method="eap_dual", batch_size=shape.b)
     return dict(peak=r.mem.peak, rss=r.rss_peak)
@@ -299,10 +316,9 @@ def measure_step(shape: Shape, checkpointing: bool = False) -> dict:
     data, stage = clue_stage2(shape, masks, steps=2)
     from clueflow.unlearn import losses
 
-    if hasattr(losses, "_CHUNK_ELEMENTS"):  # after: the same log-softmax row-chunk fraction as at 8B
-        big = TARGETS["Llama-3-8B"]
-        fraction = min(1.0, (losses._CHUNK_ELEMENTS // big.V) / big.T)
-        losses._CHUNK_ELEMENTS = shape.V * max(1, round(fraction * shape.T))
+    big = TARGETS["Llama-3-8B"]  # the same log-softmax row-chunk fraction as at 8B
+    fraction = min(1.0, (losses._CHUNK_ELEMENTS // big.V) / big.T)
+    losses._CHUNK_ELEMENTS = shape.V * max(1, round(fraction * shape.T))
     with Region(*model.parameters(), *model.buffers()) as r:  # the masks stay on the CPU when training on a GPU
         train(model, [stage], data, **({"gradient_checkpointing": True} if checkpointing else {}))
 
@@ -335,155 +351,188 @@ def child(kind: str, shape: Shape) -> None:
 
 _MODEL_TERMS = {"L·T·d": lambda s, n: s.L * s.T * s.d, "L·T·ffn": lambda s, n: s.L * s.T * s.ffn,
                 "T·V": lambda s, n: s.T * s.V, "1": lambda s, n: 1}
-TERMS = {
-    ("before", "discovery"): {"P": lambda s, n: n["P"], "W·T·d": lambda s, n: n["W"] * s.T * s.d,
-                              "R·T·d": lambda s, n: n["R"] * s.T * s.d,
-                              "R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, **_MODEL_TERMS},
-    ("after", "discovery"): {"R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, "H·T·d": lambda s, n: s.H * s.T * s.d,
-                             **_MODEL_TERMS},
-}
-STEP_TERMS = {"P_g": lambda s, n: n["P_g"], "max tensor": lambda s, n: n["max_t"], **_MODEL_TERMS}
-TERMS.update({(v, k): STEP_TERMS for v, k in VARIANTS if k != "discovery"})
+STEP_TERMS = _MODEL_TERMS
+TERMS = {"discovery": {"R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, "H·T·d": lambda s, n: s.H * s.T * s.d,
+                       **_MODEL_TERMS},
+         "step": STEP_TERMS, "step_gc": STEP_TERMS}
 STATE_TERMS = ("P_t", "P_tp", "N_p")  # per trainable entry, per trainable entry of a partial tensor, per entry of one
+TOLERANCE = 0.05  # |predicted / measured − 1| on every measured point (issue #30)
+JOB_TOLERANCE = 0.02  # resources.device_bytes against this fit at 8B: one figure
+OPTIMIZER_PHASE_MARGIN = 0.02  # a measured peak within 2 % of the optimizer phase is that phase's
 
 
 def known_bytes(n: dict, state_coef: np.ndarray | None) -> float:
-    """Bytes that are not fitted: bf16 weights, optimizer state."""
-    return 2 * n["P"] + (0 if state_coef is None else float(np.dot(state_coef, [n[k] for k in STATE_TERMS])))
+    """Bytes that are not fitted: bf16 weights; for the step (``state_coef`` given), bf16 gradients of every
+    parameter with a trainable entry and the optimizer state."""
+    if state_coef is None:
+        return 2 * n["P"]
+    return 2 * n["P"] + 2 * n["P_g"] + float(np.dot(state_coef, [n[k] for k in STATE_TERMS]))
 
 
-def fit(variant: tuple[str, str], runs: list[tuple[Shape, dict, dict]], state_coef):
-    """NNLS on relative error; returns coefficients, per-point relative residuals, the error on the largest point
-    when it is left out."""
+def optimizer_phase(n: dict, state_coef: np.ndarray | None) -> float:
+    """The step's peak while the optimizer updates (known, not fitted): weights, gradients and state, plus one
+    bucket's gathered fp32 gradients (4 B per entry) and the bf16 gather, then the rounded values, of its largest
+    parameter (2 B per trainable entry). 0 for discovery."""
+    return 0.0 if state_coef is None else known_bytes(n, state_coef) + 4 * n["bucket"] + 2 * n["max_trainable"]
+
+
+def fit(kind: str, runs: list[tuple[Shape, dict, dict]], state_coef):
+    """NNLS on relative error; returns coefficients, per-point predictions, the error on the largest point when it
+    is left out. A step's peak is that of its backward pass (known + the fitted activation terms) or, where that is
+    smaller, of its optimizer update (:func:`optimizer_phase`): points whose measured peak the optimizer phase
+    reaches are left out of the fit."""
     from scipy.optimize import nnls
 
-    X = np.array([[f(s, n) for f in TERMS[variant].values()] for s, n, _ in runs], dtype=float)
+    X = np.array([[f(s, n) for f in TERMS[kind].values()] for s, n, _ in runs], dtype=float)
     known = np.array([known_bytes(n, state_coef) for _, n, _ in runs])
+    floor = np.array([optimizer_phase(n, state_coef) for _, n, _ in runs])
     y = np.array([r["peak"] for _, _, r in runs], dtype=float)
+    backward = y > floor * (1 + OPTIMIZER_PHASE_MARGIN)
 
     def solve(rows):
+        rows = rows[backward[rows]]
         return nnls(X[rows] / y[rows, None], (y[rows] - known[rows]) / y[rows])[0]
 
     everything = np.arange(len(y))
     coef = solve(everything)
-    resid = (known + X @ coef) / y - 1
     big = int(np.argmax(y))
     held = solve(everything[everything != big])
-    return coef, resid, (known[big] + X[big] @ held) / y[big] - 1
+    return coef, np.maximum(known + X @ coef, floor), max(known[big] + X[big] @ held, floor[big]) / y[big] - 1
 
 
-def predict(variant: tuple[str, str], shape: Shape, n: dict, coef, state_coef) -> float:
-    return known_bytes(n, state_coef) + float(np.dot(coef, [f(shape, n) for f in TERMS[variant].values()]))
+def predict(kind: str, shape: Shape, n: dict, coef, state_coef) -> float:
+    backward = known_bytes(n, state_coef) + float(np.dot(coef, [f(shape, n) for f in TERMS[kind].values()]))
+    return max(backward, optimizer_phase(n, state_coef))
 
 
-def run_all(before_src: Path, jobs: int) -> dict:
+def run_all(jobs: int) -> dict:
     # glibc: blocks above 64 KiB are mmapped and unmapped when freed, so that RSS follows the live bytes
-    malloc = dict(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    env = {"before": dict(os.environ, PYTHONPATH=str(before_src), **malloc),
-           "after": dict(os.environ, PYTHONPATH=str(REPO / "src"), **malloc)}
-    tasks = [(v, k, s) for v, k in VARIANTS for s in POINTS]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    tasks = [(k, s) for k in KINDS for s in POINTS]
 
     def one(task):
-        version, kind, shape = task
+        kind, shape = task
         proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(asdict(shape))], check=False,
-                              env=env[version], capture_output=True, text=True)
+                              env=env, capture_output=True, text=True)
         if proc.returncode:
-            raise SystemExit(f"{version} {kind} {shape} failed:\n{proc.stderr[-3000:]}")
+            raise SystemExit(f"{kind} {shape} failed:\n{proc.stderr[-3000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     with ThreadPoolExecutor(jobs) as pool:
         results = list(pool.map(one, tasks))
     out = {}
-    for (version, kind, shape), r in zip(tasks, results):
-        want = before_src if version == "before" else REPO / "src"
-        if Path(r["clueflow"]) != want / "clueflow":
-            raise SystemExit(f"{version} run imported clueflow from {r['clueflow']}, not {want}")
-        out.setdefault((version, kind), []).append((shape, r))
+    for (kind, shape), r in zip(tasks, results):
+        if Path(r["clueflow"]) != REPO / "src" / "clueflow":
+            raise SystemExit(f"a child imported clueflow from {r['clueflow']}, not this tree")
+        out.setdefault(kind, []).append((shape, r))
     return out
 
 
-LABELS = {("before", "discovery"): "discovery before", ("after", "discovery"): "discovery after",
-          ("before", "step"): "step before", ("after", "step"): "step after",
-          ("after", "step_gc"): "step after, checkpointing"}
+LABELS = {"discovery": "discovery", "step": "CLUE step", "step_gc": "CLUE step, checkpointing"}
 
 
-def report(measured: dict) -> str:
+def report(measured: dict) -> tuple[str, float, float]:
+    """The report, the largest |predicted / measured − 1| over the points and the largest |job / fit − 1| of
+    ``resources.device_bytes`` at 8B."""
+    agree = []
     counts = {s: structure(s) for s in [*POINTS, *TARGETS.values()]}
-    for (version, kind), rows in measured.items():  # the counts the formula uses are the ones the run had
+    for kind, rows in measured.items():  # the counts the formula uses are the ones the run had
         for s, r in rows:
             if kind != "discovery" and (r["P_t"], r["P_g"]) != (counts[s]["P_t"], counts[s]["P_g"]):
                 raise SystemExit(f"structure() disagrees with the masks of {s}")
     preds, fits, states = {}, {}, {}
-    for version, kind in VARIANTS:
+    for kind in KINDS:
         state_coef = None
         if kind != "discovery":
-            A = np.array([[counts[s][k] for k in STATE_TERMS] for s, _ in measured[(version, kind)]], dtype=float)
-            b = np.array([r["state"] for _, r in measured[(version, kind)]], dtype=float)
+            A = np.array([[counts[s][k] for k in STATE_TERMS] for s, _ in measured[kind]], dtype=float)
+            b = np.array([r["state"] for _, r in measured[kind]], dtype=float)
             state_coef = np.linalg.lstsq(A, b, rcond=None)[0]
-            states[version] = (state_coef, np.abs(A @ state_coef / b - 1).max())
-        fits[(version, kind)] = fit((version, kind), [(s, counts[s], r) for s, r in measured[(version, kind)]],
-                                    state_coef)
+            states[kind] = (state_coef, np.abs(A @ state_coef / b - 1).max())
+        fits[kind] = fit(kind, [(s, counts[s], r) for s, r in measured[kind]], state_coef)
         for name, shape in TARGETS.items():
-            preds[(name, version, kind)] = predict((version, kind), shape, counts[shape], fits[(version, kind)][0],
-                                                   state_coef)
+            preds[(name, kind)] = predict(kind, shape, counts[shape], fits[kind][0], state_coef)
 
     lines = ["## Predicted peak memory at batch 8 × 512 tokens, bf16 (GiB)\n",
              "| model | " + " | ".join(LABELS.values()) + " |", "|---|" + "---:|" * len(LABELS)]
     for name in TARGETS:
-        lines.append(f"| {name} | " + " | ".join(f"{preds[(name, *v)] / GiB:,.1f}" for v in VARIANTS) + " |")
-    lines.append("| target at 8B | " + " | ".join(f"≤ {GOALS[k]}" for _, k in VARIANTS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{preds[(name, k)] / GiB:,.1f}" for k in KINDS) + " |")
+    lines.append("| target at 8B | " + " | ".join(f"≤ {GOALS[k]}" for k in KINDS) + " |")
     n8 = counts[TARGETS["Llama-3-8B"]]
     lines.append(f"\nThe 50 % mask at 8B makes {n8['P_t'] / n8['M']:.1%} of the maskable entries trainable; "
-                 f"{n8['P_g'] / 1e9:.2f} B parameters get a gradient.\n")
+                 f"{n8['P_g'] / 1e9:.2f} B parameters get a gradient; the optimizer's largest bucket holds "
+                 f"{n8['bucket'] / 1e6:.1f} M trainable entries.\n")
 
-    lines.append("## Fitted terms (bytes per unit) and fit quality\n")
-    for v in VARIANTS:
-        coef, resid, held = fits[v]
-        lines.append(f"- {LABELS[v]}: " + " + ".join(f"{c:.3g}·{t}" for c, t in zip(coef, TERMS[v]) if c)
-                     + f" — max |residual| {np.abs(resid).max():.1%}, largest point left out of the fit {held:+.1%}")
+    lines.append("## Fitted terms (bytes per unit)\n")
+    for kind in KINDS:
+        coef, _, held = fits[kind]
+        lines.append(f"- {LABELS[kind]}: " + " + ".join(f"{c:.3g}·{t}" for c, t in zip(coef, TERMS[kind]) if c)
+                     + f" — largest point left out of the fit: {held:+.1%}")
     lines.append("\nKnown terms, not fitted: weights 2 B per parameter; for the step, the optimizer state as "
                  "measured (bytes it keeps after one step, split exactly by least squares):\n")
-    lines.append("| version | B / trainable entry | + B / trainable entry of a partial tensor | "
+    lines.append("| B / trainable entry | + B / trainable entry of a partial tensor | "
                  "+ B / entry of a partial tensor | B / trainable entry at 8B | split error |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    for version, (sc, err) in states.items():
-        per = float(np.dot(sc, [n8[k] for k in STATE_TERMS])) / n8["P_t"]
-        lines.append(f"| {version} | {sc[0]:.2f} | {sc[1]:.2f} | {sc[2]:.2f} | {per:.2f} | {err:.1e} |")
+    lines.append("|---:|---:|---:|---:|---:|")
+    sc, err = states["step"]
+    per = float(np.dot(sc, [n8[k] for k in STATE_TERMS])) / n8["P_t"]
+    lines.append(f"| {sc[0]:.2f} | {sc[1]:.2f} | {sc[2]:.2f} | {per:.2f} | {err:.1e} |")
 
-    lines.append("\n## Measured points: peak live bytes, MiB (peak RSS above the start, MiB)\n")
+    lines.append("\n## The job's figure (clueflow.resources.device_bytes, the one SLURM sizing uses) at 8B\n")
+    from clueflow import resources as R
+
+    big = TARGETS["Llama-3-8B"]
+    size = R.ModelSize(n8["P"], big.L, big.d, big.H, big.KV, big.V, "benchmark", big.ffn)
+    for kind, checkpointing in (("step", False), ("step_gc", True)):
+        job = R.device_bytes("unlearn", size, "bfloat16", R.Work(0, big.T), checkpointing=checkpointing)
+        off = job / preds[("Llama-3-8B", kind)] - 1
+        agree.append(abs(off))
+        lines.append(f"- {LABELS[kind]}: {job / GiB:,.1f} GiB ({off:+.1%} against this fit)")
+    worst = 0.0
+    lines.append("\n## Measured points: peak live bytes, MiB — measured / predicted (error)\n")
     lines.append("| L | d | H | KV | ffn | V | b×s | " + " | ".join(LABELS.values()) + " |")
     lines.append("|---:" * 7 + "|" + "---:|" * len(LABELS))
     for i, s in enumerate(POINTS):
-        cells = [f"{measured[v][i][1]['peak'] / 2**20:.2f} ({measured[v][i][1]['rss'] / 2**20:.0f})"
-                 for v in VARIANTS]
+        cells = []
+        for kind in KINDS:
+            got, want = measured[kind][i][1]["peak"], fits[kind][1][i]
+            worst = max(worst, abs(want / got - 1))
+            cells.append(f"{got / 2**20:.2f} / {want / 2**20:.2f} ({want / got - 1:+.1%})")
         lines.append(f"| {s.L} | {s.d} | {s.H} | {s.KV} | {s.ffn} | {s.V} | {s.b}×{s.s} | " + " | ".join(cells) + " |")
+    lines.append(f"\nLargest |predicted / measured − 1|: {worst:.1%} (tolerance {TOLERANCE:.0%}).")
     lines.append("\nRSS cross-check, peak RSS above the start ≈ a + b × peak live bytes over the points:")
-    for v in VARIANTS:
-        live, rss = (np.array([r[key] for _, r in measured[v]], dtype=float) for key in ("peak", "rss"))
+    for kind in KINDS:
+        live, rss = (np.array([r[key] for _, r in measured[kind]], dtype=float) for key in ("peak", "rss"))
         b, a = np.polyfit(live, rss, 1)
-        lines.append(f"- {LABELS[v]}: a = {a / 2**20:.0f} MiB, b = {b:.2f}")
-    return "\n".join(lines)
+        lines.append(f"- {LABELS[kind]}: a = {a / 2**20:.0f} MiB, b = {b:.2f}")
+    return "\n".join(lines), worst, max(agree)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", default="8d6c989", help="the pre-issue commit")
     ap.add_argument("--jobs", type=int, default=2, help="measurements run at once")
+    ap.add_argument("--save", type=Path, help="write the measurements to this JSON")
+    ap.add_argument("--load", type=Path, help="report the measurements of this JSON (from --save) instead")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "SHAPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child[0], Shape(**json.loads(args.child[1])))
         return
-    print("live-bytes counter validated:", validate())
-    with tempfile.TemporaryDirectory(prefix="clueflow-before-") as tmp:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "src"], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        measured = run_all(Path(tmp) / "src", args.jobs)
+    if args.load:
+        saved = json.loads(args.load.read_text())
+        measured = {kind: [(Shape(**s), r) for s, r in rows] for kind, rows in saved.items()}
+    else:
+        print("live-bytes counter validated:", validate())
+        measured = run_all(args.jobs)
+    if args.save:
+        args.save.write_text(json.dumps({k: [(asdict(s), r) for s, r in rows] for k, rows in measured.items()}))
     head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, check=True,
                           text=True).stdout.strip()
-    print(f"before: {args.before}; after: this tree ({head}, uncommitted changes included); {len(POINTS)} shapes\n")
-    print(report(measured))
+    print(f"this tree ({head}, uncommitted changes included); {len(POINTS)} shapes\n")
+    text, worst, job = report(measured)
+    print(text)
+    if worst > TOLERANCE:
+        raise SystemExit(f"a measured point is {worst:.1%} off its prediction (tolerance {TOLERANCE:.0%})")
+    if job > JOB_TOLERANCE:
+        raise SystemExit(f"resources.device_bytes is {job:.1%} off this fit at 8B: update its constants")
 
 
 if __name__ == "__main__":

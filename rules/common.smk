@@ -81,7 +81,15 @@ def stage_resources(stage):
     """A rule's cluster resources, derived per job and attempt by clueflow.resources from the model's size and
     the stage's work (memory and runtime grow with each attempt; a retry of a user error is the smallest job).
     """
-    keys = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")
+    keys = (
+        "mem_mb",
+        "runtime",
+        "cpus_per_task",
+        "slurm_partition",
+        "gpu",
+        "gpu_model",
+        "nodes",
+    )
     return {key: job_resource(stage, key) for key in keys}
 
 

@@ -152,11 +152,18 @@ def test_masks_ask_for_a_gpu_only_for_wanda_and_multi_process_runs_for_their_cop
     assert R.job_resources("masks", cfg, tmp_path, JOB).gpus == 0
     cfg["masks"]["base"] = "wanda"
     assert R.job_resources("masks", cfg, tmp_path, JOB).gpus == 1
-    one = R.job_resources("unlearn", cfg, tmp_path, JOB)
-    cfg["unlearn"]["methods"]["clue"]["gpus"] = 2  # each torchrun process loads its own weights
-    two = R.job_resources("unlearn", cfg, tmp_path, JOB)
-    assert two.gpus == 2
+    ga = dict(JOB, run="ga")
+    one = R.job_resources("unlearn", cfg, tmp_path, ga)
+    cfg["unlearn"]["methods"]["ga"]["gpus"] = 2  # DDP: each torchrun process loads its own weights
+    two = R.job_resources("unlearn", cfg, tmp_path, ga)
+    assert two.gpus == 2 and two.device_mb == one.device_mb
     assert two.mem_mb == math.ceil((2 * R.BASE_MB + 2 * 8e9 * 2 * 2 / R.MiB) * R.SAFETY / 100) * 100 > one.mem_mb
+    alone = R.job_resources("unlearn", cfg, tmp_path, JOB)
+    cfg["unlearn"]["methods"]["clue"]["gpus"] = 2  # FSDP2 on the given masks: each process holds its rows
+    sharded = R.job_resources("unlearn", cfg, tmp_path, JOB)
+    assert sharded.gpus == 2 and sharded.device_mb < 0.6 * alone.device_mb
+    host = 8e9 * 2 * 2 / 2 * 2 + R.SHARD_BYTES
+    assert sharded.mem_mb == math.ceil((2 * R.BASE_MB + host / R.MiB) * R.SAFETY / 100) * 100
 
 
 def test_a_run_start_removes_only_the_markers_it_wrote(tmp_path):
@@ -171,3 +178,21 @@ def test_a_run_start_removes_only_the_markers_it_wrote(tmp_path):
     clear_user_errors(tmp_path)
     assert not user_error_marker(log).exists()
     assert foreign.read_text() == "my own notes\n" and link.is_symlink()
+
+
+def test_a_job_asks_for_the_smallest_gpu_type_that_holds_it_and_spans_nodes_past_one_nodes_gpus(tmp_path):
+    cfg = config(**LLAMA3_8B)
+    cfg["cluster"]["gpu_models"] = {"a100": 40960, "h100": 81920, "h200": 143360}
+    circuit = R.job_resources("circuit", cfg, tmp_path, JOB)
+    assert 40960 < circuit.device_mb <= 81920 and circuit.gpu_model == "h100"
+    assert circuit.snakemake()["gpu_model"] == "h100" and "nodes" not in circuit.snakemake()
+    cfg["unlearn"]["methods"]["clue"]["gpus"] = 16
+    cfg["cluster"]["gpus_per_node"] = 8
+    run = R.job_resources("unlearn", cfg, tmp_path, JOB)
+    assert (run.gpus, run.nodes, run.snakemake()["nodes"]) == (16, 2, 2)
+    assert run.gpu_model == "a100"  # 1/16 of the weights, gradients and state per GPU
+    cfg["cluster"]["gpu_models"] = {"a100": 40960}
+    assert R.job_resources("circuit", cfg, tmp_path, JOB).gpu_model == "a100"  # none holds it: the largest
+    assert R.gpu_model({}, 10) is None
+    cpu = R.job_resources("data_build", cfg, tmp_path, JOB)
+    assert cpu.gpu_model is None and "gpu_model" not in cpu.snakemake()

@@ -3,6 +3,7 @@ half of every global batch, give one process's weights up to fp32 round-off, and
 checkpoint. Full-parameter runs go through DDP (accelerate); masked runs through FSDP2, each process holding and
 updating its rows of every weight and mask, and every entry outside the masks stays bit-identical."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -111,6 +112,19 @@ def test_a_masked_run_under_fsdp2_moves_only_masked_entries_and_matches_one_proc
     assert one["stages"] == two["stages"]
 
 
+def test_several_gpus_are_refused_at_config_check_for_methods_that_localize_on_the_model():
+    def plan(**runs):
+        cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+        for run, spec in runs.items():
+            cfg["unlearn"]["methods"].setdefault(run, {}).update(spec)
+        return Plan.from_config(cfg, file="my.yaml")
+
+    plan(ga={"gpus": 2}, clue={"gpus": 2})  # DDP; FSDP2 on the given masks
+    with pytest.raises(ClueflowError, match="localizes on the model in one process") as err:
+        plan(wagle={"gpus": 2})
+    assert err.value.field == "unlearn.methods.wagle.gpus"
+
+
 def test_an_unlearning_job_asks_for_its_runs_gpus():
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     cfg["model"].update(source="meta-llama/Meta-Llama-3-8B", dtype="bfloat16", device="cuda")
@@ -149,3 +163,39 @@ def test_several_nodes_start_one_torchrun_each_through_srun_meeting_on_the_first
     with pytest.raises(ClueflowError, match="do not split evenly") as err:
         launch_command(3, args, env)
     assert err.value.field == "unlearn.gpus"
+
+
+def test_sharded_loading_and_saving_round_trip_a_checkpoint_bit_for_bit(tiny_dirs, tmp_path, monkeypatch):
+    """One gloo process: the meta-device model, sharded, reads every tensor from the safetensors files and the
+    rotary buffers from its own initialisation; written back one tensor at a time in files of at most SHARD_BYTES
+    with their index, it loads (from_pretrained) equal to the original, and computes the same logits."""
+    import torch.distributed as dist
+
+    from clueflow.models import load_model
+    from clueflow.unlearn import sharded
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29533")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        model = sharded.load_sharded(tiny_dirs["llama"], dtype=torch.float32, device=torch.device("cpu"))
+        assert sharded.is_sharded(next(model.parameters()))
+        monkeypatch.setattr(sharded, "SHARD_BYTES", 40_000)  # several files for the tiny model
+        sharded.save_sharded(model, tmp_path)
+        ids = torch.tensor([[5, 9, 23, 7, 81]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits.clone()
+    finally:
+        dist.destroy_process_group()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    files = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(files) > 1 and set(index["weight_map"].values()) == set(files)
+    for f in files:  # a file passes the limit only by holding one tensor larger than it
+        tensors = load_file(tmp_path / f)
+        assert sum(t.nbytes for t in tensors.values()) <= 40_000 or len(tensors) == 1
+    before = load_model(tiny_dirs["llama"])
+    after = load_model(tmp_path)
+    for name, t in before.state_dict().items():
+        assert torch.equal(after.state_dict()[name], t), name
+    with torch.no_grad():
+        torch.testing.assert_close(logits, before(input_ids=ids).logits, rtol=0, atol=0)

@@ -327,11 +327,13 @@ def set_activation_checkpointing(model, on: bool) -> None:
     getattr(model, f"{name}_checkpointing_{'enable' if on else 'disable'}")()
 
 
-def save_checkpoint(model, tok, directory: Path, *, state_dict: dict | None = None) -> None:
+def save_checkpoint(model, tok, directory: Path, *, weights=None) -> None:
     """HF format, weights as safetensors: loads with ``AutoModelForCausalLM`` and ``lm_eval --model hf``;
-    ``state_dict``: the weights to write instead of ``model``'s own."""
-    model.save_pretrained(directory, safe_serialization=True, **({} if state_dict is None else
-                                                                   dict(state_dict=state_dict)))
+    ``weights(directory)``: writes the model's weights and config instead of ``save_pretrained``."""
+    if weights is None:
+        model.save_pretrained(directory, safe_serialization=True)
+    else:
+        weights(directory)
     tok.save_pretrained(directory)
 
 

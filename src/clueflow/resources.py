@@ -12,9 +12,15 @@ measures the device-side ones). ``P`` parameters, ``b`` bytes per weight of ``mo
 * device memory = weights + stage state + activations:
   ``forward`` stages (filter, masks, re-selected circuits, evaluation): ``W * copies + B*T*(L*d*b*ACT_FORWARD + V*4)``;
   ``circuit`` (EAP): ``W + writers*B*T*d*b`` (writer deltas kept for the backward pass) ``+ B*T*L*d*b*ACT_BACKWARD
-  + 2*B*T*V*4``; ``unlearn`` (and the lr search): ``W * copies + TRAINABLE_SHARE*P*ADAM_STATE_BYTES`` (fp32 moments, fp32 master,
-  int32 index per trainable entry) ``+ P*b`` (gradients) ``+ B*T*L*d*b*ACT_BACKWARD + B*T*V*4``.
-* host memory (``mem_mb``): a GPU job holds the weights while loading and saving: ``BASE + W * copies``; a job
+  + 2*B*T*V*4``; ``unlearn`` (and the lr search), per process: held = ``W + GRAD_SHARE*W + TRAINABLE_SHARE*P*
+  STATE_BYTES`` (weights, gradients, optimizer state; an FSDP2 run's divided by its processes, plus two gathered
+  layers), then the larger of the backward pass, held ``+ B*T*(L*(d*c_d + ffn*c_ffn) + V*c_V)`` (``STEP_BACKWARD``,
+  by gradient checkpointing), and the update, held ``+ UPDATE_BYTES * min(trainable entries, BUCKET_ENTRIES)``:
+  the two-phase formula ``benchmarks/memory.py`` fits and checks on CPU shapes, the same figure at 8B.
+* GPUs: an unlearning job's ``unlearn.gpus`` processes span ``ceil(gpus / cluster.gpus_per_node)`` nodes; each GPU
+  job asks for the smallest of ``cluster.gpu_models`` that holds its device memory.
+* host memory (``mem_mb``, per node): a GPU job holds the weights while loading and saving: ``BASE + W * copies``
+  per process (a sharded run: its rows, and the first process one written file of ``SHARD_BYTES``); a job
   computing on the CPU (``model.device: cpu``, CPU-only stages) holds the device memory above: ``BASE + device``.
   Both times ``SAFETY``, times the attempt.
 * runtime = ``SAFETY * (W * copies / LOAD_BYTES_PER_S + flops / throughput)`` minutes, rounded up to 10, at least
@@ -44,7 +50,9 @@ from typing import Any
 
 from .fetch import cached_file
 from .layout import MODEL_PROVENANCE
-from .unlearn.methods import run_gpus, run_spec
+from .unlearn.methods import GIVEN_MASKS, run_gpus, run_spec
+from .unlearn.optim import BUCKET_ENTRIES
+from .unlearn.sharded import SHARD_BYTES
 
 # ---- constants (the one place; benchmarks/memory.py measures the device-side ones) --------------------------
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -52,9 +60,16 @@ MiB = 2**20
 BASE_MB = 2500  # Python, torch, transformers and the job's own data before any weights
 SAFETY = 1.25  # on memory and on the computed part of the runtime
 ACT_FORWARD = 4  # activations alive per layer in a no-grad forward pass, in units of B*T*d
-ACT_BACKWARD = 16  # activations kept per layer for a backward pass, in units of B*T*d
-ADAM_STATE_BYTES = 16  # per trainable entry: two fp32 moments, an fp32 master value, an int32 index
-TRAINABLE_SHARE = 0.5  # of the parameters: CLUE's sizing point (a 50 % mask); full-parameter baselines use LoRA at 7B
+ACT_BACKWARD = 16  # activations kept per layer for a backward pass, in units of B*T*d (circuit discovery)
+# One masked unlearning step at CLUE's sizing point (a 50 % node mask: every other head, every other MLP; the
+# full-parameter baselines use LoRA at 7B), bf16, as benchmarks/memory.py fits it on CPU shapes (2026-12-07, every
+# point within 2.7 %; its 8B prediction and device_bytes agree): the larger of the backward pass and the update.
+GRAD_SHARE = 0.518  # parameters with a trainable entry (each gets a gradient), of all parameters
+TRAINABLE_SHARE = 0.451  # trainable entries, of all parameters
+STATE_BYTES = 12.59  # optimizer state per trainable entry: fp32 moments and master, int32 index of partial tensors
+STEP_BACKWARD = {  # fitted bytes per B*T*L*d, B*T*L*ffn, B*T*V (bf16), by unlearn.gradient_checkpointing
+    False: (27.0, 4.38, 5.02), True: (0.0, 0.0, 9.6)}
+UPDATE_BYTES = 4  # per entry of the optimizer's bucket (optim.BUCKET_ENTRIES): its gathered fp32 gradients
 LOAD_BYTES_PER_S = 300e6  # reading (or writing) weights from a shared file system
 GPU_FLOPS = {"float32": 1e13, "bfloat16": 5e13, "float16": 5e13}  # sustained by eager PyTorch on an A100/H100
 CPU_FLOPS_PER_CORE = 2e10
@@ -105,22 +120,34 @@ class ModelSize:
     kv_heads: int
     vocab: int
     origin: str  # where n_parameters came from
+    ffn: int = 0  # MLP width; 0: unknown (3.5 x hidden, Llama-3's ratio, is assumed)
+
+    @property
+    def mlp(self) -> int:
+        return self.ffn or round(3.5 * self.hidden)
 
 
 @dataclass(frozen=True)
 class JobResources:
-    mem_mb: int
+    mem_mb: int  # per node
     runtime: int
     cpus: int
-    gpus: int
+    gpus: int  # in all, over its nodes
     partition: str
-    device_mb: int
+    device_mb: int  # per GPU
+    nodes: int = 1
+    gpu_model: str | None = None  # the smallest of cluster.gpu_models that holds device_mb
 
     def snakemake(self) -> dict[str, Any]:
-        """As Snakemake resources (the SLURM plugin maps gpu, cpus_per_task, mem_mb, runtime, slurm_partition)."""
+        """As Snakemake resources (the SLURM plugin maps gpu, gpu_model, nodes, cpus_per_task, mem_mb, runtime,
+        slurm_partition: ``--gpus=[<model>:]<n>``, ``--nodes``)."""
         res = dict(mem_mb=self.mem_mb, runtime=self.runtime, cpus_per_task=self.cpus,
                    slurm_partition=self.partition)
-        return {**res, "gpu": self.gpus} if self.gpus else res
+        if self.gpus:
+            res["gpu"] = self.gpus
+            if self.gpu_model:
+                res["gpu_model"] = self.gpu_model
+        return {**res, "nodes": self.nodes} if self.nodes > 1 else res
 
 
 # ---- the model's size ---------------------------------------------------------------------------------------
@@ -153,14 +180,14 @@ def _shape_from_hf_config(cfg: dict, n_parameters: float | None, origin: str) ->
     heads = int(first("num_attention_heads", "n_head", default=max(1, hidden // 128)))
     kv = int(first("num_key_value_heads", default=heads))
     vocab = int(first("vocab_size", default=DEFAULT_VOCAB))
+    inner = first("intermediate_size", "n_inner")
     if n_parameters is None:  # embeddings (+ untied head) and per layer attention + (gated) MLP
-        inner = first("intermediate_size", "n_inner")
         head_dim = int(first("head_dim", default=hidden // heads))
         attn = hidden * head_dim * (2 * heads + 2 * kv)
         mlp = 3 * hidden * int(inner) if inner else 8 * hidden * hidden
         tied = first("tie_word_embeddings", default=True)
         n_parameters = vocab * hidden * (1 if tied else 2) + layers * (attn + mlp)
-    return ModelSize(float(n_parameters), layers, hidden, heads, kv, vocab, origin)
+    return ModelSize(float(n_parameters), layers, hidden, heads, kv, vocab, origin, int(inner) if inner else 0)
 
 
 @lru_cache(maxsize=16)
@@ -247,7 +274,8 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
         tokens = 2 * rows * u["max_length"] * 4
         if stage == "lr_search":
             tokens = len(u["lr_grid"] or [1]) * (tokens + stage_work("evaluate", config, size, wildcards).tokens // 2)
-        return Work(tokens, 2 * u["batch_size"] * u["max_length"])
+        # one batch's graph alive at a time (the forget backward runs before the retain forward), both when joint
+        return Work(tokens, (2 if u["joint_retain_pass"] else 1) * u["batch_size"] * u["max_length"])
     if work == "evaluate":
         e = config["evaluate"]
         sets = [wildcards.get("forget", config["forget"]), *wildcards.get("retains", "").split("+")]
@@ -259,8 +287,11 @@ def stage_work(stage: str, config: dict, size: ModelSize, wildcards: dict[str, s
     return Work(0, 0)
 
 
-def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work) -> float:
-    """Predicted peak memory of the stage's model computation (on the GPU, or in RAM on the CPU)."""
+def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work, *, checkpointing: bool = False,
+                 shards: int = 1) -> float:
+    """Predicted peak memory of the stage's model computation (on the GPU, or in RAM on the CPU); per process.
+    ``checkpointing``: the run's gradient checkpointing; ``shards``: processes an FSDP2 run shards the weights,
+    gradients and optimizer state over (each also gathers two layers' weights at a time)."""
     b, st = DTYPE_BYTES[dtype], STAGES[stage]
     w = size.n_parameters * b
     layer_act = work.batch_tokens * size.n_layers * size.hidden * b
@@ -269,8 +300,14 @@ def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work) -> float:
         writers = size.n_layers * (size.heads + 1) + 1
         return w + writers * work.batch_tokens * size.hidden * b + layer_act * ACT_BACKWARD + 2 * logits
     if st.work == "unlearn":
-        state = TRAINABLE_SHARE * size.n_parameters * ADAM_STATE_BYTES
-        return w * st.copies + state + size.n_parameters * b + layer_act * ACT_BACKWARD + logits
+        trainable = TRAINABLE_SHARE * size.n_parameters / shards
+        state = STATE_BYTES - (4 if b == 4 else 0)  # an fp32 model has no master copy
+        held = (w / shards + (2 * w / size.n_layers if shards > 1 else 0) + GRAD_SHARE * w / shards
+                + trainable * state)
+        per_d, per_ffn, per_v = STEP_BACKWARD[checkpointing]
+        t = work.batch_tokens * b / 2  # the fit is bf16's
+        backward = held + t * (size.n_layers * (size.hidden * per_d + size.mlp * per_ffn) + size.vocab * per_v)
+        return max(backward, held + UPDATE_BYTES * min(trainable, BUCKET_ENTRIES))
     if st.kind == "gpu":
         return w * st.copies + layer_act * ACT_FORWARD + logits
     return w * st.copies
@@ -308,19 +345,39 @@ def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: di
     dtype = m.get("dtype", "float32")
     gpu = uses_gpu(stage, config)
     work = stage_work(stage, config, size, wildcards)
-    device = device_bytes(stage, size, dtype, work)
+    # an unlearning run's processes (one GPU each, see unlearn.gpus): a full-parameter run's each load and train all
+    # the weights (DDP), a run on given masks loads them sharded (FSDP2)
+    processes, checkpointing, shards = 1, False, 1
+    if stage == "unlearn":
+        method, _, settings = run_spec(config["unlearn"], wildcards["run"])
+        processes, checkpointing = run_gpus(config["unlearn"], wildcards["run"]), settings["gradient_checkpointing"]
+        shards = processes if method in GIVEN_MASKS else 1
+    elif stage == "lr_search":
+        checkpointing = run_spec(config["unlearn"], wildcards["run"])[2]["gradient_checkpointing"]
+    device = device_bytes(stage, size, dtype, work, checkpointing=checkpointing, shards=shards)
     large = size.n_parameters >= LARGE
     cpus = (GPU_CPUS if gpu else CPU_JOB_CPUS) if large and computes(stage, config) else 1
-    # an unlearning run's processes (one GPU each, see unlearn.gpus), each loading its own copy of the weights
-    processes = run_gpus(config["unlearn"], wildcards["run"]) if stage == "unlearn" else 1
+    nodes = math.ceil(processes / config["cluster"]["gpus_per_node"]) if gpu else 1
+    per_node = math.ceil(processes / nodes)
     weights = size.n_parameters * DTYPE_BYTES[dtype] * st.copies
-    host = weights * processes if gpu else device
-    mem = math.ceil((BASE_MB * processes + host / MiB) * SAFETY / 100) * 100
+    host = device if not gpu else weights * per_node if shards == 1 else (
+        weights / shards * per_node + SHARD_BYTES)  # sharded: each process its rows, the writer one file
+    mem = math.ceil((BASE_MB * per_node + host / MiB) * SAFETY / 100) * 100
     flops = 2 * size.n_parameters * work.tokens + work.extra_flops
-    speed = GPU_FLOPS[dtype] if gpu else CPU_FLOPS_PER_CORE * cpus
+    speed = GPU_FLOPS[dtype] * processes if gpu else CPU_FLOPS_PER_CORE * cpus
     minutes = SAFETY * (weights / LOAD_BYTES_PER_S + flops / speed) / 60
     runtime = max(MIN_RUNTIME, math.ceil(minutes / 10) * 10)
-    gpus = int(gpu) * processes
-    return JobResources(mem_mb=mem * attempt, runtime=runtime * attempt, cpus=cpus, gpus=gpus,
-                        partition=partition("gpu" if gpu else "cpu"), device_mb=math.ceil(device / MiB))
+    device_mb = math.ceil(device / MiB)
+    return JobResources(mem_mb=mem * attempt, runtime=runtime * attempt, cpus=cpus, gpus=int(gpu) * processes,
+                        partition=partition("gpu" if gpu else "cpu"), device_mb=device_mb, nodes=nodes,
+                        gpu_model=gpu_model(config["cluster"]["gpu_models"], device_mb) if gpu else None)
+
+
+def gpu_model(models: dict[str, int], device_mb: int) -> str | None:
+    """The GPU type (of ``cluster.gpu_models``: type → MiB) with the least memory that holds ``device_mb``, the
+    largest where none does; None without types."""
+    if not models:
+        return None
+    fitting = [(mb, name) for name, mb in models.items() if mb >= device_mb]
+    return min(fitting)[1] if fitting else max((mb, name) for name, mb in models.items())[1]
 

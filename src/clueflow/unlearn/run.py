@@ -43,11 +43,11 @@ from ..errors import ClueflowError
 from ..io import atomic_path, check_target, write_json, write_parquet
 from ..layout import CHECKPOINT_SUMMARY
 from ..masks import load_masks, mask_stats, save_masks
-from ..models import load_model, load_tokenizer, save_checkpoint
+from ..models import DTYPES, load_model, load_tokenizer, save_checkpoint
 from ..scoring import pad_id
 from .batches import Batches, examples
-from .methods import Context, method_impl, needs_graph
-from .sharded import full_state_dict, is_sharded
+from .methods import GIVEN_MASKS, Context, method_impl, needs_graph
+from .sharded import is_sharded, load_sharded, save_sharded
 from .trainer import Stage, UnlearnData, allot_steps, train, world
 
 SUMMARY = CHECKPOINT_SUMMARY  # a checkpoint's provenance file
@@ -178,7 +178,11 @@ def load_inputs(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     rank, size = world()
     if size > 1 and resolve_device(device).type == "cuda":  # one GPU per process
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    if size > 1 and method in GIVEN_MASKS:  # FSDP2: each process reads only its rows
+        model = load_sharded(model_dir, dtype=DTYPES[dtype], device=resolve_device(device),
+                             trust_remote_code=trust_remote_code)
+    else:
+        model = load_model(model_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     graph = build_graph(model) if needs_graph(method) else None  # full-parameter methods run on any architecture
     clue_masks = None
     if masks is not None:  # the pair's CLUE mask files: {"forget": path, "conflict": path}
@@ -211,10 +215,12 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     summary = run_summary(run=run, pair=pair_of_files(forget_path, retain_paths), method=method, options=options,
                           settings=settings, seed=seed, inputs=x, stages=[stage_record(s, log, model) for s in stages],
                           dtype=dtype, autocast=autocast, started=started, searched=searched)
-    state = full_state_dict(model) if is_sharded(next(model.parameters())) else None  # every process calls it
-    if world()[0] == 0:  # every process holds the same trained weights (or rank 0 the gathered ones)
+    sharded = is_sharded(next(model.parameters()))
+    if world()[0] == 0:  # every process holds the same trained weights, or its rows of them (sharded)
         write_run(out_dir, model, tok, {s.name: s.mask for s in stages if s.mask is not None}, log, summary,
-                  state_dict=state)
+                  weights=(lambda d: save_sharded(model, d)) if sharded else None)
+    elif sharded:  # its part of gathering each tensor to the first process
+        save_sharded(model, None)
     return summary
 
 
@@ -229,11 +235,11 @@ def run_summary(*, run: str, pair: str, method: str, options: dict[str, Any], se
 
 
 def write_run(out_dir: str | Path, model, tok, masks: dict[str, dict], log: list[dict],
-              summary: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> None:
+              summary: dict[str, Any], weights=None) -> None:
     """The checkpoint directory (module docstring), complete or not at all; ``masks``: per stage, its mask;
-    ``state_dict``: the weights to write instead of ``model``'s (a sharded model's, gathered)."""
+    ``weights``: what writes the model into a directory instead of ``save_pretrained`` (a sharded model's)."""
     with atomic_path(out_dir, directory=True, marker=SUMMARY) as tmp:
-        save_checkpoint(model, tok, tmp, state_dict=state_dict)
+        save_checkpoint(model, tok, tmp, weights=weights)
         for name, mask in masks.items():
             save_masks({k: m.cpu() for k, m in mask.items()}, tmp / "masks" / f"{name}.safetensors")
         write_parquet(tmp / "train_log.parquet", pd.DataFrame(log),

@@ -7,10 +7,16 @@ the mask cut the same way (:func:`local_mask`), so an entry outside the mask is 
 gradient norm is the all-reduced sum of every rank's squares (:func:`all_sum`). Gradients are reduce-scattered
 with the mean over processes, as DDP averages them, so :func:`..trainer.share`'s loss weights carry over.
 
-The checkpoint is the full state dict, gathered to rank 0 on the CPU (:func:`full_state_dict`).
+No process holds the full weights: :func:`load_sharded` builds the model on the meta device, shards it and reads
+each process's rows of every tensor from the checkpoint's safetensors files; :func:`save_sharded` gathers one tensor
+at a time to rank 0, which writes them as safetensors files of at most ``SHARD_BYTES`` with their index (the
+layout ``from_pretrained`` reads).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -72,8 +78,89 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every process calls it; rank 0 gets the full state dict on the CPU, the others an empty dict."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+SHARD_BYTES = 5 * 2**30  # the largest safetensors file save_sharded writes (transformers' default shard size)
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+def _rows(param: torch.Tensor) -> slice:
+    """The rows of ``param`` (a DTensor sharded on dim 0) that this process holds."""
+    n, size, rank = param.shape[0], param.device_mesh.size(), param.device_mesh.get_local_rank()
+    step = -(-n // size)  # torch.chunk's chunk length
+    return slice(min(rank * step, n), min((rank + 1) * step, n))
+
+
+def load_sharded(model_dir: str | Path, *, dtype: torch.dtype, device: torch.device,
+                 trust_remote_code: bool = False) -> nn.Module:
+    """The checkpoint ``model_dir`` sharded over the processes (:func:`shard`), each reading only its rows; buffers
+    (rotary frequencies: computed, not stored) as the model's own initialisation makes them."""
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    with init_empty_weights(include_buffers=False):  # parameters on the meta device, buffers real
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, trust_remote_code=trust_remote_code)
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    shard(model, device)
+    model.to_empty(device=device)
+    where = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(f, "pt") as opened:
+            where.update(dict.fromkeys(opened.keys(), f))
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+        for name, p in model.named_parameters():
+            if name not in where:
+                raise ValueError(f"{model_dir}: no tensor {name} in its safetensors files (sharded loading reads "
+                                 "checkpoints whose tensor names are the model's parameter names)")
+            with safe_open(where[name], "pt", device="cpu") as opened:
+                part = opened.get_slice(name)
+                if is_sharded(p):
+                    rows = _rows(p)
+                    part = part[rows.start:rows.stop]
+                else:
+                    part = part[:]
+            local(p).copy_(part.to(dtype))
+    return model.eval()
+
+
+def save_sharded(model: nn.Module, directory: Path) -> None:
+    """Every process calls it: each tensor gathered in turn; rank 0 writes them (``model.safetensors`` or numbered
+    files of at most :data:`SHARD_BYTES` and ``model.safetensors.index.json``) and the model's config."""
+    from safetensors.torch import save_file
+
+    rank = dist.get_rank()
+    files, current, size, total = [], {}, 0, 0
+
+    def flush():
+        nonlocal current, size
+        if current:
+            files.append(current)
+            save_file(current, str(directory / f"part-{len(files)}.safetensors"), metadata={"format": "pt"})
+        current, size = {}, 0
+
+    for name, t in model.state_dict().items():
+        full = t.full_tensor() if is_sharded(t) else t
+        if rank == 0:
+            full = full.detach().to("cpu", copy=True).contiguous()
+            if size and size + full.nbytes > SHARD_BYTES:
+                flush()
+            current[name], size, total = full, size + full.nbytes, total + full.nbytes
+        del full
+    if rank != 0:
+        return
+    flush()
+    names = [sorted(f) for f in files]
+    if len(files) == 1:
+        (directory / "part-1.safetensors").rename(directory / "model.safetensors")
+    else:
+        weight_map = {}
+        for i, keys in enumerate(names, 1):
+            final = f"model-{i:05d}-of-{len(files):05d}.safetensors"
+            (directory / f"part-{i}.safetensors").rename(directory / final)
+            weight_map.update(dict.fromkeys(keys, final))
+        (directory / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    model.config.save_pretrained(directory)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(directory)

@@ -41,6 +41,9 @@ AT_CLUE_COUNT = {"ratio": "clue"}  # a localizer's default budget: as many entri
 SETTINGS = ("forget_ratio", "batch_size", "attribution_batch_size", "max_length", "lr", "lr_grid", "epochs", "steps", "loss", "retain_weight",
             "weight_decay", "npo_beta", "grad_clip", "gradient_checkpointing", "joint_retain_pass", "lora")
 FULL_PARAMETER: set[str] = set()  # methods that train every parameter (filled where they register)
+# masked methods that only train masks they are given (no localization on the model), so that several processes
+# run them on a model loaded sharded (FSDP2): no process ever holds the full weights
+GIVEN_MASKS: set[str] = set()
 DENSE_MLP = "dense_mlp"  # a method's requirement: it scores or edits the neurons of one MLP output projection a layer
 
 
@@ -65,7 +68,8 @@ def run_gpus(unlearn: dict[str, Any], run: str) -> int:
 
 
 def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
-    """Every run names a registered method and only options that method reads; LoRA only on full-parameter runs."""
+    """Every run names a registered method and only options that method reads; LoRA only on full-parameter runs;
+    several processes only where the method trains every parameter (DDP) or given masks (FSDP2)."""
     for run in unlearn["methods"]:
         method, options, settings = run_spec(unlearn, run)
         METHODS.get(method, file=file, field=f"unlearn.methods.{run}.method")
@@ -75,6 +79,10 @@ def check_runs(unlearn: dict[str, Any], *, file: str | None = None) -> None:
             raise ClueflowError(f"run {run!r} (method {method}) trains a mask: LoRA is for the full-parameter "
                                 f"methods ({', '.join(sorted(FULL_PARAMETER))}); set lora on those runs only",
                                 file=file, field=where)
+        if run_gpus(unlearn, run) > 1 and method not in FULL_PARAMETER | GIVEN_MASKS:
+            where = f"unlearn.methods.{run}.gpus" if "gpus" in unlearn["methods"][run] else "unlearn.gpus"
+            raise ClueflowError(f"run {run!r} (method {method}) localizes on the model in one process: gpus > 1 is "
+                                f"for {', '.join(sorted(FULL_PARAMETER | GIVEN_MASKS))}", file=file, field=where)
 
 
 @dataclass

@@ -8,7 +8,7 @@ A stage's ``mask`` is forget | conflict | union | all.
 
 from __future__ import annotations
 
-from . import METHODS, Context
+from . import GIVEN_MASKS, METHODS, Context
 
 STAGE_DEFAULTS = {
     "stage1": dict(mask="forget", epochs=1, retain_weight=0.0),
@@ -34,3 +34,6 @@ def clue(ctx: Context):
             stage.lr, stage.fixed_lr = float(spec["lr"]), True
         stages.append(stage)
     return stages[::-1] if ctx.options.get("swap") else stages
+
+
+GIVEN_MASKS.add("clue")
