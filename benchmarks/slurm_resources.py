@@ -1,16 +1,18 @@
 """What `snakemake --profile slurm all` would submit for a config: a SLURM dry run, as a markdown table per rule.
 
-    .venv/bin/python benchmarks/slurm_resources.py [extra.yaml ...] [--out table.md]
+    .venv/bin/python benchmarks/slurm_resources.py [extra.yaml ...] [--base config.yaml] [--out table.md]
 
-The extra config files are merged over the repository's config.yaml (as `--configfile config.yaml extra.yaml`),
-e.g. the paper's 7B-class setting (the README's table)::
+The extra config files are merged over the base config (the repository's config.yaml; as `--configfile
+config.yaml extra.yaml`), e.g. the paper's 7B-class setting (the README's table), or a whole config of its own::
 
     .venv/bin/python benchmarks/slurm_resources.py benchmarks/llama3-8b.yaml
+    .venv/bin/python benchmarks/slurm_resources.py --base config.70b.yaml
 
 It runs the real dry run with the profile (offline: the model is not downloaded; its size comes from
 clueflow.resources' sources, here the size in the hub id), with CLUEFLOW_SLURM_PARTITION=gpu and
-CLUEFLOW_SLURM_CPU_PARTITION=cpu, and lists per rule the jobs and the first job's memory, runtime, CPUs, GPUs and
-partition as submitted. (GPU memory is no SLURM request: benchmarks/memory.py measures and predicts it.)
+CLUEFLOW_SLURM_CPU_PARTITION=cpu, and lists per rule the jobs and the first job's memory, runtime, CPUs, GPUs, GPU
+type, nodes and partition as submitted, and its predicted memory per GPU (clueflow.resources; no SLURM request,
+benchmarks/memory.py measures and predicts it).
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def rule_stages(rules_dir: Path = REPO / "rules") -> dict[str, str]:
     return {**stages, **{new: stages[old] for new, old in uses.items() if old in stages}}
 
 
-def dry_run(configs: list[Path], workdir: Path) -> str:
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+def dry_run(configs: list[Path], workdir: Path, base: Path = REPO / "config.yaml") -> str:
+    shutil.copy(base, workdir / "config.yaml")
     extra = [str(workdir / f"extra{i}.yaml") for i in range(len(configs))]
     for src, dst in zip(configs, extra):
         shutil.copy(src, dst)
@@ -69,15 +71,15 @@ def dry_run(configs: list[Path], workdir: Path) -> str:
     return proc.stdout
 
 
-def table(configs: list[Path]) -> str:
+def table(configs: list[Path], base: Path = REPO / "config.yaml") -> str:
     from clueflow.config import merge, read_config
     from clueflow.plan import Plan
-    from clueflow.resources import model_size
+    from clueflow.resources import job_resources, model_size
 
     os.environ.update(PARTITIONS)
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = rule_jobs(dry_run(configs, Path(tmp)))
-        cfg = read_config(REPO / "config.yaml")
+        jobs = rule_jobs(dry_run(configs, Path(tmp), base))
+        cfg = read_config(base)
         for c in configs:
             cfg = merge(cfg, read_config(c))
         cfg = Plan.from_config(cfg).config
@@ -87,13 +89,16 @@ def table(configs: list[Path]) -> str:
         lines = [f"Model `{m['source']}` ({m['dtype']}, device {m.get('device', 'auto')}): "
                  f"{size.n_parameters / 1e9:.2f} B parameters (from: {size.origin}). First attempt; a retry "
                  "doubles memory and runtime, a third triples them.", "",
-                 "| rule | jobs | mem (GB) | runtime (min) | CPUs | GPUs | partition |",
-                 "|---|---:|---:|---:|---:|---:|---|"]
-        for rule, (n, _, res) in jobs.items():
+                 "| rule | jobs | mem (GB) | runtime (min) | CPUs | GPUs | GPU type | nodes | GPU memory (GiB) "
+                 "| partition |", "|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+        for rule, (n, wildcards, res) in jobs.items():
             if rule not in stages:  # local rules (tables, figures, fetch, all) are not submitted
                 continue
+            device = job_resources(stages[rule], cfg, Path(tmp) / "not-materialized", wildcards).device_mb
             lines.append(f"| {rule} | {n} | {int(res['mem_mb']) / 1000:.1f} | {res['runtime']} | "
-                         f"{res.get('cpus_per_task', '')} | {res.get('gpu', 0)} | {res['slurm_partition']} |")
+                         f"{res.get('cpus_per_task', '')} | {res.get('gpu', 0)} | {res.get('gpu_model', '')} | "
+                         f"{res.get('nodes', 1)} | {device / 1024 if res.get('gpu') else 0:.1f} | "
+                         f"{res['slurm_partition']} |")
         local = sorted(r for r in jobs if r not in stages)
         lines += ["", "Each pair's cnf and solve jobs are submitted together as one job of group logic_<family> "
                   "(the profile bundles up to 16 pairs per submission).",
@@ -103,10 +108,11 @@ def table(configs: list[Path]) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("configs", nargs="*", type=Path, help="config files merged over config.yaml")
+    ap.add_argument("configs", nargs="*", type=Path, help="config files merged over the base")
+    ap.add_argument("--base", type=Path, default=REPO / "config.yaml", help="the config they are merged over")
     ap.add_argument("--out", type=Path, help="write the table here as well")
     args = ap.parse_args()
-    text = table(args.configs)
+    text = table(args.configs, args.base)
     print(text, end="")
     if args.out:
         args.out.write_text(text)

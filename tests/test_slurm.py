@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm"  # the profile users run with `snakemake --profile slurm all`
 # masks compute with the model only for a WANDA base mask (the default has none)
 GPU_RULES = {"data_filter", "circuit", "circuit_resized", "circuit_after", "lr_search", "unlearn", "evaluate"}
-KEYS = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu")  # what the SLURM plugin submits
+KEYS = ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "gpu", "gpu_model", "nodes")  # as submitted
 TIMEOUT = 600  # seconds for the whole tiny workflow on the cluster
 
 # One forget and one retain set: 10 jobs, every kind of rule up to the localization table.
@@ -64,6 +64,27 @@ def test_profile_dry_run_of_an_8b_hub_model_sizes_every_job_from_the_model(tmp_p
     circuit = jobs["circuit"][2]
     assert (circuit["mem_mb"], circuit["cpus_per_task"], circuit["slurm_partition"]) == ("22200", "4", "gpu")
     assert jobs["cnf"][2]["slurm_partition"] == "cpu"
+
+
+def test_the_70b_config_dry_run_spans_two_nodes_for_clue_and_names_a_gpu_type_per_rule(tmp_path, monkeypatch):
+    """config.70b.yaml as it stands: CLUE's unlearning job asks for 16 GPUs on two nodes (FSDP2), each holding
+    under an h100's memory; every GPU job names the smallest type that holds it, the largest where none does."""
+    work = tmp_path / "work"
+    work.mkdir()
+    jobs, stages = rule_jobs(dry_run([], work, REPO / "config.70b.yaml")), rule_stages()
+    cfg = Plan.from_config(read_config(REPO / "config.70b.yaml")).config
+    monkeypatch.setenv(R.GPU_PARTITION_ENV, "gpu")
+    monkeypatch.setenv(R.CPU_PARTITION_ENV, "cpu")
+    unlearn = jobs["unlearn"][2]
+    assert (unlearn["gpu"], unlearn["nodes"]) == ("16", "2")
+    sized = R.job_resources("unlearn", cfg, work / "none", jobs["unlearn"][1])
+    assert sized.device_mb < cfg["cluster"]["gpu_models"]["h100"]
+    for rule, (_, wildcards, printed) in jobs.items():
+        if rule in stages and printed.get("gpu"):
+            want = R.job_resources(stages[rule], cfg, work / "none", wildcards)
+            assert printed["gpu_model"] == want.gpu_model == R.gpu_model(cfg["cluster"]["gpu_models"],
+                                                                          want.device_mb), rule
+    assert jobs["circuit"][2]["gpu_model"] == "h200"  # the whole 70B model on one card: none holds it
 
 
 def test_user_error_is_not_retried(tmp_path):

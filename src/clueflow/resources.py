@@ -360,8 +360,8 @@ def job_resources(stage: str, config: dict, model_dir: str | Path, wildcards: di
     nodes = math.ceil(processes / config["cluster"]["gpus_per_node"]) if gpu else 1
     per_node = math.ceil(processes / nodes)
     weights = size.n_parameters * DTYPE_BYTES[dtype] * st.copies
-    host = device if not gpu else weights * per_node if shards == 1 else (
-        weights / shards * per_node + SHARD_BYTES)  # sharded: each process its rows, the writer one file
+    host = device if not gpu else weights * per_node if shards == 1 else (  # sharded: each process its rows of
+        size.n_parameters * DTYPE_BYTES[dtype] / shards * per_node + SHARD_BYTES)  # one copy, the writer one file
     mem = math.ceil((BASE_MB * per_node + host / MiB) * SAFETY / 100) * 100
     flops = 2 * size.n_parameters * work.tokens + work.extra_flops
     speed = GPU_FLOPS[dtype] * processes if gpu else CPU_FLOPS_PER_CORE * cpus
