@@ -40,7 +40,8 @@ R_l receivers of one layer, P parameters, P_g parameters with a gradient):
   T·V, 1. The code expands heads a token chunk at a time (``runtime._CHUNK_ELEMENTS`` fp32 elements): at 8 × 512
   tokens on the 7B/8B shapes a chunk is 1/8 of the tokens, a bound the small models never reach, so the
   children set the constant to give the same fraction of their tokens, and the terms scale as they do at 8B;
-* step: the larger of two phases. The backward pass: known + L·T·d, L·T·ffn, T·V, 1 (fitted). The optimizer
+* step: the larger of two phases. The backward pass: known (with gradient checkpointing also each decoder layer's
+  input, 2 B × L·T·d) + L·T·d, L·T·ffn, T·V, 1 (fitted). The optimizer
   update (known, not fitted): one bucket of trainable entries gathered as fp32 gradients (4 B each,
   ``optim.BUCKET_ENTRIES``: at 8B one bucket, not every trainable entry) and its largest parameter's bf16 gather
   and rounded values (2 B per trainable entry).
@@ -355,10 +356,16 @@ STEP_TERMS = _MODEL_TERMS
 TERMS = {"discovery": {"R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, "H·T·d": lambda s, n: s.H * s.T * s.d,
                        **_MODEL_TERMS},
          "step": STEP_TERMS, "step_gc": STEP_TERMS}
+# known, not fitted, in the backward pass: with gradient checkpointing every decoder layer's input stays (bf16)
+KNOWN_BACKWARD = {"step_gc": lambda s, n: 2 * s.L * s.T * s.d}
 STATE_TERMS = ("P_t", "P_tp", "N_p")  # per trainable entry, per trainable entry of a partial tensor, per entry of one
 TOLERANCE = 0.05  # |predicted / measured − 1| on every measured point (issue #30)
 JOB_TOLERANCE = 0.02  # resources.device_bytes against this fit at 8B: one figure
 OPTIMIZER_PHASE_MARGIN = 0.02  # a measured peak within 2 % of the optimizer phase is that phase's
+
+
+def _none(s, n) -> float:
+    return 0.0
 
 
 def known_bytes(n: dict, state_coef: np.ndarray | None) -> float:
@@ -384,7 +391,7 @@ def fit(kind: str, runs: list[tuple[Shape, dict, dict]], state_coef):
     from scipy.optimize import nnls
 
     X = np.array([[f(s, n) for f in TERMS[kind].values()] for s, n, _ in runs], dtype=float)
-    known = np.array([known_bytes(n, state_coef) for _, n, _ in runs])
+    known = np.array([known_bytes(n, state_coef) + KNOWN_BACKWARD.get(kind, _none)(s, n) for s, n, _ in runs])
     floor = np.array([optimizer_phase(n, state_coef) for _, n, _ in runs])
     y = np.array([r["peak"] for _, _, r in runs], dtype=float)
     backward = y > floor * (1 + OPTIMIZER_PHASE_MARGIN)
@@ -401,7 +408,8 @@ def fit(kind: str, runs: list[tuple[Shape, dict, dict]], state_coef):
 
 
 def predict(kind: str, shape: Shape, n: dict, coef, state_coef) -> float:
-    backward = known_bytes(n, state_coef) + float(np.dot(coef, [f(shape, n) for f in TERMS[kind].values()]))
+    backward = (known_bytes(n, state_coef) + KNOWN_BACKWARD.get(kind, _none)(shape, n)
+                + float(np.dot(coef, [f(shape, n) for f in TERMS[kind].values()])))
     return max(backward, optimizer_phase(n, state_coef))
 
 
@@ -481,8 +489,9 @@ def report(measured: dict) -> tuple[str, float, float]:
 
     big = TARGETS["Llama-3-8B"]
     size = R.ModelSize(n8["P"], big.L, big.d, big.H, big.KV, big.V, "benchmark", big.ffn)
-    for kind, checkpointing in (("step", False), ("step_gc", True)):
-        job = R.device_bytes("unlearn", size, "bfloat16", R.Work(0, big.T), checkpointing=checkpointing)
+    for kind, checkpointing in (("discovery", False), ("step", False), ("step_gc", True)):
+        stage = "circuit" if kind == "discovery" else "unlearn"
+        job = R.device_bytes(stage, size, "bfloat16", R.Work(0, big.T), checkpointing=checkpointing)
         off = job / preds[("Llama-3-8B", kind)] - 1
         agree.append(abs(off))
         lines.append(f"- {LABELS[kind]}: {job / GiB:,.1f} GiB ({off:+.1%} against this fit)")

@@ -11,8 +11,8 @@ measures the device-side ones). ``P`` parameters, ``b`` bytes per weight of ``mo
 
 * device memory = weights + stage state + activations:
   ``forward`` stages (filter, masks, re-selected circuits, evaluation): ``W * copies + B*T*(L*d*b*ACT_FORWARD + V*4)``;
-  ``circuit`` (EAP): ``W + writers*B*T*d*b`` (writer deltas kept for the backward pass) ``+ B*T*L*d*b*ACT_BACKWARD
-  + 2*B*T*V*4``; ``unlearn`` (and the lr search), per process: held = ``W + GRAD_SHARE*W + TRAINABLE_SHARE*P*
+  ``circuit`` (EAP): ``W + B*T*(R_l*d*c_r + L*(d*c_d + ffn*c_ffn) + V*c_V)`` (``DISCOVERY``, fitted by
+  ``benchmarks/memory.py``; ``R_l`` one layer's receivers); ``unlearn`` (and the lr search), per process: held = ``W + GRAD_SHARE*W + TRAINABLE_SHARE*P*
   STATE_BYTES`` (weights, gradients, optimizer state; an FSDP2 run's divided by its processes, plus two gathered
   layers), then the larger of the backward pass, held ``+ B*T*(L*(d*c_d + ffn*c_ffn) + V*c_V)`` (``STEP_BACKWARD``,
   by gradient checkpointing), and the update, held ``+ UPDATE_BYTES * min(trainable entries, BUCKET_ENTRIES)``:
@@ -60,15 +60,17 @@ MiB = 2**20
 BASE_MB = 2500  # Python, torch, transformers and the job's own data before any weights
 SAFETY = 1.25  # on memory and on the computed part of the runtime
 ACT_FORWARD = 4  # activations alive per layer in a no-grad forward pass, in units of B*T*d
-ACT_BACKWARD = 16  # activations kept per layer for a backward pass, in units of B*T*d (circuit discovery)
+# EAP-dual discovery (attribution, selection, faithfulness), bf16, as benchmarks/memory.py fits it: bytes per
+# B*T*R_l*d (one layer's receivers), B*T*L*d, B*T*L*ffn, B*T*V over the weights
+DISCOVERY = (14.5, 39.0, 2.95, 3.36)
 # One masked unlearning step at CLUE's sizing point (a 50 % node mask: every other head, every other MLP; the
 # full-parameter baselines use LoRA at 7B), bf16, as benchmarks/memory.py fits it on CPU shapes (2026-12-07, every
-# point within 2.7 %; its 8B prediction and device_bytes agree): the larger of the backward pass and the update.
+# point within 3.2 %; its 8B prediction and device_bytes agree): the larger of the backward pass and the update.
 GRAD_SHARE = 0.518  # parameters with a trainable entry (each gets a gradient), of all parameters
 TRAINABLE_SHARE = 0.451  # trainable entries, of all parameters
 STATE_BYTES = 12.59  # optimizer state per trainable entry: fp32 moments and master, int32 index of partial tensors
-STEP_BACKWARD = {  # fitted bytes per B*T*L*d, B*T*L*ffn, B*T*V (bf16), by unlearn.gradient_checkpointing
-    False: (27.0, 4.38, 5.02), True: (0.0, 0.0, 9.6)}
+STEP_BACKWARD = {  # bytes per B*T*L*d, B*T*L*ffn, B*T*V (bf16), by unlearn.gradient_checkpointing: fitted, and
+    False: (27.0, 4.38, 5.02), True: (2.0, 0.0, 8.58)}  # checkpointing's known 2 B per layer input
 UPDATE_BYTES = 4  # per entry of the optimizer's bucket (optim.BUCKET_ENTRIES): its gathered fp32 gradients
 LOAD_BYTES_PER_S = 300e6  # reading (or writing) weights from a shared file system
 GPU_FLOPS = {"float32": 1e13, "bfloat16": 5e13, "float16": 5e13}  # sustained by eager PyTorch on an A100/H100
@@ -297,8 +299,10 @@ def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work, *, checkpo
     layer_act = work.batch_tokens * size.n_layers * size.hidden * b
     logits = work.batch_tokens * size.vocab * 4
     if st.work == "circuit":
-        writers = size.n_layers * (size.heads + 1) + 1
-        return w + writers * work.batch_tokens * size.hidden * b + layer_act * ACT_BACKWARD + 2 * logits
+        per_r, per_d, per_ffn, per_v = DISCOVERY
+        receivers = size.heads + 2 * size.kv_heads + 1  # one layer's, alive at once
+        return w + work.batch_tokens * b / 2 * (receivers * size.hidden * per_r + size.n_layers * (
+            size.hidden * per_d + size.mlp * per_ffn) + size.vocab * per_v)
     if st.work == "unlearn":
         trainable = TRAINABLE_SHARE * size.n_parameters / shards
         state = STATE_BYTES - (4 if b == 4 else 0)  # an fp32 model has no master copy
