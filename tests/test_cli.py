@@ -41,9 +41,9 @@ def test_cli_user_error_is_one_line_with_status_2(tmp_path):
     bad.write_text("seed: 0\nmodle: {}\n")
     proc = subprocess.run([*CLI, "config", "validate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"clueflow: {bad}: modle: unknown key (allowed: circuits, datasets, "
-                                                "evaluate, filter, forget, hub, logic, masks, model, retain, seed, "
-                                                "tables, unlearn)"]
+    assert proc.stderr.strip().splitlines() == [f"clueflow: {bad}: modle: unknown key (allowed: circuits, cluster, "
+                                                "datasets, evaluate, filter, forget, hub, logic, masks, model, "
+                                                "retain, seed, tables, unlearn)"]
     proc = subprocess.run([*CLI, "model", "materialize", "--source", "/nope/x.gguf", "--out", str(tmp_path / "m")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "model.source" in proc.stderr and not (tmp_path / "m").exists()

@@ -92,6 +92,22 @@ def test_captions_name_each_run_with_its_method_options_seeds_and_sizes():
     assert "``no_mf``: clue (stage1 {epochs: 0}); seeds 0; 34 forget examples; all epochs." in text
 
 
+def test_a_lora_run_is_labelled_lora_and_sweeps_its_own_lr_grid():
+    """A LoRA adapter is another baseline than full fine-tuning: tables, figures and captions name it, and its sweep
+    runs over unlearn.lora_lr_grid (a run's own lr_grid still wins; no sweep stays no sweep)."""
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["unlearn"]["methods"]["ga"]["lora"] = {"r": 8}
+    cfg["unlearn"]["methods"]["npo"].update(lora={"r": 4}, lr_grid=[1.0e-3, 3.0e-3])
+    plan = Plan.from_config(cfg, file="c.yaml")
+    assert plan.run_methods["ga"] == "ga (LoRA r=8)" and plan.run_methods["po"] == "po"
+    assert plan.run_spec("ga")[2]["lr_grid"] == plan.config["unlearn"]["lora_lr_grid"] != DEFAULT["unlearn"]["lr_grid"]
+    assert plan.run_spec("npo")[2]["lr_grid"] == [1.0e-3, 3.0e-3]
+    assert plan.run_spec("po")[2]["lr_grid"] == DEFAULT["unlearn"]["lr_grid"]
+    assert "``ga``: ga (LoRA r=8); seeds" in plan.provenance("table1")
+    cfg["unlearn"]["lr_grid"], cfg["tables"]["tradeoff"] = None, []
+    assert Plan.from_config(cfg, file="c.yaml").run_spec("ga")[2]["lr_grid"] is None
+
+
 @pytest.mark.parametrize("name", ["table1", "table2", "table6", "table3", "sensitivity", "fig3", "fig4", "fig6",
                                   "forget_count", "fig7", "tradeoff"])
 def test_each_reports_caption_names_the_pairs_and_runs_its_rule_reads(name):

@@ -39,7 +39,8 @@ from .fetch import fetch_spec
 from .layout import BASE, RESIZED, Family, Layout, Pair
 from .models import source_model_type
 from .tables import RESULT_TABLES
-from .unlearn.methods import DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, needs_clue_masks, needs_graph, run_spec
+from .unlearn.methods import (DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, method_label, needs_clue_masks,
+                              needs_graph, run_spec)
 from .unlearn.methods.clue import STAGE_DEFAULTS as CLUE_STAGES
 
 ORIGIN = "origin"  # the base model, evaluated on every pair a table shows
@@ -154,7 +155,9 @@ class Plan:
 
     @property
     def run_methods(self) -> dict[str, str]:
-        return {r: self.run_spec(r)[0] for r in self.runs}
+        """Run → its method as tables and figures name it: a LoRA run's with its adapter (``ga (LoRA r=8)``), a
+        baseline of its own, not full fine-tuning."""
+        return {r: method_label(*self.run_spec(r)[::2]) for r in self.runs}
 
     def run_pairs(self, run: str) -> list[Pair]:
         """The pairs ``run`` is trained on: its own ``pairs``, else the section's, else every pair."""
@@ -261,7 +264,7 @@ class Plan:
             if name == "tradeoff":
                 steps += f"; lrs {', '.join(f'{g:g}' for g in settings['lr_grid'])}"
             given = ", ".join(f"{k} {_text(v)}" for k, v in options.items())
-            parts.append(f"``{run}``: {method}{f' ({given})' if given else ''}; seeds {seeds}; "
+            parts.append(f"``{run}``: {method_label(method, settings)}{f' ({given})' if given else ''}; seeds {seeds}; "
                          f"{settings['forget_ratio']:g} forget examples; {steps}.")
         return " ".join(parts)
 

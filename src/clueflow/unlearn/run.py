@@ -46,7 +46,7 @@ from ..masks import load_masks, mask_stats, save_masks
 from ..models import DTYPES, load_model, load_tokenizer, save_checkpoint
 from ..scoring import pad_id
 from .batches import Batches, examples
-from .methods import GIVEN_MASKS, Context, method_impl, needs_graph
+from .methods import GIVEN_MASKS, Context, method_impl, method_label, needs_graph
 from .sharded import is_sharded, load_sharded, save_sharded
 from .trainer import Stage, UnlearnData, allot_steps, train, world
 
@@ -350,7 +350,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
         uses_lr = any("lr" in st.get("edit", st) for st in s["stages"])  # a closed-form edit has none
-        rows.append(dict(run=s["run"], method=s["method"], pair=s["pair"], seed=s["seed"], seconds=s["seconds"],
+        rows.append(dict(run=s["run"], method=method_label(s["method"], s["settings"]), pair=s["pair"], seed=s["seed"], seconds=s["seconds"],
                          steps=sum(st.get("edit", st).get("steps", 0) for st in s["stages"]),
                          n_forget=s["n_forget"], lr=s["settings"]["lr"] if uses_lr else None,
                          lr_grid=", ".join(f"{g:g}" for g in s["lr_grid"]["grid"]) if "lr_grid" in s else None,

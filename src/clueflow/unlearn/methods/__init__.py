@@ -49,9 +49,18 @@ DENSE_MLP = "dense_mlp"  # a method's requirement: it scores or edits the neuron
 
 def run_spec(unlearn: dict[str, Any], run: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(method, options, settings) of run ``run`` of the config's ``unlearn`` section: the run's own settings
-    over the section's."""
+    over the section's (a LoRA run's lr grid, unless its own: ``lora_lr_grid``)."""
     spec = unlearn["methods"][run]
-    return spec.get("method", run), dict(spec.get("options", {})), {k: spec.get(k, unlearn[k]) for k in SETTINGS}
+    settings = {k: spec.get(k, unlearn[k]) for k in SETTINGS}
+    if settings["lora"] is not None and "lr_grid" not in spec and settings["lr_grid"] is not None:
+        settings["lr_grid"] = unlearn["lora_lr_grid"]  # an adapter's own scale of lr
+    return spec.get("method", run), dict(spec.get("options", {})), settings
+
+
+def method_label(method: str, settings: dict[str, Any]) -> str:
+    """``method``, or ``method (LoRA r=N)`` for a run that trains a LoRA adapter."""
+    lora = settings.get("lora")
+    return method if lora is None else f"{method} (LoRA r={lora['r']})"
 
 
 def method_impl(method: str, options: dict[str, Any], run: str) -> tuple[Callable[["Context"], list[Stage]], dict]:
