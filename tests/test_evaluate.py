@@ -114,6 +114,12 @@ def test_unlearned_parameter_is_the_mean_changed_share_per_matrix(setup):
                      if p.dim() == 2 and ("layers" in n) and "norm" not in n)
     expected = (1 / weights[0].shape[0]) / n_matrices
     assert unlearned_parameter(model, base) == pytest.approx(expected)
+    # the base's tensors read one at a time from its safetensors files: the same share
+    from clueflow.models import CheckpointTensors
+
+    files = CheckpointTensors(setup["model_dir"], "float32")
+    assert set(dict(model.named_parameters())) <= set(files) and len(files) == len(list(files))
+    assert unlearned_parameter(model, files) == pytest.approx(expected)
 
 
 def test_summary_aggregates_by_hand():

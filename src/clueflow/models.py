@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 
 from .devices import resolve_device
 from .errors import ClueflowError, first_line
@@ -325,6 +326,27 @@ def set_activation_checkpointing(model, on: bool) -> None:
     non-reentrant checkpoint, which passes gradients to layers whose inputs need none (masked training)."""
     name = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
     getattr(model, f"{name}_checkpointing_{'enable' if on else 'disable'}")()
+
+
+class CheckpointTensors(Mapping):
+    """A checkpoint directory's tensors by name, each read from its safetensors file when asked for (in ``dtype``):
+    a comparison against a base model that never holds the whole of it (one tensor at a time)."""
+
+    def __init__(self, path: str | Path, dtype: str):
+        self.dtype, self.where = DTYPES[dtype], {}
+        for f in sorted(Path(path).glob("*.safetensors")):
+            with safe_open(f, "pt") as opened:
+                self.where.update(dict.fromkeys(opened.keys(), f))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        with safe_open(self.where[name], "pt", device="cpu") as opened:
+            return opened.get_tensor(name).to(self.dtype)
+
+    def __iter__(self):
+        return iter(self.where)
+
+    def __len__(self) -> int:
+        return len(self.where)
 
 
 def save_checkpoint(model, tok, directory: Path, *, weights=None) -> None:

@@ -57,7 +57,7 @@ from ..devices import autocast as amp, model_device
 from ..errors import ClueflowError
 from ..io import write_json, write_parquet
 from ..masks import maskable, matrices
-from ..models import load_model, load_tokenizer
+from ..models import CheckpointTensors, load_model, load_tokenizer
 from ..scoring import encode_prompt, pad_id, padded
 from ..unlearn.run import forget_rows
 from .band import left_out
@@ -110,8 +110,9 @@ def greedy_generations(model, tok, prompts: list[str], *, max_new_tokens: int, b
 def unlearned_parameter(model, base) -> float:
     """Mean over the maskable weight matrices (each expert's its own) of the share of entries that differ from ``base``; for an
     architecture the circuit graph does not describe (only full-parameter runs train it), over every weight matrix
-    outside the embeddings. ``base`` may live on another device (the CPU, so that a GPU never holds two models):
-    each of its matrices is compared on ``model``'s device, one at a time."""
+    outside the embeddings. ``base``: a model on any device (the CPU, so that a GPU never holds two models), or its
+    tensors by name (:class:`..models.CheckpointTensors`: read one at a time); each of its matrices is compared on
+    ``model``'s device, one at a time."""
     if model.config.model_type in ARCHITECTURES.names():
         params = maskable(model, build_graph(model))
     else:
@@ -119,7 +120,7 @@ def unlearned_parameter(model, base) -> float:
         if model.get_output_embeddings() is not None:
             embeddings.add(id(model.get_output_embeddings().weight))
         params = {name: p for name, p in model.named_parameters() if id(p) not in embeddings}
-    base_params = dict(base.named_parameters())
+    base_params = dict(base.named_parameters()) if isinstance(base, nn.Module) else base
     shares = [float((a != b.to(a.device)).float().mean())
               for name, p in params.items() for a, b in zip(matrices(p), matrices(base_params[name]))]
     return float(np.mean(shares)) if shares else 0.0
@@ -189,7 +190,7 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    ) -> dict[str, Any]:
     """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype`` (its forward
     passes under ``torch.autocast`` in ``autocast``: ``model.autocast``); the base
-    model, read only for ``unlearned_parameter``, stays on the CPU. The unlearned forget rows come from
+    model, read only for ``unlearned_parameter``, is read one tensor at a time from its files on the CPU. The unlearned forget rows come from
     ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
     the same file; the unfiltered set under ``evaluate.filtered: false``). ``general_accuracy``: the base model's
     accuracy file of each built-in general set, which with ``general_band`` (``evaluate.general_band``) decides the
@@ -227,7 +228,9 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
     if Path(model_dir).resolve() == Path(base_dir).resolve():
         share = 0.0
     else:
-        base = load_model(base_dir, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code)
+        base = CheckpointTensors(base_dir, dtype)  # tensor by tensor: the host never holds the base model
+        if not set(dict(model.named_parameters())) <= set(base):  # its file names tensors otherwise
+            base = load_model(base_dir, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code)
         share = unlearned_parameter(model, base)
 
     table = pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).astype({"correct": float})
