@@ -189,9 +189,9 @@ def evaluate_model(model_dir: str | Path, base_dir: str | Path, forget_path: str
                    trust_remote_code: bool = False, autocast: str | None = default("model.autocast")
                    ) -> dict[str, Any]:
     """Every model computation (scoring, generation, MIA, lm-eval) runs on ``device`` in ``dtype`` (its forward
-    passes under ``torch.autocast`` in ``autocast``: ``model.autocast``); the base
-    model, read only for ``unlearned_parameter``, is read one tensor at a time from its files on the CPU. The unlearned forget rows come from
-    ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
+    passes under ``torch.autocast`` in ``autocast``: ``model.autocast``); the base model, read only for
+    ``unlearned_parameter``, is read one tensor at a time from its files on the CPU. The unlearned forget rows come
+    from ``forget_path`` (as training drew them), the held-out ones from the test split of ``heldout_path`` (default
     the same file; the unfiltered set under ``evaluate.filtered: false``). ``general_accuracy``: the base model's
     accuracy file of each built-in general set, which with ``general_band`` (``evaluate.general_band``) decides the
     sets GU averages (the others are not scored); without it every task counts."""
