@@ -313,8 +313,9 @@ def test_evaluation_on_device_and_dtype_matches_the_fp32_cpu_reference(tiny_dirs
     spy(evaluate_run)
     ref, ref_summary = reference_evaluation
     got, summary = _evaluate(tiny_dirs, sets, changed_checkpoint, tmp_path, device=device, dtype=dtype)
-    # the evaluated model on the device; the base model, read only for the changed share, on the CPU
-    assert seen == [on(device, dtype), (DTYPES[dtype], "cpu")]
+    # the evaluated model on the device; the base model, read only for the changed share, is never loaded: its
+    # tensors are read one at a time from its files
+    assert seen == [on(device, dtype)]
     assert got[["subset", "set", "id"]].equals(ref[["subset", "set", "id"]])
     assert (got["correct"] == ref["correct"]).mean() >= min_agreement(dtype)
     forget = ref["subset"].str.startswith("forget")

@@ -143,3 +143,15 @@ def test_nothing_to_fetch_for_a_model_that_is_not_a_hub_id():
     for source in ("tiny:llama", "pkg:not_installed_pkg", "./missing/model.gguf"):
         config = _config(**{"model.source": source})
         assert fetch_spec(Plan.from_config(config).config, [])["model"] is None
+
+
+def test_fetch_and_the_model_source_rules_import_without_models_or_torch():
+    """One home for what a model source names (clueflow.sources): fetch reads it without importing models (which
+    imports fetch), and neither pulls in torch."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, clueflow.fetch, clueflow.sources; "
+             "print('clueflow.models' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

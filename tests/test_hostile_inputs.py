@@ -199,6 +199,8 @@ NAMES = [
     ("run name 'origin'", _config(_runs(origin={"method": "ga"})), "unlearn.methods.origin"),
     ("run name with a space", _config(_runs(**{"g a": {"method": "ga"}})), "unlearn.methods"),
     ("pair with an empty retain set", _config(lambda c: c["unlearn"].update(pairs=["ioi+"])), "unlearn.pairs"),
+    ("no pairs at all (pairs: [])", _config(lambda c: c["unlearn"].update(pairs=[])), "unlearn.pairs"),
+    ("a run with no pairs", _config(_runs(ga={"pairs": []})), "unlearn.methods.ga.pairs"),
 ]
 
 VALUES = [
@@ -364,6 +366,11 @@ STRUCTURE = [
     ("label out of range", _filter(_edit_parquet("capitals", lambda df: df.assign(label=df["label"].where(
         df["label"].isna(), 99)), "range.parquet")), "label"),
     ("duplicate ids", _filter(_edit_parquet("ioi", lambda df: df.assign(id="same"), "dup.parquet")), "id"),
+    ("evaluation summary that is not JSON", lambda a, w: [
+        "tables", "table", "table1",
+        (w / "summary.json").write_text('{"run": "ga", "forget_eff') and w / "summary.json",
+        "--parquet", w / "t.parquet", "--markdown", w / "t.md", "--csv", w / "t.csv"],
+     "summary.json: not a readable JSON file"),
 ]
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import ClueflowError, first_line
 from .io import write_json
+from .sources import resolve_source
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 FETCH_HINT = "run `clueflow fetch --config <config>` on a login node"
@@ -109,8 +110,6 @@ def hub_data_sets(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def fetch_spec(config: dict[str, Any], standard_tasks: list[str]) -> dict[str, Any]:
     """What :func:`fetch` downloads for a validated config (the ``fetch`` rule's params)."""
-    from .models import resolve_source
-
     model = config["model"]
     try:
         hub = resolve_source(model["source"]).kind == "hub"

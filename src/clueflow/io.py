@@ -109,6 +109,16 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON artifact's content; one that cannot be read or parsed is a user error naming the file."""
+    from .errors import ClueflowError, first_line
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ClueflowError(f"not a readable JSON file: {first_line(err)}", file=path) from None
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -20,7 +20,6 @@ Optional base mask (``base: wanda``, off by default): the official CLUE code sta
 
 from __future__ import annotations
 
-import json
 
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,7 +34,7 @@ from .circuits.graph import Graph, build_graph
 from .config import default
 from .devices import model_device
 from .errors import ClueflowError
-from .io import atomic_path, write_json
+from .io import atomic_path, read_json, write_json
 from .solve import read_assignment
 from .models import load_model, load_tokenizer
 
@@ -223,7 +222,7 @@ def localization_table(solve_summaries: Iterable[str | Path], mask_stats_files: 
     touch."""
     rows = []
     for s_path, m_path in zip(solve_summaries, mask_stats_files):
-        s, m = json.loads(Path(s_path).read_text()), json.loads(Path(m_path).read_text())
+        s, m = read_json(s_path), read_json(m_path)
         rows.append(dict(forget=s["forget"], retain="+".join(s["retain"]), phi_satisfiable=s["phi_satisfiable"],
                          **{f"n_{c}": s["counts"][c] for c in s["counts"]},
                          node_coverage_forget=s["node_coverage"]["forget"],

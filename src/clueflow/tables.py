@@ -30,14 +30,13 @@ with the standard deviation as error bars.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from .anatomy import module_type
-from .io import atomic_path, write_table, write_text
+from .io import atomic_path, read_json, write_table, write_text
 
 SUMMARY_COLUMNS = {"forget_efficacy": "FE", "retain_utility": "RU", "general_utility": "GU",
                    "unlearned_parameter": "unlearned_parameter"}
@@ -47,7 +46,7 @@ TABLE6_COLUMNS = ["forget_efficacy", "fe_mc", "fe_cloze", "fe_heldout", "mia_auc
 
 def read_summaries(paths: Iterable[str | Path], methods: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per evaluation summary, with the run's ``method`` (``origin`` for the base model)."""
-    rows = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [read_json(p) for p in paths]
     df = pd.DataFrame(rows)
     df.insert(1, "method", [(methods or {}).get(r, r) for r in df["run"]])
     return df

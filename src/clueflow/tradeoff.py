@@ -31,13 +31,12 @@ RU and GU with their intervals), ``tradeoff_auc.parquet`` (areas with intervals)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .io import write_table, write_text
+from .io import read_json, write_table, write_text
 from .tables import markdown_table, save_figure, _pyplot
 
 TEST_SUBSETS = ("forget", "forget_heldout", "retain", "general")
@@ -177,7 +176,7 @@ def tradeoff(entries: list[dict], methods: dict[str, str], levels: list[float], 
     (the parquet of the same pair and seed). The points, matched and area tables."""
     points, curves = [], {}
     for e in entries:
-        sweep = json.loads(Path(e["json"]).read_text())
+        sweep = read_json(e["json"])
         curve = Curve(curve_rows(e["parquet"], e["origin"]))
         curves.setdefault((e["run"], e["pair"]), []).append(curve)
         values = curve.metrics()

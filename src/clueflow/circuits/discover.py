@@ -20,7 +20,6 @@ sparsity and faithfulness of both circuits, gate counts, number of examples, see
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from ..config import default
 from ..data.schema import read_set, set_name
 from ..devices import model_device
 from ..errors import ClueflowError
-from ..io import read_parquet_metadata, read_table, write_json, write_parquet
+from ..io import read_json, read_parquet_metadata, read_table, write_json, write_parquet
 from ..models import load_model, load_tokenizer
 from ..scoring import encode_continuation, encode_prompt, pad_id, padded
 from .attribution import METHODS, Attribution
@@ -264,7 +263,7 @@ def circuit_table(summary_paths) -> pd.DataFrame:
     """One row per circuit summary JSON: sizes, sparsity, gate counts, faithfulness of both directions."""
     rows = []
     for path in summary_paths:
-        s = json.loads(Path(path).read_text())
+        s = read_json(path)
         row = dict(set=s["set"], method=s["method"], examples=s["n_examples"], graph_edges=s["n_edges_total"])
         for d, short in (("noising", "ns"), ("denoising", "dn")):
             c = s[d]

@@ -11,7 +11,6 @@ Accuracy artifact (``results/data/{model}/{set}.accuracy.json``, gathered into `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,7 +19,7 @@ import pandas as pd
 
 from ..config import default
 from ..devices import autocast as amp, model_device
-from ..io import read_parquet_metadata, write_json, write_parquet
+from ..io import read_json, read_parquet_metadata, write_json, write_parquet
 from ..models import load_model, load_tokenizer
 from ..scoring import score_continuations
 from .schema import read_set, set_name
@@ -107,5 +106,5 @@ def run_filter(data_path: str | Path, model_dir: str | Path, out_path: str | Pat
 
 
 def accuracy_table(accuracy_paths: Iterable[str | Path]) -> pd.DataFrame:
-    records = [r for p in accuracy_paths for r in json.loads(Path(p).read_text())]
+    records = [r for p in accuracy_paths for r in read_json(p)]
     return pd.DataFrame(records, columns=["set", "format", "n", "accuracy", "corrupted_accuracy", "chance", "kept"])

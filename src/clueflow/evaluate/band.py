@@ -8,18 +8,18 @@ one direction, so averaging it in only dilutes GU. lm-eval tasks have no base-ac
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from ..config import default
 from ..errors import ClueflowError
+from ..io import read_json
 
 
 def base_accuracy(path: str | Path) -> tuple[float, float]:
     """(accuracy, chance) of the base model on one set, from its accuracy file."""
     try:
-        records = json.loads(Path(path).read_text())
+        records = read_json(path)
         record = next(r for r in records if r["format"] == "all") if len(records) > 1 else records[0]
     except (OSError, ValueError, TypeError, KeyError, IndexError, StopIteration) as err:
         raise ClueflowError(f"not an accuracy file ({type(err).__name__})", file=path, field="format") from None

@@ -40,7 +40,7 @@ from ..config import default
 from ..data.schema import pair_of_files, read_set
 from ..devices import model_device, resolve_device
 from ..errors import ClueflowError
-from ..io import atomic_path, check_target, write_json, write_parquet
+from ..io import atomic_path, check_target, read_json, write_json, write_parquet
 from ..layout import CHECKPOINT_SUMMARY
 from ..masks import load_masks, mask_stats, save_masks
 from ..models import DTYPES, load_model, load_tokenizer, save_checkpoint
@@ -202,7 +202,7 @@ def run_unlearn(model_dir: str | Path, forget_path: str | Path, retain_paths: li
     started = time.perf_counter()
     check_target(out_dir, directory=True, marker=SUMMARY)  # before training, not after
     impl, options = method_impl(method, options, run)
-    searched = None if lr_search is None else json.loads(Path(lr_search).read_text())
+    searched = None if lr_search is None else read_json(lr_search)
     if searched is not None:
         settings = {**settings, "lr": searched["lr"]}
     if picked is not None:
@@ -252,7 +252,7 @@ def adopt(picked: str | Path, out_dir: str | Path, **expected: Any) -> dict[str,
     copied), after checking that its ``unlearn.json`` records ``expected`` (run, method, options, settings, seed):
     a stale or foreign checkpoint is refused, not adopted. Its summary."""
     picked = Path(picked)
-    summary = json.loads((picked / SUMMARY).read_text())
+    summary = read_json(picked / SUMMARY)
 
     def plain(value):  # as JSON records it: tuples are lists
         return json.loads(json.dumps(value))
@@ -304,7 +304,7 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
                 print(line, end="", flush=True)
     if proc.returncode:
         raise SystemExit(proc.returncode)
-    return json.loads((Path(kwargs["out_dir"]) / SUMMARY).read_text())
+    return read_json(Path(kwargs["out_dir"]) / SUMMARY)
 
 
 RENDEZVOUS_PORT = 29500
@@ -345,7 +345,7 @@ def runs_table(checkpoints: list[str | Path]) -> pd.DataFrame:
     picked it and whether that pick reached the rule's level (if any), trainable share, final losses."""
     rows = []
     for ckpt in checkpoints:
-        s = json.loads((Path(ckpt) / SUMMARY).read_text())
+        s = read_json(Path(ckpt) / SUMMARY)
         log = pd.read_parquet(Path(ckpt) / "train_log.parquet")
         trained = log[~log["skipped"]] if "skipped" in log else log
         last = trained.iloc[-1] if len(trained) else {}
