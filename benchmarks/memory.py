@@ -40,8 +40,9 @@ R_l receivers of one layer, P parameters, P_g parameters with a gradient):
   T·V, 1. The code expands heads a token chunk at a time (``runtime._CHUNK_ELEMENTS`` fp32 elements): at 8 × 512
   tokens on the 7B/8B shapes a chunk is 1/8 of the tokens, a bound the small models never reach, so the
   children set the constant to give the same fraction of their tokens, and the terms scale as they do at 8B;
-* step: the larger of two phases. The backward pass: known (with gradient checkpointing also each decoder layer's
-  input, 2 B × L·T·d) + L·T·d, L·T·ffn, T·V, 1 (fitted). The optimizer
+* step: the larger of two phases. The backward pass: known + L·T·d, L·T·ffn, T·V, 1 (fitted); with gradient
+  checkpointing known + each decoder layer's input (2 B × L·T·d, known) + one layer's recomputed activations T·d,
+  T·ffn, and T·V, 1 (fitted). The optimizer
   update (known, not fitted): one bucket of trainable entries gathered as fp32 gradients (4 B each,
   ``optim.BUCKET_ENTRIES``: at 8B one bucket, not every trainable entry) and its largest parameter's bf16 gather
   and rounded values (2 B per trainable entry).
@@ -97,7 +98,9 @@ POINTS = [Shape(1, 64, 4, 4, 128, 512, 2, 16), Shape(2, 64, 4, 2, 192, 512, 2, 3
           Shape(4, 128, 4, 1, 384, 512, 2, 64), Shape(2, 192, 6, 3, 512, 2048, 2, 16),
           Shape(3, 96, 12, 4, 256, 768, 4, 24), Shape(6, 64, 4, 2, 176, 512, 2, 32),
           Shape(4, 256, 8, 4, 688, 1024, 4, 32), Shape(8, 128, 8, 2, 448, 1024, 2, 48),
-          Shape(2, 512, 8, 8, 2048, 4096, 1, 8)]  # the last: parameters dominate (weights, gradients, state)
+          Shape(2, 512, 8, 8, 2048, 4096, 1, 8),  # parameters dominate (weights, gradients, state)
+          Shape(1, 64, 4, 4, 128, 16384, 2, 64),  # the logits dominate
+          Shape(2, 384, 6, 6, 1024, 512, 2, 64)]  # a layer's activations dominate
 TARGETS = {"Llama-2-7B": Shape(32, 4096, 32, 32, 11008, 32000), "Llama-3-8B": Shape(32, 4096, 32, 8, 14336, 128256)}
 GOALS = {"discovery": 60, "step": 70, "step_gc": 70}  # GiB at 8B (issues #14, #30)
 # step_gc: the step with the trainer's gradient checkpointing
@@ -352,10 +355,12 @@ def child(kind: str, shape: Shape) -> None:
 
 _MODEL_TERMS = {"L·T·d": lambda s, n: s.L * s.T * s.d, "L·T·ffn": lambda s, n: s.L * s.T * s.ffn,
                 "T·V": lambda s, n: s.T * s.V, "1": lambda s, n: 1}
-STEP_TERMS = _MODEL_TERMS
+# with gradient checkpointing one layer's activations are alive at a time (recomputed in the backward pass)
+_ONE_LAYER = {"T·d": lambda s, n: s.T * s.d, "T·ffn": lambda s, n: s.T * s.ffn, "T·V": lambda s, n: s.T * s.V,
+              "1": lambda s, n: 1}
 TERMS = {"discovery": {"R_l·T·d": lambda s, n: n["R_l"] * s.T * s.d, "H·T·d": lambda s, n: s.H * s.T * s.d,
                        **_MODEL_TERMS},
-         "step": STEP_TERMS, "step_gc": STEP_TERMS}
+         "step": _MODEL_TERMS, "step_gc": _ONE_LAYER}
 # known, not fitted, in the backward pass: with gradient checkpointing every decoder layer's input stays (bf16)
 KNOWN_BACKWARD = {"step_gc": lambda s, n: 2 * s.L * s.T * s.d}
 STATE_TERMS = ("P_t", "P_tp", "N_p")  # per trainable entry, per trainable entry of a partial tensor, per entry of one

@@ -14,8 +14,8 @@ measures the device-side ones). ``P`` parameters, ``b`` bytes per weight of ``mo
   ``circuit`` (EAP): ``W + B*T*(R_l*d*c_r + L*(d*c_d + ffn*c_ffn) + V*c_V)`` (``DISCOVERY``, fitted by
   ``benchmarks/memory.py``; ``R_l`` one layer's receivers); ``unlearn`` (and the lr search), per process: held = ``W + GRAD_SHARE*W + TRAINABLE_SHARE*P*
   STATE_BYTES`` (weights, gradients, optimizer state; an FSDP2 run's divided by its processes, plus two gathered
-  layers), then the larger of the backward pass, held ``+ B*T*(L*(d*c_d + ffn*c_ffn) + V*c_V)`` (``STEP_BACKWARD``,
-  by gradient checkpointing), and the update, held ``+ UPDATE_BYTES * min(trainable entries, BUCKET_ENTRIES)``:
+  layers), then the larger of the backward pass, held + the activation terms of ``STEP_BACKWARD`` (by gradient
+  checkpointing), and the update, held ``+ UPDATE_BYTES * min(trainable entries, BUCKET_ENTRIES)``:
   the two-phase formula ``benchmarks/memory.py`` fits and checks on CPU shapes, the same figure at 8B.
 * GPUs: an unlearning job's ``unlearn.gpus`` processes span ``ceil(gpus / cluster.gpus_per_node)`` nodes; each GPU
   job asks for the smallest of ``cluster.gpu_models`` that holds its device memory.
@@ -62,15 +62,17 @@ SAFETY = 1.25  # on memory and on the computed part of the runtime
 ACT_FORWARD = 4  # activations alive per layer in a no-grad forward pass, in units of B*T*d
 # EAP-dual discovery (attribution, selection, faithfulness), bf16, as benchmarks/memory.py fits it: bytes per
 # B*T*R_l*d (one layer's receivers), B*T*L*d, B*T*L*ffn, B*T*V over the weights
-DISCOVERY = (14.5, 39.0, 2.95, 3.36)
+DISCOVERY = (13.31, 37.57, 2.72, 7.28)
 # One masked unlearning step at CLUE's sizing point (a 50 % node mask: every other head, every other MLP; the
-# full-parameter baselines use LoRA at 7B), bf16, as benchmarks/memory.py fits it on CPU shapes (2026-12-07, every
-# point within 3.2 %; its 8B prediction and device_bytes agree): the larger of the backward pass and the update.
+# full-parameter baselines use LoRA at 7B), bf16, as benchmarks/memory.py fits it on CPU shapes (2026-12-08, every
+# point within 4.9 %; its 8B prediction and device_bytes agree): the larger of the backward pass and the update.
 GRAD_SHARE = 0.518  # parameters with a trainable entry (each gets a gradient), of all parameters
 TRAINABLE_SHARE = 0.451  # trainable entries, of all parameters
 STATE_BYTES = 12.59  # optimizer state per trainable entry: fp32 moments and master, int32 index of partial tensors
-STEP_BACKWARD = {  # bytes per B*T*L*d, B*T*L*ffn, B*T*V (bf16), by unlearn.gradient_checkpointing: fitted, and
-    False: (27.0, 4.38, 5.02), True: (2.0, 0.0, 8.58)}  # checkpointing's known 2 B per layer input
+# bytes per unit of each activation term (bf16; B*T tokens, L layers), by unlearn.gradient_checkpointing: every
+# layer's saved activations, or (checkpointing) every layer's input (2 B, known) and one layer's recomputed ones
+STEP_BACKWARD = {False: {"L*T*d": 25.72, "L*T*ffn": 4.62, "T*V": 5.51},
+                 True: {"L*T*d": 2.0, "T*d": 19.33, "T*ffn": 6.13, "T*V": 5.36}}
 UPDATE_BYTES = 4  # per entry of the optimizer's bucket (optim.BUCKET_ENTRIES): its gathered fp32 gradients
 LOAD_BYTES_PER_S = 300e6  # reading (or writing) weights from a shared file system
 GPU_FLOPS = {"float32": 1e13, "bfloat16": 5e13, "float16": 5e13}  # sustained by eager PyTorch on an A100/H100
@@ -308,9 +310,10 @@ def device_bytes(stage: str, size: ModelSize, dtype: str, work: Work, *, checkpo
         state = STATE_BYTES - (4 if b == 4 else 0)  # an fp32 model has no master copy
         held = (w / shards + (2 * w / size.n_layers if shards > 1 else 0) + GRAD_SHARE * w / shards
                 + trainable * state)
-        per_d, per_ffn, per_v = STEP_BACKWARD[checkpointing]
+        units = {"L*T*d": size.n_layers * size.hidden, "L*T*ffn": size.n_layers * size.mlp, "T*d": size.hidden,
+                 "T*ffn": size.mlp, "T*V": size.vocab}  # per token
         t = work.batch_tokens * b / 2  # the fit is bf16's
-        backward = held + t * (size.n_layers * (size.hidden * per_d + size.mlp * per_ffn) + size.vocab * per_v)
+        backward = held + t * sum(c * units[term] for term, c in STEP_BACKWARD[checkpointing].items())
         return max(backward, held + UPDATE_BYTES * min(trainable, BUCKET_ENTRIES))
     if st.kind == "gpu":
         return w * st.copies + layer_act * ACT_FORWARD + logits
