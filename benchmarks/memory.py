@@ -31,9 +31,10 @@ one-off allocations, and a slope near (or, for pages never touched, below) 1 say
 **Formula.** ``peak = known + Σ c_i · x_i``. Known, not fitted: the weights (2 B per parameter) and, for the
 step, the gradients (2 B per parameter with a trainable entry) and the optimizer state, which each step child
 measures directly (bytes the optimizer keeps after a step) and which least squares splits exactly into bytes per
-trainable entry, per trainable entry of a partially masked tensor and per entry of a partially masked tensor. The rest is fitted by non-negative least squares on the
-relative error, with the terms the code implies (T = b·s tokens per batch, W writers, R receivers,
-R_l receivers of one layer, P parameters, P_g parameters with a gradient):
+trainable entry, per trainable entry of a partially masked tensor and per entry of a partially masked tensor.
+The rest is fitted by non-negative least squares on the relative error, with the terms the code implies (T = b·s
+tokens per batch, W writers, R receivers, R_l receivers of one layer, P parameters, P_g parameters with a
+gradient):
 
 * discovery: R_l·T·d (at most one layer's receiver gradients alive), H·T·d (a layer's head deltas expanded
   for the GEMM), L·T·d (compact writer deltas in the model's dtype, and the model's saved activations), L·T·ffn,
