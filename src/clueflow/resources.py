@@ -14,9 +14,10 @@ measures the device-side ones). ``P`` parameters, ``b`` bytes per weight of ``mo
   ``circuit`` (EAP): ``W + B*T*(R_l*d*c_r + L*(d*c_d + ffn*c_ffn) + V*c_V)`` (``DISCOVERY``, fitted by
   ``benchmarks/memory.py``; ``R_l`` one layer's receivers); ``unlearn`` (and the lr search), per process:
   held = ``W + GRAD_SHARE*W + TRAINABLE_SHARE*P*STATE_BYTES`` (weights, gradients, optimizer state; an FSDP2 run's
-  divided by its processes, plus two gathered layers), then the larger of the backward pass, held + the activation terms of ``STEP_BACKWARD`` (by gradient
-  checkpointing), and the update, held ``+ UPDATE_BYTES * min(trainable entries, BUCKET_ENTRIES)``:
-  the two-phase formula ``benchmarks/memory.py`` fits and checks on CPU shapes, the same figure at 8B.
+  divided by its processes, plus two gathered layers), then the larger of the backward pass, held + the
+  activation terms of ``STEP_BACKWARD`` (by gradient checkpointing), and the update, held ``+ UPDATE_BYTES *
+  min(trainable entries, BUCKET_ENTRIES)``: the two-phase formula ``benchmarks/memory.py`` fits and checks on CPU
+  shapes, the same figure at 8B.
 * GPUs: an unlearning job's ``unlearn.gpus`` processes span ``ceil(gpus / cluster.gpus_per_node)`` nodes; each GPU
   job asks for the smallest of ``cluster.gpu_models`` that holds its device memory.
 * host memory (``mem_mb``, per node): a GPU job holds the weights while loading and saving: ``BASE + W * copies``
