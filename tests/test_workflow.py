@@ -163,6 +163,7 @@ CONFIG_ERRORS = [
     (lambda c: _runs(c, ga_i={"method": "ga", "pairs": ["ioi"]}) or c["tables"].update(fig6=["ga_r2", "ga_i"]),
      "tables.fig6"),
     (lambda c: c["tables"].update(fig4=["ga"]), "tables.fig4"),
+    (lambda c: c["unlearn"].update(pairs=[]), "unlearn.pairs"),
 ]
 
 
@@ -179,6 +180,19 @@ def test_bad_config_same_line_from_cli_and_workflow_before_any_job(tmp_path, edi
     proc = snakemake(tmp_path, "all", "--cores", "1", check=False)
     assert proc.returncode != 0
     assert f"invalid configuration: {line}" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("kind", ["a directory", "bytes that are not UTF-8"])
+def test_an_unreadable_config_yaml_is_one_line_before_any_job(tmp_path, kind):
+    if kind == "a directory":
+        (tmp_path / "config.yaml").mkdir()
+    else:
+        (tmp_path / "config.yaml").write_bytes(b"seed: 0\nmodel: {name: \"t\\xff\xff\"}\n")
+    proc = snakemake(tmp_path, "all", "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out[-2000:]
+    assert "invalid configuration: config.yaml: cannot read the config file" in out
     assert not (tmp_path / "results").exists()
 
 
