@@ -293,7 +293,7 @@ def launch(processes: int, **kwargs: Any) -> dict[str, Any]:
     SLURM allocation of several nodes, spread over them: :func:`launch_command`); the summary. Their output goes
     to this process's ``sys.stdout`` (a job's log)."""
     # the arguments beside the output: on the file system every node of the job shares
-    parent = Path(kwargs["out_dir"]).parent
+    parent = Path(kwargs["out_dir"]).parent  # a directory, not an identity
     parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=".launch-") as tmp:
         args = Path(tmp) / "unlearn.json"
