@@ -34,7 +34,6 @@ import gc
 import importlib.metadata
 import importlib.util
 import json
-import os
 import platform
 import tempfile
 import time
@@ -48,6 +47,7 @@ from clueflow.circuits.discover import discover, make_batches, select_circuits
 from clueflow.circuits.graph import build_graph
 from clueflow.data.build import build_set
 from clueflow.data.filter import correctness, filter_set
+from clueflow.io import write_json
 from clueflow.evaluate.run import text_scores
 from clueflow.masks import build_masks
 from clueflow.models import byte_tokenizer, load_model, load_tokenizer, materialize
@@ -75,9 +75,7 @@ class Results:
         self.write()
 
     def write(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data)
 
     def measure(self, part: str, name: str, fn, *alive: torch.Tensor) -> dict:
         """Run ``fn`` (returning a dict of figures, or None); record seconds, peak memory and its status.

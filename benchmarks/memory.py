@@ -221,6 +221,7 @@ def structure(shape: Shape) -> dict[str, float]:
     on the widths)."""
     from clueflow.circuits.graph import build_graph
     from clueflow.masks import build_masks
+    from clueflow.unlearn.optim import buckets
 
     narrow = llama(Shape(shape.L, 2 * shape.H, shape.H, shape.KV, 4, 320), dtype=torch.float32)
     masks = build_masks(narrow, half_nodes(shape))
@@ -240,24 +241,9 @@ def structure(shape: Shape) -> dict[str, float]:
             if not m.all():
                 n["P_tp"] += round(frac * size)
                 n["N_p"] += size
-    n["bucket"] = max(sum(b) for b in buckets(trainable))
+    n["bucket"] = max(sum(trainable[i] for i in b) for b in buckets(trainable))
     n["max_trainable"] = max(trainable)
     return n
-
-
-def buckets(entries: list[int]) -> list[list[int]]:
-    """The masked optimizer's buckets (``optim._MaskedOptimizer.buckets``) of parameters with ``entries`` trainable
-    entries each."""
-    from clueflow.unlearn.optim import BUCKET_ENTRIES
-
-    out, size = [[]], 0
-    for n in entries:
-        if out[-1] and size + n > BUCKET_ENTRIES:
-            out.append([])
-            size = 0
-        out[-1].append(n)
-        size += n
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -31,6 +31,19 @@ from .sharded import all_sum, is_sharded, local, local_mask
 BUCKET_ENTRIES = 2**26
 
 
+def buckets(sizes: list[int]) -> list[list[int]]:
+    """Indices of ``sizes`` (trainable entries per parameter) in order, cut where a bucket would pass
+    :data:`BUCKET_ENTRIES` (a parameter larger than that is a bucket of its own)."""
+    out, total = [[]], 0
+    for i, n in enumerate(sizes):
+        if out[-1] and total + n > BUCKET_ENTRIES:
+            out.append([])
+            total = 0
+        out[-1].append(i)
+        total += n
+    return out if out[0] else []
+
+
 def _collective_device() -> torch.device:
     """Where the process group's collectives run: the process's GPU under NCCL, the CPU under gloo."""
     import torch.distributed as dist
@@ -128,17 +141,9 @@ class _MaskedOptimizer(torch.optim.Optimizer):
             self._update(w, g, self.state[p], group)
 
     def buckets(self, params: list[nn.Parameter]) -> list[list[nn.Parameter]]:
-        """``params`` in order, cut where their trainable entries pass :data:`BUCKET_ENTRIES` (a parameter larger
-        than that is a bucket of its own)."""
-        out, size = [[]], 0
-        for p in params:
-            n = local(p).numel() if self.index[p] is None else len(self.index[p])
-            if out[-1] and size + n > BUCKET_ENTRIES:
-                out.append([])
-                size = 0
-            out[-1].append(p)
-            size += n
-        return out if out[0] else []
+        """``params`` in order, in :func:`buckets` of their trainable entries."""
+        sizes = [local(p).numel() if self.index[p] is None else len(self.index[p]) for p in params]
+        return [[params[i] for i in bucket] for bucket in buckets(sizes)]
 
     @torch.no_grad()
     def step(self, closure=None):
