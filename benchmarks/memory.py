@@ -45,7 +45,7 @@ gradient):
   checkpointing known + each decoder layer's input (2 B × L·T·d, known) + one layer's recomputed activations T·d,
   T·ffn, and T·V, 1 (fitted). The optimizer
   update (known, not fitted): one bucket of trainable entries gathered as fp32 gradients (4 B each,
-  ``optim.BUCKET_ENTRIES``: at 8B one bucket, not every trainable entry) and its largest parameter's bf16 gather
+  ``chunks.BUCKET_ENTRIES``: at 8B one bucket, not every trainable entry) and its largest parameter's bf16 gather
   and rounded values (2 B per trainable entry).
   The losses' fp32 log-softmax runs a row chunk at a time (``losses._CHUNK_ELEMENTS``, about 1/8 of the tokens at
   8B); the step children likewise set it to the 8B fraction of their tokens.
@@ -61,7 +61,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -221,7 +220,7 @@ def structure(shape: Shape) -> dict[str, float]:
     on the widths)."""
     from clueflow.circuits.graph import build_graph
     from clueflow.masks import build_masks
-    from clueflow.unlearn.optim import buckets
+    from clueflow.unlearn.chunks import buckets
 
     narrow = llama(Shape(shape.L, 2 * shape.H, shape.H, shape.KV, 4, 320), dtype=torch.float32)
     masks = build_masks(narrow, half_nodes(shape))

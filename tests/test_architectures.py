@@ -16,9 +16,10 @@ from clueflow.anatomy import ARCHITECTURES
 from clueflow.circuits.graph import build_graph
 from clueflow.cli import main
 from clueflow.errors import ClueflowError
-from clueflow.fetch import cached_file
+from clueflow.sources import cached_file
 from clueflow.layout import Layout
-from clueflow.models import TINY_ARCHS, _tiny_config, load_model, materialize, source_model_type
+from clueflow.models import TINY_ARCHS, _tiny_config, load_model, materialize
+from clueflow.sources import source_model_type
 from clueflow.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]

@@ -171,6 +171,13 @@ def test_later_config_files_merge_over_earlier_ones(tmp_path):
     assert str(err.value).startswith(f"{REPO / 'config.yaml'}, {tmp_path / 'bad.yaml'}: tables.table1: 'nope' is not")
 
 
+def test_the_methods_loss_option_is_every_forget_loss():
+    from clueflow.unlearn.losses import FORGET_LOSSES
+    from clueflow.unlearn.methods import LOSSES
+
+    assert set(LOSSES) == set(FORGET_LOSSES)
+
+
 # ---- code hashes -----------------------------------------------------------------------------------------------
 def test_import_closure_follows_relative_local_and_registry_imports():
     evaluate = closure(*script_imports(SCRIPTS / "evaluate.py"))

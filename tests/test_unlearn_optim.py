@@ -152,11 +152,11 @@ def test_sophia_clips_with_rho_times_bs_times_h_as_soul(bs, ratio):
 def test_a_step_in_small_buckets_is_the_step_over_every_entry_at_once(monkeypatch, optimizer, dtype):
     """The update runs bucket by bucket (bounded transient memory); the arithmetic per entry is the same, so the
     weights and the state agree to the bit with one bucket holding every entry."""
-    import clueflow.unlearn.optim as optim
+    import clueflow.unlearn.chunks as chunks
 
     results = []
     for bucket in (2**62, 300):
-        monkeypatch.setattr(optim, "BUCKET_ENTRIES", bucket)
+        monkeypatch.setattr(chunks, "BUCKET_ENTRIES", bucket)
         model = tiny_model("llama", seed=3).to(dtype)
         masks = build_masks(model, ["a1.h1", "m0", "a0.h0"])
         opt = optimizer(dict(model.named_parameters()), masks, lr=1e-2, weight_decay=0.1)

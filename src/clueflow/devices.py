@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import re
+from typing import TYPE_CHECKING
 
-import torch
 
 from .errors import ClueflowError
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
 
 
 def resolve_device(spec: str | torch.device = "auto", *, field: str = "model.device") -> torch.device:
     """``auto | cpu | cuda | cuda:N`` → a device this process can use; one-line error otherwise."""
+    import torch
     if isinstance(spec, torch.device):
         return spec
     if not isinstance(spec, str) or not re.match(DEVICE_PATTERN, spec):
@@ -36,6 +40,7 @@ def resolve_device(spec: str | torch.device = "auto", *, field: str = "model.dev
 
 def autocast(device: str | torch.device, dtype: str | None):
     """Forward passes in ``dtype`` under ``torch.autocast`` on ``device``'s type (``model.autocast``); None: off."""
+    import torch
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))

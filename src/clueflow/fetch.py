@@ -25,20 +25,12 @@ from typing import Any
 
 from .errors import ClueflowError, first_line
 from .io import write_json
-from .sources import resolve_source
+from .sources import cache_env, resolve_source
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 FETCH_HINT = "run `clueflow fetch --config <config>` on a login node"
 # weight formats clueflow never reads (pickle), and the duplicate consolidated checkpoint some repos ship
 IGNORE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.gguf", "original/*"]
-
-
-def cache_env(cache_dir: str | None) -> dict[str, str]:
-    """The cache variables for ``hub.cache_dir`` (none for null: the standard cache)."""
-    if not cache_dir:
-        return {}
-    root = Path(cache_dir).expanduser().resolve()
-    return {"HF_HUB_CACHE": str(root / "hub"), "HF_DATASETS_CACHE": str(root / "datasets")}
 
 
 def job_env(config: dict[str, Any]) -> dict[str, str]:
@@ -74,26 +66,6 @@ def cached_model(repo_id: str, revision: str | None) -> str:
     except Exception:  # LocalEntryNotFoundError, or a revision the cache does not hold
         raise ClueflowError(f"{repo_id!r} (revision {revision or 'main'}) is not in the offline cache "
                             f"{_cache_dir()}; {FETCH_HINT}", field="model.source") from None
-
-
-def hub_cache(cache_dir: str | None) -> Path:
-    """The hub cache of ``hub.cache_dir`` (null: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``), found as huggingface_hub
-    finds it but without importing it: importing it fixes its cache and offline switches (see :func:`_download`)."""
-    if cache_dir:
-        return Path(cache_env(cache_dir)["HF_HUB_CACHE"])
-    env = os.environ
-    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")).expanduser()
-
-
-def cached_file(repo_id: str, filename: str, revision: str | None, cache_dir: str | None = None) -> Path | None:
-    """``filename`` of hub model ``repo_id`` at ``revision`` in the cache (None: not fetched), in the layout
-    huggingface_hub writes: ``models--{org}--{name}/refs/{revision}`` holds the commit of ``snapshots/{commit}/``."""
-    repo = hub_cache(cache_dir) / f"models--{repo_id.replace('/', '--')}"
-    ref = repo / "refs" / (revision or "main")
-    commit = ref.read_text().strip() if ref.is_file() else revision or "main"  # a revision may be a commit itself
-    path = repo / "snapshots" / commit / filename
-    return path if path.is_file() else None
 
 
 def hub_data_sets(config: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,104 +27,13 @@ from safetensors import SafetensorError, safe_open
 
 from .devices import resolve_device
 from .errors import ClueflowError, first_line
-from .fetch import cached_file, cached_model, is_offline
+from .fetch import cached_model, is_offline
 from .io import atomic_path, check_target
 from .layout import MODEL_PROVENANCE
 from .sources import TINY_ARCHS, Source, resolve_source
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PROVENANCE = MODEL_PROVENANCE
-
-
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the model type, read without loading weights (the architecture check at config validation)
-
-# GGUF architecture names that transformers' GGUF loader (load_gguf_checkpoint) turns into another model_type
-GGUF_MODEL_TYPES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
-                    "gemma3": "gemma3_text", "gemma4": "gemma4_text"}
-
-
-def source_model_type(source: str, *, revision: str | None = None, cache_dir: str | None = None) -> str | None:
-    """The transformers ``model_type`` of ``model.source``, from its config alone: a tiny architecture's name (each
-    is its model type), a checkpoint directory's ``config.json``, a GGUF file's ``general.architecture`` as
-    transformers maps it, a hub model's ``config.json`` in the cache ``hub.cache_dir`` (None before ``clueflow
-    fetch`` cached it). Reads no weights and imports no Hugging Face library (``clueflow fetch`` must come first)."""
-    src = resolve_source(source)
-    if src.kind == "tiny":
-        return src.location
-    if src.kind == "gguf":
-        return _gguf_model_type(Path(src.location) / src.gguf_file)
-    config = Path(src.location) / "config.json" if src.kind == "dir" else \
-        cached_file(src.location, "config.json", revision, cache_dir)
-    if config is None:
-        return None
-    try:
-        model_type = json.loads(config.read_text())["model_type"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ClueflowError(f"cannot read the model type: {type(err).__name__}: {first_line(err)}", file=config,
-                            field="model.source") from None
-    return str(model_type)
-
-
-def _gguf_model_type(path: Path) -> str:
-    fields = _gguf_strings(path, {"general.architecture", "general.name"})
-    arch = fields.get("general.architecture")
-    if arch is None:
-        raise ClueflowError("the GGUF metadata names no general.architecture", file=path, field="model.source")
-    if arch == "llama" and fields.get("general.name") == "mistral":  # llama.cpp writes Mistral as llama
-        return "mistral"
-    return GGUF_MODEL_TYPES.get(arch, arch)
-
-
-def _gguf_strings(path: Path, keys: set[str]) -> dict[str, str]:
-    """The string values of ``keys`` in a GGUF file's metadata. Scans the key/value header only as far as it must
-    (``general.*`` comes first): gguf's reader parses every field, the tokenizer's vocabulary too (seconds)."""
-    import struct
-
-    from gguf import GGUFValueType as T
-
-    scalars = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
-               T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}
-    found: dict[str, str] = {}
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ValueError("no GGUF magic")
-            order = "<" if struct.unpack("<I", f.read(4))[0] & 0xFFFF else ">"  # the version tells the byte order
-
-            def read(fmt: str):
-                data = f.read(struct.calcsize(order + fmt))
-                return struct.unpack(order + fmt, data)[0]  # struct.error when the file ends early
-
-            def skip(vtype: int) -> None:
-                if vtype == T.STRING:
-                    f.seek(read("Q"), 1)
-                elif vtype == T.ARRAY:
-                    item, n = read("I"), read("Q")
-                    if item in scalars:
-                        f.seek(n * struct.calcsize(scalars[item]), 1)
-                    else:
-                        for _ in range(n):
-                            skip(item)
-                else:
-                    f.seek(struct.calcsize(scalars[T(vtype)]), 1)
-
-            read("Q")  # tensor count
-            for _ in range(read("Q")):
-                key = f.read(read("Q")).decode()
-                vtype = read("I")
-                if key in keys and vtype == T.STRING:
-                    found[key] = f.read(read("Q")).decode()
-                    if found.keys() == keys:
-                        break
-                else:
-                    skip(vtype)
-    except (OSError, ValueError, KeyError, struct.error) as err:  # ValueError: bad magic, type or UTF-8
-        raise ClueflowError(f"cannot read the GGUF metadata: {type(err).__name__}: {first_line(err)}", file=path,
-                            field="model.source") from None
-    return found
 
 
 # ----------------------------------------------------------------------------------------------------------

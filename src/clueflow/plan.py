@@ -12,7 +12,7 @@ seeded random draws, and its general-corpus reference), table2's reference run, 
 sweep figure, each report's caption facts, the general-utility sets and lm-eval tasks, which runs read CLUE masks
 and from which circuit family, each step's parameters, and the workflow's targets.
 
-Architecture check: the model's ``model_type`` is read from its config (:func:`clueflow.models.source_model_type`,
+Architecture check: the model's ``model_type`` is read from its config (:func:`clueflow.sources.source_model_type`,
 no weights). A config that needs the circuit graph (a run of a method other than full-parameter GA/NPO/PO, or
 table3) on an architecture :data:`clueflow.anatomy.ARCHITECTURES` does not describe is refused at start. Without
 the graph the plan leaves out the circuit, localization and fig7 reports. A hub model not cached yet, or a source
@@ -29,15 +29,14 @@ from functools import cached_property
 from typing import Any
 
 from .anatomy import ARCHITECTURES
-from .circuits.attribution import METHODS as CIRCUIT_METHODS
-from .circuits.discover import method_options
+from .circuits.attribution import METHODS as CIRCUIT_METHODS, method_options
 from .config import merge, read_config, validate_config
 from .data.build import check_spec, split_fractions
 from .evaluate.lmeval import check_general
 from .errors import ClueflowError
 from .fetch import fetch_spec
 from .layout import BASE, RESIZED, Family, Layout, Pair
-from .models import source_model_type
+from .sources import source_model_type
 from .tables import RESULT_TABLES
 from .unlearn.methods import (DENSE_MLP, FULL_PARAMETER, METHODS, check_runs, method_label, needs_clue_masks,
                               needs_graph, run_spec)

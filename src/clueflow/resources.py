@@ -49,11 +49,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .fetch import cached_file
+from .sources import cached_file
 from .layout import MODEL_PROVENANCE
 from .unlearn.methods import GIVEN_MASKS, run_gpus, run_spec
-from .unlearn.optim import BUCKET_ENTRIES
-from .unlearn.sharded import SHARD_BYTES
+from .unlearn.chunks import BUCKET_ENTRIES, SHARD_BYTES
 
 # ---- constants (the one place; benchmarks/memory.py measures the device-side ones) --------------------------
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -74,7 +73,7 @@ STATE_BYTES = 12.59  # optimizer state per trainable entry: fp32 moments and mas
 # layer's saved activations, or (checkpointing) every layer's input (2 B, known) and one layer's recomputed ones
 STEP_BACKWARD = {False: {"L*T*d": 25.72, "L*T*ffn": 4.62, "T*V": 5.51},
                  True: {"L*T*d": 2.0, "T*d": 19.33, "T*ffn": 6.13, "T*V": 5.36}}
-UPDATE_BYTES = 4  # per entry of the optimizer's bucket (optim.BUCKET_ENTRIES): its gathered fp32 gradients
+UPDATE_BYTES = 4  # per entry of the optimizer's bucket (chunks.BUCKET_ENTRIES): its gathered fp32 gradients
 LOAD_BYTES_PER_S = 300e6  # reading (or writing) weights from a shared file system
 GPU_FLOPS = {"float32": 1e13, "bfloat16": 5e13, "float16": 5e13}  # sustained by eager PyTorch on an A100/H100
 CPU_FLOPS_PER_CORE = 2e10

@@ -9,17 +9,18 @@ under the same encoding (:func:`encode_prompt`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
-from .devices import model_device
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
 
 
 def padded(seqs: Sequence[Sequence[int]], pad: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``seqs`` as one ``[n, longest]`` long tensor padded with ``pad`` on the right (or ``left``), and its
     attention mask (1 on the sequences' own tokens). On the CPU."""
+    import torch
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -49,12 +50,12 @@ class Scored:
     n_tokens: int
 
 
-@torch.no_grad()
 def score_continuations(model, tok, requests: Sequence[tuple[str, str]], *, batch_size: int = 32,
                         desc: str = "scoring") -> list[Scored]:
     """Score ``(prompt, continuation)`` pairs. Continuations that share a prompt (a multiple-choice row's options)
     are scored on one pass over the prompt (:func:`_score_shared`); the others in length-sorted, right-padded
     batches. ``batch_size``: sequences per forward pass."""
+    import torch
     encoded = []
     for prompt, cont in requests:
         p, c = encode_prompt(tok, prompt), encode_continuation(tok, cont)
@@ -67,7 +68,7 @@ def score_continuations(model, tok, requests: Sequence[tuple[str, str]], *, batc
     shared = [g for g in by_prompt.values() if len(g) > 1]
     alone = [g[0] for g in by_prompt.values() if len(g) == 1]
     results: list[Scored | None] = [None] * len(encoded)
-    with tqdm(total=len(encoded), desc=desc, unit="seq", leave=False) as bar:
+    with torch.no_grad(), tqdm(total=len(encoded), desc=desc, unit="seq", leave=False) as bar:
         _score_alone(model, tok, encoded, alone, results, batch_size, bar)
         _score_shared(model, tok, encoded, shared, results, batch_size, bar)
     return results  # type: ignore[return-value]
@@ -75,12 +76,15 @@ def score_continuations(model, tok, requests: Sequence[tuple[str, str]], *, batc
 
 def _scored(logp: torch.Tensor, c: list[int]) -> Scored:
     """``logp``: [len(c), vocab] log-probabilities of the positions predicting ``c``."""
+    import torch
     target = torch.tensor(c, device=logp.device)
     return Scored(logprob=float(logp.gather(1, target[:, None]).sum()), greedy=bool((logp.argmax(-1) == target).all()),
                   n_tokens=len(c))
 
 
 def _score_alone(model, tok, encoded, indices: list[int], results: list, batch_size: int, bar) -> None:
+    import torch
+    from .devices import model_device
     order = sorted(indices, key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
     device = model_device(model)
     for start in range(0, len(order), batch_size):
@@ -98,6 +102,8 @@ def _score_shared(model, tok, encoded, groups: list[list[int]], results: list, b
     the key/value cache, which is then repeated per continuation; the continuations (right-padded) run on it with
     their true positions. Same scores as one sequence per request, up to float rounding; the prompt's tokens are
     computed once, not once per option."""
+    import torch
+    from .devices import model_device
     device, pad = model_device(model), pad_id(tok)
     groups = sorted(groups, key=lambda g: -len(encoded[g[0]][0]))
     chunk: list[list[int]] = []

@@ -18,17 +18,24 @@ examples.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import torch
 from tqdm.auto import tqdm
 
-from ..devices import model_device
 from ..registry import Registry
-from .graph import Graph
-from .runtime import Batch, attribute, capture, frozen, logit_diff, patched_logits
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
+    from .graph import Graph
+    from .runtime import Batch
 
 METHODS: Registry[Callable[..., "Attribution"]] = Registry("circuit method")
+
+
+def method_options(circuits: dict[str, Any]) -> dict[str, Any]:
+    """The options of the configured method, from the config's ``circuits`` section."""
+    return {"eap_ig": {"ig_steps": circuits.get("ig_steps", 5)},
+            "edge_pruning": dict(circuits.get("edge_pruning", {}))}.get(circuits.get("method", "eap_dual"), {})
 
 
 @dataclass
@@ -41,6 +48,9 @@ class Attribution:
 
 @METHODS.register("eap_dual")
 def eap_dual(model, graph: Graph, batches: Iterable[Batch], *, desc: str = "eap_dual", **_) -> Attribution:
+    import torch
+    from ..devices import model_device
+    from .runtime import attribute, capture, frozen, logit_diff
     W, R = len(graph.writers), len(graph.receivers)
     ns, dn = (torch.zeros(W, R, device=model_device(model)) for _ in range(2))
     n = passes = 0
@@ -63,6 +73,9 @@ def eap_ig(model, graph: Graph, batches: Iterable[Batch], *, ig_steps: int = 5, 
     clean and the corrupted input embeddings. The path is symmetric, so the denoising score is the noising score
     with its sign flipped: both circuits coincide and every edge is labelled ADDER. Use it for one faithful
     circuit, not for AND/OR labels. Cost per example: 2 forwards + 3 per step."""
+    import torch
+    from ..devices import model_device
+    from .runtime import attribute, capture, frozen, logit_diff
     W, R = len(graph.writers), len(graph.receivers)
     ns = torch.zeros(W, R, device=model_device(model))
     n = passes = 0
@@ -89,12 +102,14 @@ _BETA, _GAMMA, _ZETA = 2 / 3, -0.1, 1.1
 
 
 def _hard_concrete(log_alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    import torch
     u = torch.rand(log_alpha.shape, generator=generator).clamp(1e-6, 1 - 1e-6)
     s = torch.sigmoid((u.log() - (1 - u).log() + log_alpha) / _BETA)
     return (s * (_ZETA - _GAMMA) + _GAMMA).clamp(0, 1)
 
 
 def _kl_at_answer(full_logprobs: torch.Tensor, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    import torch
     rows = torch.arange(len(batch.pos), device=batch.pos.device)
     lq = torch.log_softmax(logits[rows, batch.pos].float(), -1)
     return (full_logprobs.exp() * (full_logprobs - lq)).sum(-1).mean()
@@ -110,6 +125,8 @@ def edge_pruning(model, graph: Graph, batches: Iterable[Batch], *, edge_fraction
     ``edge_fraction`` (linear warm-up over the first ``warmup`` of the steps). Noising: clean base, edges outside
     the mask carry corrupted activations. Denoising (bounded, as in the logical-gates paper): corrupted base,
     outside edges carry clean activations, KL to the corrupted run. Scores are the final mask probabilities."""
+    import torch
+    from .runtime import capture, frozen, patched_logits
     from .select import edge_mask
 
     batches = list(batches)

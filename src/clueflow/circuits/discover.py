@@ -43,12 +43,6 @@ from .select import (GATES, circuit_of_size, edge_mask, faithfulness, gate_label
                      size_within_nodes, sparsity)
 
 
-def method_options(circuits: dict[str, Any]) -> dict[str, Any]:
-    """The options of the configured method, from the config's ``circuits`` section."""
-    return {"eap_ig": {"ig_steps": circuits.get("ig_steps", 5)},
-            "edge_pruning": dict(circuits.get("edge_pruning", {}))}.get(circuits.get("method", "eap_dual"), {})
-
-
 def truncate_left(ids: list[int], max_length: int, bos: int | None) -> list[int]:
     """The last ``max_length`` tokens of a prompt (the answer position, its last token, stays), keeping a
     leading ``bos``."""

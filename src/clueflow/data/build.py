@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 
 from ..errors import ClueflowError
 from ..io import write_parquet
-from ..scoring import encode_continuation
 from .generators import GENERATORS, GenContext
 from .loaders import LOADERS
 from .schema import SPLITS, to_frame, validate_frame
@@ -24,6 +23,7 @@ MAX_PROPOSALS_PER_ROW = 50
 def _shift_shared_space(tok, row: dict[str, Any]) -> dict[str, Any]:
     """If the tokenizer splits a leading space off every answer as the same token (SmolLM2 does so before
     digits), move that space to the end of the prompts so that answers differ in their first token."""
+    from ..scoring import encode_continuation
     answers = [row["answer"], row["corrupted_answer"], *(row.get("choices") or [])]
     space = encode_continuation(tok, " ")
     if not all(a.startswith(" ") and encode_continuation(tok, a)[: len(space)] == space for a in answers):
@@ -36,6 +36,7 @@ def _shift_shared_space(tok, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pair_usable(tok, row: dict[str, Any], ctx: GenContext) -> bool:
+    from ..scoring import encode_continuation
     return (ctx.n_tokens(row["prompt"]) == ctx.n_tokens(row["corrupted_prompt"])
             and encode_continuation(tok, row["answer"])[:1] != encode_continuation(tok, row["corrupted_answer"])[:1])
 

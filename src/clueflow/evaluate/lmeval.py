@@ -23,7 +23,6 @@ from unittest import mock
 from typing import Any
 
 import pandas as pd
-import torch
 import yaml
 
 from ..errors import ClueflowError
@@ -164,6 +163,7 @@ def run_lm_eval(model, tok, names: list[str], *, include_path: str | Path | None
     Returns one row per document (``task, doc_id, id, correct, set``: ``set`` the configured name, ``correct`` the
     document's score under the name's metric) and the score lm-eval reports for each group with an aggregate of its
     own (``aggregate_metric_list``; a tag, or a group without one, is scored by the mean over its documents)."""
+    import torch
     from ..devices import model_device
     from ..fetch import offline_error
 

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .chunks import SHARD_BYTES
+
 
 def is_sharded(t) -> bool:
     from torch.distributed.tensor import DTensor
@@ -78,7 +80,6 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-SHARD_BYTES = 5 * 2**30  # the largest safetensors file save_sharded writes (transformers' default shard size)
 
 
 def _rows(param: torch.Tensor) -> slice:

@@ -20,22 +20,23 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import pandas as pd
-import torch
-from torch import nn
-
-from ...circuits.graph import Graph
+from ...config import choices
 from ...errors import ClueflowError
-from ...masks import maskable
 from ...registry import NUMBER, Registry
-from ..batches import Batches
-from ..losses import FORGET_LOSSES
-from ..trainer import Stage, UnlearnData
+
+if TYPE_CHECKING:  # the plan reads the registry: importing the methods does not import torch
+    import pandas as pd
+    import torch
+    from torch import nn
+
+    from ...circuits.graph import Graph
+    from ..batches import Batches
+    from ..trainer import Stage, UnlearnData
 
 METHODS: Registry[Callable[["Context"], list[Stage]]] = Registry("unlearning method")
-LOSSES = tuple(FORGET_LOSSES)  # the ``loss`` option of a method
+LOSSES = tuple(choices("unlearn.loss"))  # the ``loss`` option of a method (clueflow.unlearn.losses computes each)
 RATIO = (NUMBER, "clue")  # the ``ratio`` option of a localizer: a share of the maskable entries, or CLUE's count
 AT_CLUE_COUNT = {"ratio": "clue"}  # a localizer's default budget: as many entries as CLUE's forget ∪ conflict masks
 SETTINGS = ("forget_ratio", "batch_size", "attribution_batch_size", "max_length", "lr", "lr_grid", "epochs", "steps", "loss", "retain_weight",
@@ -115,10 +116,14 @@ class Context:
         return self.settings["attribution_batch_size"]
 
     def maskable(self) -> dict[str, nn.Parameter]:
+        from ...masks import maskable
+
         return maskable(self.model, self.graph)
 
     def stage(self, name: str, mask: dict[str, torch.Tensor] | None, *, epochs: int | None = None,
               loss: str | None = None, retain_weight: float | None = None, **kw) -> Stage:
+        from ..trainer import Stage
+
         s = self.settings
         return Stage(name, mask, loss=loss or self.options.get("loss", s["loss"]),
                      epochs=s["epochs"] if epochs is None else epochs, lr=s["lr"],
@@ -128,6 +133,8 @@ class Context:
     def edit(self, name: str, mask: dict[str, torch.Tensor], step: str, **record) -> Stage:
         """The stage of an edit the method made itself (no trainer step): its mask (the entries it changed) and
         what it did, which the run's summary records instead of the trainer's settings."""
+        from ..trainer import Stage
+
         return Stage(name, mask, epochs=0, edit=dict(step=step, **record))
 
     def clue_union(self) -> dict[str, torch.Tensor]:
@@ -158,6 +165,8 @@ def top_entries(flat: torch.Tensor, shapes: dict[str, torch.Size], k: int) -> di
     """Masks of the ``k`` highest scores over all tensors together (ties at the threshold all included). ``flat``
     holds every tensor's scores concatenated in ``shapes``' order: one buffer, ranked where it is (no second copy
     of all scores on a GPU)."""
+    import torch
+
     k = max(0, min(k, flat.numel()))
     if k == 0:
         return {n: torch.zeros(s, dtype=torch.bool, device=flat.device) for n, s in shapes.items()}

@@ -3,19 +3,22 @@ gradients. (Registers no method.)"""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from ... import anatomy
-from ...circuits.graph import Graph
-from ..batches import Batches
-from ..losses import IGNORE, token_logprobs
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
+    from torch import nn
+    from ...circuits.graph import Graph
+    from ..batches import Batches
+
 
 def neuron_columns(graph: Graph, layer: int, neurons: torch.Tensor) -> torch.Tensor:
     """Mask of ``neurons``' output weights (the input features of the layer's MLP output projection)."""
+    import torch
     out = graph.mlp_outs("neuron masks")[layer]
     mask = torch.zeros(out.weight.shape, dtype=torch.bool)
     mask[anatomy.input_index(out, neurons.cpu())] = True
@@ -29,6 +32,8 @@ def gradient_stream(model: nn.Module, params: dict[str, nn.Parameter], batches: 
     ``params`` only: (name, gradient) one parameter at a time, in the model's dtype. Per-example terms make it
     independent of ``batch_size`` (examples per forward pass) up to float rounding. Each gradient is handed over,
     not copied (a consumer that scores tensor by tensor never holds a second full set)."""
+    import torch
+    from ..losses import token_logprobs
     if per_example not in ("mean", "sum"):
         raise ValueError(f"per_example must be mean or sum, not {per_example!r}")
     wanted = {id(p) for p in params.values()}
@@ -60,6 +65,8 @@ def gradients(model: nn.Module, params: dict[str, nn.Parameter], batches: Batche
 def _targets(batch, answer: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Attribution targets as (row, position predicting the token, token): each row's first labelled token
     (``answer="first"``) or every labelled token (``"all"``: each its own next-token sample, q ⊕ a_<t → a_t)."""
+    import torch
+    from ..losses import IGNORE
     labelled = batch.labels != IGNORE
     if answer == "first":
         first = labelled.float().argmax(1)
@@ -87,6 +94,7 @@ def neuron_ig(model: nn.Module, graph: Graph, batches: Batches, *, batch_size: i
     others clean (L times the passes); each layer's attributions sum to f(β) − f(β with that layer's activation
     zeroed). Every term is per sample, so ``batch_size`` (examples per forward pass) changes only float rounding.
     """
+    import torch
     outs = graph.mlp_outs("neuron attribution (DEPN, SIMU)")
     totals: list[torch.Tensor | None] = [None] * len(outs)
     groups = [[l] for l in range(len(outs))] if per_layer else [list(range(len(outs)))]

@@ -9,15 +9,18 @@ only about their share of the model."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
 
 SPREADS = ("tensor", "model")
 
 
 def _counts(ctx: Context) -> dict[str, int]:
+    import numpy as np
     params = ctx.maskable()
     ratio = ctx.options["ratio"]
     if ratio == "clue":
@@ -33,6 +36,7 @@ def _counts(ctx: Context) -> dict[str, int]:
 
 
 def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
+    import torch
     out, counts = {}, _counts(ctx)
     for name, p in ctx.maskable().items():
         k = counts.get(name, 0)
@@ -46,6 +50,7 @@ def _per_tensor(ctx: Context, score) -> dict[str, torch.Tensor]:
 @METHODS.register("random", options={"ratio": RATIO, "loss": LOSSES, "spread": SPREADS},
                   defaults=dict(AT_CLUE_COUNT, spread="tensor"))
 def random(ctx: Context):
+    import torch
     g = torch.Generator().manual_seed(ctx.seed)
     return [ctx.stage("finetune", _per_tensor(ctx, lambda n, p: torch.rand(p.shape, generator=g)))]
 

@@ -13,15 +13,19 @@ else the top ``top`` fraction of all neurons, among those some text keeps), then
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ...registry import NUMBER
 from . import DENSE_MLP, LOSSES, METHODS, Context
-from .attribution import neuron_columns, neuron_ig
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
 
 
 def neuron_masks(ctx: Context, selected: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Masks of the selected neurons' output weights (in the standard mask format: every maskable key)."""
+    import torch
+    from .attribution import neuron_columns
     params = ctx.maskable()
     masks = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
     names = {id(p): n for n, p in params.items()}
@@ -36,6 +40,7 @@ def aggregate(scores: list[torch.Tensor], *, top: float | None = None, neurons: 
     scores at least ``threshold`` × the text's maximum over all layers; neurons are ranked by how many texts keep
     them, ties by summed score; the first ``neurons`` (else ``top`` × all neurons) of those kept by some text. Per
     layer, the selected neuron indices."""
+    import torch
     flat = torch.cat([s.float() for s in scores], 1)  # [texts, all neurons]
     kept = flat >= threshold * flat.max(1, keepdim=True).values
     count, total = kept.sum(0), flat.sum(0)
@@ -55,6 +60,8 @@ def aggregate(scores: list[torch.Tensor], *, top: float | None = None, neurons: 
                          "published": dict(neurons=20, steps=20, ig="per_layer")},
                   defaults=dict(threshold=0.1), exclusive=(("top", "neurons"),))
 def depn(ctx: Context):
+    import torch
+    from .attribution import neuron_ig
     o = ctx.options
     scores = neuron_ig(ctx.model, ctx.graph, ctx.forget_qa, batch_size=ctx.attribution_batch_size, steps=o["steps"],
                        target="prob", answer="all", per_layer=o["ig"] == "per_layer", per_example=True)

@@ -21,68 +21,74 @@ most important one are MEMIT's edit site, their MLP output projections W_l; then
 from __future__ import annotations
 
 import inspect
-
-import torch
+from typing import TYPE_CHECKING
 
 from ... import anatomy
-from ...devices import model_device
-from ...scoring import encode_continuation, encode_prompt, pad_id, padded
 from ...registry import NUMBER
 from . import DENSE_MLP, LOSSES, METHODS, Context
 
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
+
 
 def _prompts(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    import torch
+    from ...scoring import encode_prompt, pad_id, padded
     enc = [encode_prompt(tok, t) for t in texts]
     ids, mask = padded(enc, pad_id(tok))
     return ids.to(device), mask.to(device), torch.tensor([len(e) - 1 for e in enc], device=device)
 
 
-@torch.no_grad()
 def layer_effects(ctx: Context) -> torch.Tensor:
     """Mean indirect effect of restoring each layer's MLP output, over the forget rows."""
-    df, layers, device = ctx.forget_df, ctx.graph.layers, model_device(ctx.model)
-    batch_size = ctx.attribution_batch_size
-    effects = torch.zeros(len(layers), device=device)
-    for start in range(0, len(df), batch_size):
-        rows = df.iloc[start:start + batch_size]
-        clean_ids, mask, last = _prompts(ctx.tok, rows["prompt"].tolist(), device)
-        corrupt_ids, _, _ = _prompts(ctx.tok, rows["corrupted_prompt"].tolist(), device)  # token-aligned by schema
-        answer = torch.tensor([encode_continuation(ctx.tok, a)[0] for a in rows["answer"]], device=device)
-        r = torch.arange(len(rows), device=device)
-        saved: dict[int, torch.Tensor] = {}
-        restore: list[int] = []
+    import torch
+    from ...devices import model_device
+    from ...scoring import encode_continuation
+    with torch.no_grad():  # an analysis pass: no graph
+        df, layers, device = ctx.forget_df, ctx.graph.layers, model_device(ctx.model)
+        batch_size = ctx.attribution_batch_size
+        effects = torch.zeros(len(layers), device=device)
+        for start in range(0, len(df), batch_size):
+            rows = df.iloc[start:start + batch_size]
+            clean_ids, mask, last = _prompts(ctx.tok, rows["prompt"].tolist(), device)
+            corrupt_ids, _, _ = _prompts(ctx.tok, rows["corrupted_prompt"].tolist(), device)  # token-aligned by schema
+            answer = torch.tensor([encode_continuation(ctx.tok, a)[0] for a in rows["answer"]], device=device)
+            r = torch.arange(len(rows), device=device)
+            saved: dict[int, torch.Tensor] = {}
+            restore: list[int] = []
 
-        def hook(l):
-            def fwd(module, args, out):
-                if l in restore:
-                    return saved[l]
-                if not restore and l not in saved and recording:
-                    saved[l] = out.detach()
-            return fwd
+            def hook(l):
+                def fwd(module, args, out):
+                    if l in restore:
+                        return saved[l]
+                    if not restore and l not in saved and recording:
+                        saved[l] = out.detach()
+                return fwd
 
-        def prob(ids):
-            logits = ctx.model(input_ids=ids, attention_mask=mask).logits
-            return torch.softmax(logits[r, last].float(), -1)[r, answer]
+            def prob(ids):
+                logits = ctx.model(input_ids=ids, attention_mask=mask).logits
+                return torch.softmax(logits[r, last].float(), -1)[r, answer]
 
-        handles = [layer.mlp.register_forward_hook(hook(l)) for l, layer in enumerate(layers)]
-        try:
-            recording = True
-            prob(clean_ids)
-            recording = False
-            base = prob(corrupt_ids)
-            for l in range(len(layers)):
-                restore[:] = [l]
-                effects[l] += (prob(corrupt_ids) - base).sum()
-            restore.clear()
-        finally:
-            for h in handles:
-                h.remove()
-    return effects / max(len(df), 1)
+            handles = [layer.mlp.register_forward_hook(hook(l)) for l, layer in enumerate(layers)]
+            try:
+                recording = True
+                prob(clean_ids)
+                recording = False
+                base = prob(corrupt_ids)
+                for l in range(len(layers)):
+                    restore[:] = [l]
+                    effects[l] += (prob(corrupt_ids) - base).sum()
+                restore.clear()
+            finally:
+                for h in handles:
+                    h.remove()
+        return effects / max(len(df), 1)
 
 
 def closed_form(keys: torch.Tensor, resid: torch.Tensor, cov: torch.Tensor, lam: float) -> torch.Tensor:
     """MEMIT's update ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹ (``keys`` K [d_in, n], ``resid`` R [d_out, n], ``cov`` C
     [d_in, d_in]): the least-squares ΔW with ΔW K ≈ R, each key direction's change weighed against λ C."""
+    import torch
     keys, resid, cov = keys.double(), resid.double(), cov.double()
     return torch.linalg.solve(lam * cov + keys @ keys.T, keys @ resid.T).T
 
@@ -93,6 +99,7 @@ class _Site:
     norm's input after the last layer) and, while ``delta`` is set, adds it to ``top``'s MLP output."""
 
     def __init__(self, ctx: Context, layers: list[int], mask, last):
+        import torch
         self.ctx, self.layers, self.mask, self.last = ctx, layers, mask, last
         self.outs, self.top = ctx.graph.mlp_outs("memit"), layers[-1]
         self.keys: dict[int, torch.Tensor] = {}
@@ -104,6 +111,7 @@ class _Site:
 
     def run(self, ids) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits at the last tokens, residual after ``top`` there)."""
+        import torch
         r, last, outs = torch.arange(len(ids), device=ids.device), self.last, self.outs
         after_last_layer = self.top == len(outs) - 1
 
@@ -135,30 +143,34 @@ class _Site:
         return logits, resid
 
 
-@torch.no_grad()
 def sampled_text(ctx: Context, tokens: int, length: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(ids, attention mask) batches of at least ``tokens`` tokens the model samples from its BOS token (seeded by
     the run's seed): generic text of the model's own distribution, MEMIT's Wikipedia sample offline."""
-    start = ctx.tok.bos_token_id if ctx.tok.bos_token_id is not None else ctx.tok.eos_token_id
-    n, size = -(-tokens // length), ctx.attribution_batch_size
-    device = model_device(ctx.model)
-    # the seeded sampling leaves the caller's random state (on the model's device too) as it was
-    with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
-        torch.manual_seed(ctx.seed)
-        out = []
-        for k in range(0, n, size):
-            ids = torch.full((min(size, n - k), 1), start, device=device)
-            seq = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                                     max_new_tokens=length - 1, min_new_tokens=length - 1,
-                                     pad_token_id=pad_id(ctx.tok))
-            out.append((seq, torch.ones_like(seq)))
-    return out
+    import torch
+    from ...devices import model_device
+    from ...scoring import pad_id
+    with torch.no_grad():  # an analysis pass: no graph
+        start = ctx.tok.bos_token_id if ctx.tok.bos_token_id is not None else ctx.tok.eos_token_id
+        n, size = -(-tokens // length), ctx.attribution_batch_size
+        device = model_device(ctx.model)
+        # the seeded sampling leaves the caller's random state (on the model's device too) as it was
+        with torch.random.fork_rng(devices=[device] if device.type != "cpu" else [], device_type=device.type):
+            torch.manual_seed(ctx.seed)
+            out = []
+            for k in range(0, n, size):
+                ids = torch.full((min(size, n - k), 1), start, device=device)
+                seq = ctx.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
+                                         max_new_tokens=length - 1, min_new_tokens=length - 1,
+                                         pad_token_id=pad_id(ctx.tok))
+                out.append((seq, torch.ones_like(seq)))
+        return out
 
 
 def key_covariance(ctx: Context, layers: list[int]) -> dict[int, torch.Tensor]:
     """E[k kᵀ] of each layer's MLP output projection input over every (unpadded) token of the retain rows and of
     text the model samples (:func:`sampled_text`; ``cov_tokens``, default twice the keys' width, so that C has
     full rank: with only the retain rows' few hundred tokens most key directions would be unconstrained)."""
+    import torch
     outs, sums, count = ctx.graph.mlp_outs("memit"), {}, 0
     width = anatomy.out_in(outs[layers[0]], outs[layers[0]].weight).shape[1]
     sample = sampled_text(ctx, int(ctx.options.get("cov_tokens", 2 * width)))
@@ -188,6 +200,8 @@ class _KLTerm:
     each row's δ added there, over the rows with a subject (none: 0)."""
 
     def __init__(self, ctx: Context, layers: list[int], df):
+        import torch
+        from ...devices import model_device
         subjects = df["subject"] if "subject" in df else []
         self.rows = [i for i, s in enumerate(subjects) if isinstance(s, str)]
         if not self.rows:
@@ -198,6 +212,7 @@ class _KLTerm:
             self.before = torch.log_softmax(self.site.run(ids)[0].float(), -1)
 
     def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        import torch
         if not self.rows:
             return delta.new_zeros(())
         self.site.delta = delta[self.rows]
@@ -208,6 +223,9 @@ class _KLTerm:
 
 def edit(ctx: Context, layers: list[int]) -> None:
     """MEMIT's batch edit of ``layers``' MLP output projections, in place (module docstring)."""
+    import torch
+    from ...devices import model_device
+    from ...scoring import encode_continuation
     o, outs, device = ctx.options, ctx.graph.mlp_outs("memit"), model_device(ctx.model)
     df = ctx.forget_df
     ids, mask, last = _prompts(ctx.tok, df["prompt"].tolist(), device)
@@ -257,6 +275,7 @@ def edit(ctx: Context, layers: list[int]) -> None:
                                                          v_weight_decay=0.5, clamp=0.75, kl_factor=0.0625)},
                   defaults=dict(window=3))
 def memit(ctx: Context):
+    import torch
     outs = ctx.graph.mlp_outs("memit")
     effects = layer_effects(ctx)
     window, n = ctx.options["window"], len(effects)

@@ -19,17 +19,17 @@ are the only full copy."""
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
-
-import torch
+from typing import TYPE_CHECKING, Iterable
 
 from tqdm.auto import tqdm
 
 from ... import anatomy
-from ..batches import Batches
-from ..trainer import Stage
 from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context
-from .attribution import gradient_stream, gradients
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
+    from ..batches import Batches
+    from ..trainer import Stage
 
 
 def _units(g: torch.Tensor, module) -> torch.Tensor:
@@ -42,6 +42,7 @@ def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.T
     """Masks (on each parameter's device) of the partitions with the lowest cosine between ``g_a`` and ``g_d`` (the
     stream of the other side's gradients), whole partitions in ascending order until ``budget`` entries are
     covered."""
+    import torch
     parts = []  # (cosine, name, unit index, entries)
     for n, d in g_d:
         a, d = _units(g_a.pop(n), owner[n]), _units(d, owner[n])
@@ -60,6 +61,7 @@ def lowest_cosine(g_a: dict[str, torch.Tensor], g_d: Iterable[tuple[str, torch.T
 def _unit_mask(p: torch.Tensor, module, units: list[int]) -> torch.Tensor:
     """A bool mask of ``p``'s shape on its device selecting the partitions ``units``, built by one transfer of the
     unit indices (not one write per unit, nor a copy of a CPU mask of every entry)."""
+    import torch
     if p.dim() == 1:
         return torch.full(p.shape, bool(units), dtype=torch.bool, device=p.device)
     out, inp = anatomy.out_in(module, p).shape
@@ -72,6 +74,7 @@ def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor],
            ) -> dict[str, torch.Tensor]:
     """Masks of the lowest-cosine partitions between ``g_a`` (the facts' gradients, left in place) and the
     counterfactuals' gradients at the current weights, up to ``budget`` entries."""
+    from .attribution import gradient_stream
     params = ctx.maskable()
     g_d = gradient_stream(ctx.model, params, counterfactuals, batch_size=ctx.attribution_batch_size)
     return lowest_cosine(dict(g_a), g_d, anatomy.param_modules(ctx.model), params, budget)
@@ -79,6 +82,8 @@ def select(ctx: Context, counterfactuals: Batches, g_a: dict[str, torch.Tensor],
 
 def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> Stage:
     """PCGU's own update (module docstring), in place; its stage: the union of the partitions moved."""
+    import torch
+    from .attribution import gradients
     s, params, budget = ctx.settings, ctx.maskable(), ctx.budget()
     steps = s["steps"] if s["steps"] is not None else s["epochs"] * len(facts)
     moved = {n: torch.zeros(p.shape, dtype=torch.bool, device=p.device) for n, p in params.items()}
@@ -98,6 +103,7 @@ def update(ctx: Context, facts: Batches, counterfactuals: Batches) -> Stage:
 @METHODS.register("pcgu", options={"ratio": RATIO, "loss": LOSSES}, modes={"paper": {}, "published": {}},
                   defaults=AT_CLUE_COUNT)
 def pcgu(ctx: Context):
+    from .attribution import gradients
     if ctx.forget_batches is None:
         raise ValueError("pcgu needs the forget rows' counterfactual pairs")
     counterfactuals = ctx.forget_batches("counterfactual")

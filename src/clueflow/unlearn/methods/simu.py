@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from ...registry import NUMBER
 from . import DENSE_MLP, LOSSES, METHODS, Context
-from .attribution import neuron_ig
 from .depn import neuron_masks
 
 
@@ -28,6 +27,7 @@ def _critical(scores, t):
                   modes={"published": dict(optimizer="sophia", loss="ga"), "paper": dict(optimizer="adamw")},
                   defaults=dict(threshold=0.5, neurons="with_dual", steps=8))
 def simu(ctx: Context):
+    from .attribution import neuron_ig
     steps, t = ctx.options["steps"], float(ctx.options["threshold"])
 
     def critical(batches):

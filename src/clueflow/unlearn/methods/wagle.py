@@ -6,17 +6,21 @@ one buffer that is ranked in place."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ...devices import model_device
 from ...registry import NUMBER
 from . import AT_CLUE_COUNT, LOSSES, METHODS, RATIO, Context, top_entries
-from .attribution import gradient_stream, gradients
+
+if TYPE_CHECKING:  # annotations only: importing this module does not import torch
+    import torch
 
 
 @METHODS.register("wagle", options={"ratio": RATIO, "mu": NUMBER, "loss": LOSSES},
                   defaults=dict(AT_CLUE_COUNT, mu=1e-6))  # the released WAGLE configs' μ
 def wagle(ctx: Context):
+    import torch
+    from ...devices import model_device
+    from .attribution import gradient_stream
     params = ctx.maskable()
     g_f = forget_gradients(ctx, params)
     mu = float(ctx.options["mu"])
@@ -32,6 +36,7 @@ def forget_gradients(ctx: Context, params: dict) -> dict[str, torch.Tensor]:
     """Gradient of the run's forget loss at the starting weights, as a sum of per-example terms (its sign and a
     constant factor do not change |·| rankings): GA's is the forget rows' mean token NLL, PO's the same on their
     refusal targets, and NPO's, at θ = θ_ref where every σ(β·log-ratio) is ½, each row's sequence log-probability."""
+    from .attribution import gradients
     loss = ctx.options.get("loss", ctx.settings["loss"])
     return gradients(ctx.model, params, ctx.data.refusal if loss == "po" else ctx.data.forget,
                      batch_size=ctx.attribution_batch_size, per_example="sum" if loss == "npo" else "mean")
