@@ -1,8 +1,11 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one test process per core (-n auto): one thread each, children too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -54,3 +57,21 @@ def smol_tok(smol_dir):
     from clueflow.models import load_tokenizer
 
     return load_tokenizer(smol_dir)
+
+
+# seconds per test file (setup + call + teardown, summed over its tests; with -n the controller sees every report):
+# CI prints the ten slowest files, the figure the CI budget is managed by
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    file = report.nodeid.split("::", 1)[0]
+    _FILE_SECONDS[file] = _FILE_SECONDS.get(file, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    slowest = sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])[:10]
+    if slowest:
+        terminalreporter.section("slowest test files (seconds, summed over their tests)")
+        for file, seconds in slowest:
+            terminalreporter.write_line(f"{seconds:8.1f}  {file}")

@@ -1,5 +1,5 @@
 """Bad inputs: each gives one line on stderr naming the file (and field where there is one), exit status 2,
-and no output artifact. The README's table of bad-input cases is this list."""
+and no output artifact. docs/reliability.md's table of bad-input cases is generated from this list."""
 
 import subprocess
 import sys
