@@ -187,6 +187,13 @@ def test_import_closure_follows_relative_local_and_registry_imports():
     assert "clueflow.logic" in cnf and "clueflow.masks" not in cnf and "clueflow.unlearn.run" not in cnf
 
 
+def test_the_parse_cache_is_keyed_by_the_source_so_an_edit_is_seen():
+    from clueflow.codehash import imports_of
+
+    assert imports_of("x = 1\n", "clueflow.tables", False) == frozenset()
+    assert "clueflow.masks" in imports_of("from .masks import maskable\n", "clueflow.tables", False)
+
+
 def test_editing_a_deep_module_changes_exactly_the_dependent_hashes(tmp_path, monkeypatch):
     import clueflow.codehash as ch
 

@@ -35,7 +35,8 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def imports_of(source: str, module: str, is_package: bool) -> set[str]:
+@lru_cache(maxsize=None)  # every rule's closure walks the same modules: parse each source once per process
+def imports_of(source: str, module: str, is_package: bool) -> frozenset[str]:
     """Package modules that ``source`` (the text of ``module``) imports, with the packages containing them."""
     tree = ast.parse(source)
     package = module if is_package else module.rpartition(".")[0]
@@ -56,7 +57,7 @@ def imports_of(source: str, module: str, is_package: bool) -> set[str]:
               and any(isinstance(a, ast.Name) and a.id == "__path__" for a in node.args)):
             found.update(f"{module}.{p.stem}" for p in module_file(module).parent.glob("*.py")
                          if p.name != "__init__.py")
-    return {parent for name in found if module_file(name) for parent in _parents(name)}
+    return frozenset(parent for name in found if module_file(name) for parent in _parents(name))
 
 
 @lru_cache(maxsize=None)
