@@ -156,8 +156,7 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
-def test_every_relative_link_resolves(path):
+def _broken_links(path: Path) -> list[str]:
     broken = []
     for target in re.findall(r"\]\(([^)\s]+)\)", _text(path)):
         if re.match(r"[a-z]+:", target):
@@ -169,4 +168,16 @@ def test_every_relative_link_resolves(path):
         elif anchor and dest.suffix == ".md":
             anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", _text(dest), flags=re.M)}
             broken += [target] if anchor not in anchors else []
-    assert not broken, f"{path.name}: {broken}"
+    return broken
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_resolves(path):
+    assert not _broken_links(path), f"{path.name}: {_broken_links(path)}"
+
+
+def test_the_link_check_catches_a_missing_page_and_anchor(tmp_path):
+    (tmp_path / "b.md").write_text("# The stress pair (`a.yaml`: measured)\n")
+    (tmp_path / "a.md").write_text("[ok](b.md#the-stress-pair-ayaml-measured) [no](c.md) [bad](b.md#stress) "
+                                   "[web](https://x.org)\n")
+    assert _broken_links(tmp_path / "a.md") == ["c.md", "b.md#stress"]
