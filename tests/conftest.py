@@ -59,6 +59,13 @@ def smol_tok(smol_dir):
     return load_tokenizer(smol_dir)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with an end-to-end workflow test first: with -n (one file per worker at a time) their minutes then
+    overlap the rest of the suite instead of trailing it."""
+    heavy = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: the order within each group stays
+
+
 # seconds per test file (setup + call + teardown, summed over its tests; with -n the controller sees every report):
 # CI prints the ten slowest files, the figure the CI budget is managed by
 _FILE_SECONDS: dict[str, float] = {}

@@ -206,6 +206,7 @@ def _family_config(arch: str) -> dict:
                        "fig3": ["ioi"], "fig4": ["clue"], "fig6": ["clue"]}}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("arch", NEW)
 def test_workflow_model_to_evaluation_on_each_family(arch, tmp_path):
     """model → circuits → CNF → assignment → masks → one CLUE run → evaluation through Snakemake; the checkpoint

@@ -115,6 +115,7 @@ def test_outside_share_counts_entries_no_reference_mask_selects():
     assert outside_share(mask, [mask]) == (0.0, 5)
 
 
+@pytest.mark.e2e
 def test_workflow_writes_the_check_for_pure_ga_and_the_random_control(tmp_path):
     """Rule sensitivity on the tiny model: pure GA and the random control at CLUE's budget over two seeds give RU
     and GU rows for both runs and one mask row, for the random run only, counting the entries it trained."""

@@ -135,6 +135,7 @@ def slurm_jobs(workdir: Path) -> list[dict[str, str]]:
     return [j for j in jobs if j.get("WorkDir") == str(workdir)]
 
 
+@pytest.mark.e2e
 def test_tiny_workflow_runs_through_slurm(tmp_path):
     require_cluster()
     workdir = workdir_with(tmp_path.resolve(), SMALL_CONFIG)

@@ -427,6 +427,7 @@ def test_the_sweeps_checkpoint_of_its_pick_is_the_run_at_that_lr_and_is_adopted_
     assert err.value.field == "seed" and not (setup["root"] / "ckpt" / f"{method}_seed1").exists()
 
 
+@pytest.mark.e2e
 def test_workflow_checkpoint_at_the_search_seed_is_the_sweeps_pick_and_other_seeds_train(tmp_path):
     from test_workflow import TINY_CONFIG, snakemake, workdir_with
 

@@ -207,6 +207,7 @@ def test_valid_config_passes_cli_and_workflow(tmp_path):
     snakemake(tmp_path, "all", "--dry-run", "--cores", "1")
 
 
+@pytest.mark.e2e
 def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     workdir = workdir_with(tmp_path, TINY_CONFIG)
     snakemake(workdir, "all", "--cores", "2")
@@ -338,6 +339,7 @@ def test_tiny_end_to_end_run_then_nothing_to_do(tmp_path):
     assert not {"model", "data_build", "data_filter", "circuit", "circuit_resized", "cnf", "solve"} & set(rerun)
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_byte_identical_artifacts(tmp_path):
     """SIGKILL the whole workflow mid-run: no output exists half-written, --rerun-incomplete finishes, and the
     DIMACS files, assignments and masks equal an uninterrupted run's byte for byte."""
