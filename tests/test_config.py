@@ -106,3 +106,14 @@ def test_method_options_resolve_to_their_modes_defaults_and_exclusive_options_ar
         method_impl("random", {"spread": "layer"}, "r")
     with pytest.raises(ValueError, match="default top='x' is not a valid option value"):
         Registry("thing").register("t", options={"top": float}, defaults={"top": "x"})
+
+
+def test_the_fast_yaml_parser_reads_the_schema_as_the_safe_loader_does():
+    import yaml
+
+    from clueflow.config import schema, schema_text
+
+    assert schema() == yaml.safe_load(schema_text())
+    edited = schema()
+    edited["properties"].clear()  # a caller's edit does not reach the next reader
+    assert schema()["properties"]

@@ -6,6 +6,7 @@ Errors are one line and name the file and the dotted key, e.g.
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import lru_cache
 from importlib import resources
@@ -24,21 +25,32 @@ def _schema_text() -> str:
     return resources.files("clueflow").joinpath("schemas/config.schema.yaml").read_text()
 
 
-def schema() -> dict[str, Any]:
-    """The config schema, with the name patterns of :mod:`clueflow.layout` (the wildcard constraints use the same)."""
+def schema_text() -> str:
+    """The schema's YAML with the name patterns of :mod:`clueflow.layout` (the wildcard constraints use the same)."""
     text = _schema_text()
     for placeholder, pattern in (("@model@", MODEL_NAME), ("@retains@", RETAINS), ("@name@", NAME),
                                  ("@device@", DEVICE_PATTERN)):
         text = text.replace(placeholder, pattern.replace("\\", "\\\\"))
-    return yaml.safe_load(text)
+    return text
+
+
+@lru_cache(maxsize=1)
+def _parsed_schema() -> dict[str, Any]:
+    # libyaml's parser where PyYAML has it: the Snakefile reads the schema at every start (0.3 s in Python)
+    return yaml.load(schema_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def schema() -> dict[str, Any]:
+    """The config schema (a copy: callers may edit it)."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def key_schema(dotted: str) -> dict[str, Any]:
-    """The schema of one config key (``circuits.edge_fraction``)."""
-    node = schema()
+    """The schema of one config key (``circuits.edge_fraction``; a copy)."""
+    node = _parsed_schema()
     for part in dotted.split("."):
         node = node["properties"][part]
-    return node
+    return copy.deepcopy(node)
 
 
 def default(dotted: str) -> Any:
