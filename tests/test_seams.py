@@ -194,6 +194,42 @@ def test_the_parse_cache_is_keyed_by_the_source_so_an_edit_is_seen():
     assert "clueflow.masks" in imports_of("from .masks import maskable\n", "clueflow.tables", False)
 
 
+def _imports_by_whole_parse(source, module, is_package):
+    """The reference: every import node of the module's whole AST (what the line scan must find)."""
+    import ast
+
+    from clueflow.codehash import _parents, module_file
+
+    package = module if is_package else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)] if node.level else []
+            base = ".".join(anchor + ([node.module] if node.module else [])) if node.level else node.module or ""
+            found |= {base, *(f"{base}.{a.name}" for a in node.names)}
+        elif (is_package and isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "iter_modules"
+              and any(isinstance(a, ast.Name) and a.id == "__path__" for a in node.args)):
+            found.update(f"{module}.{p.stem}" for p in module_file(module).parent.glob("*.py")
+                         if p.name != "__init__.py")
+    return {parent for name in found if module_file(name) for parent in _parents(name)}
+
+
+def test_the_import_scan_finds_what_a_whole_parse_finds_in_every_package_module():
+    from clueflow.codehash import imports_of
+
+    root = REPO / "src" / "clueflow"
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        package = parts[-1] == "__init__"
+        module = ".".join(parts[:-1] if package else parts)
+        source = path.read_text()
+        assert imports_of(source, module, package) == _imports_by_whole_parse(source, module, package), module
+    text = 'def f():\n    from .masks import (\n        maskable,\n    )\n    import clueflow.solve\n'
+    assert {"clueflow.masks", "clueflow.solve"} <= imports_of(text, "clueflow.tables", False)
+
+
 def test_editing_a_deep_module_changes_exactly_the_dependent_hashes(tmp_path, monkeypatch):
     import clueflow.codehash as ch
 

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
+import textwrap
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 PACKAGE = "clueflow"
+_ITER_MODULES = re.compile(r"iter_modules\(\s*__path__")
 ROOT = Path(__file__).resolve().parent
 
 
@@ -35,13 +39,35 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-@lru_cache(maxsize=None)  # every rule's closure walks the same modules: parse each source once per process
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:import|from)[ \t]")
+
+
+def _import_statements(source: str) -> Iterator[ast.stmt]:
+    """The import statements of ``source`` (module level or indented in functions), each parsed on its own: a
+    whole-module parse would cost ~10 ms a module at every workflow start. A line in a string that reads like an
+    import counts too (a hash that covers more, never less)."""
+    lines = source.splitlines()
+    i = 0
+    while i < len(lines):
+        if not _IMPORT_LINE.match(lines[i]):
+            i += 1
+            continue
+        j = i
+        while "(" in lines[i] and ")" not in "\n".join(lines[i:j + 1]) and j + 1 < len(lines):
+            j += 1  # a parenthesized name list over several lines
+        try:
+            yield from ast.parse(textwrap.dedent("\n".join(lines[i:j + 1]))).body
+        except SyntaxError:
+            pass
+        i = j + 1
+
+
+@lru_cache(maxsize=None)  # every rule's closure walks the same modules: scan each source once per process
 def imports_of(source: str, module: str, is_package: bool) -> frozenset[str]:
     """Package modules that ``source`` (the text of ``module``) imports, with the packages containing them."""
-    tree = ast.parse(source)
     package = module if is_package else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _import_statements(source):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -53,10 +79,8 @@ def imports_of(source: str, module: str, is_package: bool) -> frozenset[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)  # submodules imported by name
-        elif (is_package and isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "iter_modules"
-              and any(isinstance(a, ast.Name) and a.id == "__path__" for a in node.args)):
-            found.update(f"{module}.{p.stem}" for p in module_file(module).parent.glob("*.py")
-                         if p.name != "__init__.py")
+    if is_package and _ITER_MODULES.search(source):  # a registry that imports every module of its package
+        found.update(f"{module}.{p.stem}" for p in module_file(module).parent.glob("*.py") if p.name != "__init__.py")
     return frozenset(parent for name in found if module_file(name) for parent in _parents(name))
 
 
