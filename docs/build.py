@@ -1,7 +1,7 @@
 """Regenerate the parts of the docs that are computed from the code, so that they cannot drift from it.
 
-    python docs/build.py          # rewrite every generated block and the workflow picture
-    python docs/build.py --check  # exit 1 naming each generated part that is not current (tests/test_docs.py)
+    .venv/bin/python docs/build.py          # rewrite every generated block and the workflow picture
+    .venv/bin/python docs/build.py --check  # exit 1 naming each part that is not current (tests/test_docs.py)
 
 Generated: the key table of docs/configuration.md (from src/clueflow/schemas/config.schema.yaml), the bad-input
 tables of docs/reliability.md (from tests/test_hostile_inputs.py and tests/test_bad_inputs.py), and
@@ -64,7 +64,6 @@ RUN = "unlearn.methods.<run>."
 
 
 def configuration() -> str:
-    sys.path.insert(0, str(REPO / "src"))
     from clueflow.config import schema
 
     rows = config_rows(schema())
@@ -136,7 +135,7 @@ def main(argv=None) -> int:
                 raise SystemExit("docs/build.py: graphviz's dot is not installed: apt-get install graphviz")
             subprocess.run(["dot", "-Tsvg", "-o", str(SVG), str(DOT)], check=True)
     if check and stale:
-        print("not current (run: python docs/build.py): " + ", ".join(stale))
+        print("not current (run: .venv/bin/python docs/build.py): " + ", ".join(stale))
         return 1
     return 0
 

@@ -1,8 +1,8 @@
 """Hostile input, by group: each case exits with status 2, prints exactly one line naming the file or field, writes
 no partial artifact, and every sentinel file outside the output path survives.
 
-``python tests/test_hostile_inputs.py`` prints docs/reliability.md's table of these cases (``python docs/build.py``
-writes it there; tests/test_docs.py checks it is current).
+``python tests/test_hostile_inputs.py`` prints docs/reliability.md's table of these cases
+(``.venv/bin/python docs/build.py`` writes it there; tests/test_docs.py checks it is current).
 """
 
 import copy

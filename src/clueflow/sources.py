@@ -68,7 +68,8 @@ def cache_env(cache_dir: str | None) -> dict[str, str]:
 
 def hub_cache(cache_dir: str | None) -> Path:
     """The hub cache of ``hub.cache_dir`` (null: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``), found as huggingface_hub
-    finds it but without importing it: importing it fixes its cache and offline switches (see :func:`_download`)."""
+    finds it but without importing it: importing it fixes its cache and offline switches (see
+    :func:`clueflow.fetch._download`)."""
     if cache_dir:
         return Path(cache_env(cache_dir)["HF_HUB_CACHE"])
     env = os.environ
